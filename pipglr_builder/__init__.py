@@ -1,0 +1,1 @@
+"""pipglr-builder: config -> render -> build -> verify -> publish for pipglr images."""

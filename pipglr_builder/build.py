@@ -1,0 +1,120 @@
+"""build: buildah builds one image per platform and tags them only when all succeed.
+
+Per-platform images are first built under temporary names; the final tags
+(and the manifest list when there are several platforms) are applied at the
+end, so a failed build never leaves a half-tagged image behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from . import base, render, runner, tools
+from .config import Config
+from .errors import CommandFailed
+
+STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+
+
+def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str) -> list[str]:
+    """The buildah command for one platform (data, so tests can read it)."""
+    return [
+        "buildah", "bud", "--layers", "--isolation", "chroot",
+        "--arch", arch, "--os", "linux",
+        "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
+        "--build-arg", f"TARGETARCH={arch}",
+        "--build-arg", f"CREATED={created}",
+        "--file", str(context / "Containerfile"),
+        "--tag", tag,
+        str(context),
+    ]
+
+
+class StepProgress:
+    """Turns buildah's output into one progress line per Containerfile step."""
+
+    def __init__(self, arch: str, verbose: bool):
+        self.arch, self.verbose = arch, verbose
+        self.started = time.monotonic()
+
+    def __call__(self, line: str) -> None:
+        match = STEP.match(line)
+        if match:
+            number, total, what = match.groups()
+            elapsed = time.monotonic() - self.started
+            tools.say(f"[{self.arch} {elapsed:6.1f}s] step {number}/{total}: {what[:90]}")
+        elif self.verbose or line.startswith(("Error", "error")):
+            tools.say(f"    {line}")
+
+
+def final_refs(config: Config) -> list[str]:
+    return [f"{config.image_name}:{tag}" for tag in config.tags]
+
+
+def _remove_quietly(ref: str) -> None:
+    for argv in (["buildah", "manifest", "rm", ref], ["buildah", "rmi", ref]):
+        try:
+            tools.run(argv, quiet=True)
+            return
+        except CommandFailed:
+            continue
+
+
+def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -> list[str]:
+    """Build every configured platform; return the refs that were tagged."""
+    tools.require("buildah", "podman")
+    if not config.base_image:
+        tools.require("mmdebstrap")
+    source, binaries = runner.obtain(config)
+    for arch in config.arches:
+        if not config.base_image:
+            base.bootstrap(config, arch)
+
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    nonce = uuid.uuid4().hex[:8]
+    temporary: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:
+        context = render.render(config, Path(tmp) / "context", binaries)
+        try:
+            for arch in config.arches:
+                tag = f"{config.image_name}:build-{nonce}-{arch}"
+                tools.say(f"build: {arch} image (gitlab-runner from {source})")
+                started = time.monotonic()
+                tools.run(bud_argv(config, arch, context, tag, created), on_line=StepProgress(arch, verbose),
+                          quiet=not verbose)
+                temporary[arch] = tag
+                tools.say(f"build: {arch} done in {time.monotonic() - started:.0f}s")
+            refs = _tag(config, temporary)
+        finally:
+            for tag in temporary.values():
+                _remove_quietly(tag)
+    return refs
+
+
+def _tag(config: Config, images: dict[str, str]) -> list[str]:
+    """Apply the final names: the image itself (one platform) or a manifest list."""
+    refs = final_refs(config)
+    for ref in refs:
+        _remove_quietly(ref)
+    if len(images) == 1:
+        (image,) = images.values()
+        tools.run(["buildah", "tag", image, *refs], quiet=True)
+    else:
+        first, *rest = refs
+        tools.run(["buildah", "manifest", "create", first], quiet=True)
+        for arch, image in sorted(images.items()):
+            # Per-platform names stay usable for `verify --arch`.
+            per_arch = f"{config.image_name}:{config.tags[0]}-{arch}"
+            tools.run(["buildah", "tag", image, per_arch], quiet=True)
+            tools.run(["buildah", "manifest", "add", "--arch", arch, "--os", "linux", first,
+                       f"containers-storage:{per_arch}"], quiet=True)
+        for ref in rest:
+            tools.run(["buildah", "tag", first, ref], quiet=True)
+    for ref in refs:
+        tools.say(f"build: tagged {ref}")
+    return refs

@@ -1,0 +1,114 @@
+"""The command line (build.py / pipglr-build). The only place that prints errors and exits."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from . import config as config_mod
+from .errors import PipglrError
+
+DEFAULT_CONFIG = "pipglr.toml"
+
+
+def _flag_name(key: str) -> str:
+    return "--platform" if key == "platforms" else "--" + key.replace("_", "-")
+
+
+def setting_options(func):
+    """Add one flag per pipglr.toml setting; they override the file."""
+    for setting in reversed(config_mod.SETTINGS):
+        kind = "comma-separated list" if setting.kind is list else setting.kind.__name__
+        func = click.option(_flag_name(setting.key), setting.key, default=None, metavar=kind.upper().split()[0],
+                            help=f"{setting.help} [{kind}; pipglr.toml key {setting.key}]")(func)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        overrides = {s.key: kwargs.pop(s.key) for s in config_mod.SETTINGS if kwargs.get(s.key) is not None}
+        for s in config_mod.SETTINGS:
+            kwargs.pop(s.key, None)
+        ctx = click.get_current_context()
+        path = ctx.obj["config_path"]
+        kwargs["config"] = config_mod.load(path, overrides)
+        return func(*args, **kwargs)
+    return wrapper
+
+
+class Cli(click.Group):
+    """Turns PipglrError into a one-paragraph message and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PipglrError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"Settings file (TOML). Default: ./{DEFAULT_CONFIG} when it exists.")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """Generate, build and check pipglr container images: systemd, a rootless
+    podman service and gitlab-runner in one image, started by an ordinary user
+    with `podman container runlabel`.
+
+    Settings come from pipglr.toml; every key can be overridden by its flag.
+    """
+    if config_file is None and Path(DEFAULT_CONFIG).exists():
+        config_file = Path(DEFAULT_CONFIG)
+    ctx.obj = {"config_path": config_file}
+
+
+@main.command("render")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to write the build context into (replaced if it exists).")
+@setting_options
+def render_cmd(config, output: Path) -> None:
+    """Write the build context (Containerfile, units, runlabels) without building."""
+    from . import render
+    render.render(config, output)
+    click.echo(f"build context written to {output}")
+
+
+@main.command("bootstrap-base")
+@click.option("--refresh", is_flag=True, help="Bootstrap again even when a cached base exists.")
+@setting_options
+def bootstrap_base_cmd(config, refresh: bool) -> None:
+    """Bootstrap the Debian base image for each platform (cached)."""
+    from . import base
+    if config.base_image:
+        raise PipglrError(f"base_image is set ({config.base_image}): nothing to bootstrap")
+    for arch in config.arches:
+        click.echo(base.bootstrap(config, arch, refresh=refresh))
+
+
+@main.command("build")
+@click.option("--verbose", "-v", is_flag=True, help="Show all of buildah's output, not only one line per step.")
+@setting_options
+def build_cmd(config, verbose: bool) -> None:
+    """Build the image for each platform and tag it (a manifest list for several)."""
+    from . import build
+    for ref in build.build(config, verbose=verbose):
+        click.echo(ref)
+
+
+@main.command("runner")
+@setting_options
+def runner_cmd(config) -> None:
+    """Obtain gitlab-runner for each platform as the build would, and say from where."""
+    from . import runner
+    source, binaries = runner.obtain(config)
+    for arch, path in sorted(binaries.items()):
+        click.echo(f"{arch}\t{source}\t{path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""pipglr.toml: every setting declared once, validated before any work starts.
+
+Each Setting gives the TOML key, its type, default and help text; the CLI
+derives one flag per setting from this table (see cli.py), so the config
+file, the flags and `--help` can never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+import toml
+
+from .errors import ConfigError
+
+ARCHES = ("amd64", "arm64")
+RUNNER_SOURCES = ("auto", "release", "file", "gomodule")
+# gitlab-runner's Go module is tagged without a /vN suffix, so the proxy
+# serves its releases as pseudo-versions of the release commits.
+DEFAULT_RUNNER_MODULE_VERSION = "v1.11.1-0.20260903214710-fc1f1862bd91"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    key: str
+    kind: type  # str, int, bool or list (of str)
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] | None = None  # returns a problem or None
+
+
+def _platforms(value: list[str]) -> str | None:
+    if not value:
+        return "at least one platform is needed"
+    for p in value:
+        arch = p.removeprefix("linux/")
+        if arch not in ARCHES:
+            return f"unknown platform {p!r}; supported: " + ", ".join(f"linux/{a}" for a in ARCHES)
+    return None
+
+
+def _image_name(value: str) -> str | None:
+    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*", value):
+        return "not a valid image name (lower case, no tag; e.g. localhost/pipglr)"
+    return None
+
+
+def _tags(value: list[str]) -> str | None:
+    for t in value:
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", t):
+            return f"{t!r} is not a valid image tag"
+    return None if value else "at least one tag is needed"
+
+
+def _version(value: str) -> str | None:
+    if not re.fullmatch(r"\d+\.\d+\.\d+", value):
+        return "expected a release number like 17.5.0 (without a leading v)"
+    return None
+
+
+def _sha256(value: str) -> str | None:
+    one = r"[0-9a-f]{64}"
+    if value and not re.fullmatch(rf"{one}|(amd64|arm64)={one}(,(amd64|arm64)={one})*", value):
+        return "expected 64 lower-case hex digits, or amd64=HASH,arm64=HASH"
+    return None
+
+
+def _uid(value: int) -> str | None:
+    if not 1 <= value <= 65535:
+        return "expected a UID between 1 and 65535"
+    return None
+
+
+def _packages(value: list[str]) -> str | None:
+    for p in value:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p):
+            return f"{p!r} is not a Debian package name"
+    return None
+
+
+def _suite(value: str) -> str | None:
+    if not re.fullmatch(r"[a-z]+", value):
+        return "expected a Debian suite name such as trixie"
+    return None
+
+
+def on_calendar_problem(value: str) -> str | None:
+    """Ask systemd itself whether VALUE is an OnCalendar expression."""
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        return "cannot check it: systemd-analyze is missing (install the Debian package systemd)"
+    proc = subprocess.run([tool, "calendar", value], capture_output=True, text=True)
+    if proc.returncode != 0:
+        reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "rejected"
+        return f"not a systemd OnCalendar value ({reason}); examples: daily, weekly, *-*-* 03:00:00"
+    return None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("image_name", str, "localhost/pipglr", "Name of the built image (without tag).", _image_name),
+    Setting("tags", list, ["latest"], "Tags given to the image (a manifest list when several platforms).", _tags),
+    Setting("platforms", list, ["linux/amd64"], "Platforms to build: linux/amd64, linux/arm64.", _platforms),
+    Setting("base_suite", str, "trixie", "Debian suite bootstrapped with mmdebstrap for the base.", _suite),
+    Setting("base_mirror", str, "http://deb.debian.org/debian", "Debian mirror used by mmdebstrap and apt."),
+    Setting("base_image", str, "", "Use this Debian-family image reference as base instead of bootstrapping."),
+    Setting("runner_version", str, "19.4.0", "gitlab-runner release to install.", _version),
+    Setting("runner_source", str, "auto", "Where gitlab-runner comes from: auto, release, file, gomodule."),
+    Setting("runner_file", str, "", "Local gitlab-runner binary (runner_source = file); {arch} is replaced."),
+    Setting("runner_sha256", str, "", "SHA256 the local gitlab-runner file must have (or amd64=HASH,arm64=HASH).", _sha256),
+    Setting("runner_module_version", str, DEFAULT_RUNNER_MODULE_VERSION,
+            "Go module version of gitlab.com/gitlab-org/gitlab-runner for runner_source = gomodule."),
+    Setting("prune_interval", str, "daily", "systemd OnCalendar value: how often nested storage is pruned.",
+            on_calendar_problem),
+    Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
+    Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
+    Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
+    Setting("extra_packages", list, [], "Extra Debian packages installed into the image.", _packages),
+)
+SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    image_name: str
+    tags: tuple[str, ...]
+    platforms: tuple[str, ...]
+    base_suite: str
+    base_mirror: str
+    base_image: str
+    runner_version: str
+    runner_source: str
+    runner_file: str
+    runner_sha256: str
+    runner_module_version: str
+    prune_interval: str
+    nested_privileged: bool
+    podman_uid: int
+    runner_uid: int
+    extra_packages: tuple[str, ...]
+
+    @property
+    def arches(self) -> tuple[str, ...]:
+        return tuple(p.removeprefix("linux/") for p in self.platforms)
+
+    @property
+    def image_ref(self) -> str:
+        return f"{self.image_name}:{self.tags[0]}"
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    """Turn a TOML or CLI value into the setting's type, or raise ConfigError."""
+    kind = setting.kind
+    if isinstance(value, str) and origin == "flag":
+        if kind is list:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif kind is bool:
+            lowered = value.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"{setting.key}: expected true or false, got {value!r} ({origin})")
+            value = lowered in ("true", "1", "yes")
+        elif kind is int:
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{setting.key}: expected a number, got {value!r} ({origin})") from None
+    ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)) if kind is list else (
+        isinstance(value, kind) and not (kind is int and isinstance(value, bool)))
+    if not ok:
+        raise ConfigError(f"{setting.key}: expected {kind.__name__}, got {value!r} ({origin})")
+    return value
+
+
+def load(path: Path | None, overrides: dict[str, str] | None = None) -> Config:
+    """Read PATH (if given), apply CLI overrides, validate everything."""
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    origins: dict[str, str] = {s.key: "default" for s in SETTINGS}
+    if path is not None:
+        try:
+            data = toml.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; create it or pass --config FILE") from None
+        except toml.TomlDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        for key, value in data.items():
+            setting = SETTINGS_BY_KEY.get(key)
+            if setting is None:
+                raise ConfigError(f"{path}: unknown key {key!r}; known keys: {', '.join(SETTINGS_BY_KEY)}")
+            values[key] = _coerce(setting, value, str(path))
+            origins[key] = str(path)
+    for key, value in (overrides or {}).items():
+        values[key] = _coerce(SETTINGS_BY_KEY[key], value, "flag")
+        origins[key] = "flag"
+
+    for setting in SETTINGS:
+        if setting.check is not None:
+            problem = setting.check(values[setting.key])
+            if problem:
+                raise ConfigError(f"{setting.key} = {values[setting.key]!r} ({origins[setting.key]}): {problem}")
+    _check_together(values)
+
+    values["platforms"] = sorted({"linux/" + p.removeprefix("linux/") for p in values["platforms"]})
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def _check_together(v: dict[str, Any]) -> None:
+    if v["runner_source"] not in RUNNER_SOURCES:
+        raise ConfigError(f"runner_source = {v['runner_source']!r}: expected one of {', '.join(RUNNER_SOURCES)}")
+    if v["runner_source"] == "file" and not (v["runner_file"] and v["runner_sha256"]):
+        raise ConfigError("runner_source = 'file' needs both runner_file (the binary) and runner_sha256 "
+                          "(its expected SHA256, from the release's checksum file)")
+    if v["podman_uid"] == v["runner_uid"]:
+        raise ConfigError("podman_uid and runner_uid must differ")

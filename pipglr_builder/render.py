@@ -1,0 +1,129 @@
+"""render: pipglr.toml -> a complete build context (Containerfile + files).
+
+Every template is a file in the repository (Containerfile.j2, systemd/,
+files/, labels/) rendered with StrictUndefined; this module only prepares
+the values they need. Same inputs give byte-identical output.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+
+from .config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run")
+
+# Installed into the image on top of the Debian base.
+PACKAGES = (
+    "ca-certificates", "curl", "dbus", "dbus-user-session", "iproute2", "libpam-systemd",
+    "nftables", "passt", "podman", "crun", "procps", "systemd", "systemd-sysv", "uidmap",
+)
+
+# Units that fail or make no sense inside a container.
+MASKED_UNITS = (
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
+    "fstrim.timer", "getty.target", "console-getty.service", "proc-sys-fs-binfmt_misc.automount",
+    "proc-sys-fs-binfmt_misc.mount", "sys-fs-fuse-connections.mount", "sys-kernel-config.mount",
+    "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "systemd-binfmt.service",
+    "systemd-firstboot.service", "systemd-modules-load.service", "systemd-remount-fs.service",
+    "systemd-sysctl.service", "systemd-udevd.service", "systemd-udev-trigger.service",
+)
+
+# Inside the outer container IDs 0..65538 exist (host subuid count 65539).
+OUTER_ID_COUNT = 65539
+JOB_ID_COUNT = 65536
+
+
+def subid_ranges(excluded: set[int]) -> list[tuple[int, int]]:
+    """(start, count) ranges covering 1..65538 minus EXCLUDED: 65536 IDs for jobs."""
+    ranges: list[tuple[int, int]] = []
+    start = 1
+    for uid in sorted(excluded | {OUTER_ID_COUNT}):
+        if uid > start:
+            ranges.append((start, uid - start))
+        start = max(start, uid + 1)
+    return ranges
+
+
+def subid_file(user: str, excluded: set[int]) -> str:
+    ranges = subid_ranges(excluded)
+    assert sum(count for _, count in ranges) == JOB_ID_COUNT, ranges
+    return "".join(f"{user}:{start}:{count}\n" for start, count in ranges)
+
+
+def containerfile_label(text: str) -> str:
+    """Quote a runlabel for a LABEL line so buildah keeps `$IMAGE` etc. for run time."""
+    return text.strip().replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def base_image_for(config: Config, arch: str) -> str:
+    from .base import base_tag  # late import: base pulls in build tooling
+    return config.base_image or base_tag(config, arch)
+
+
+def template_values(config: Config) -> dict:
+    env = _environment()
+    values = {
+        "podman_uid": config.podman_uid,
+        "runner_uid": config.runner_uid,
+        "prune_interval": config.prune_interval,
+        "nested_privileged": "true" if config.nested_privileged else "false",
+        "runner_version": config.runner_version,
+        "base_image": base_image_for(config, config.arches[0]),
+        "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
+        "masked_units": MASKED_UNITS,
+        "revision": _git_revision(),
+        "source_url": "https://gitlab.com/qontainers/pipglr",
+    }
+    values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
+    values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}
+    return values
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(ROOT)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render(config: Config, output: Path, runner_binaries: dict[str, Path] | None = None) -> Path:
+    """Write the build context into OUTPUT (replacing what pipglr put there before)."""
+    env = _environment()
+    values = template_values(config)
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+
+    (output / "Containerfile").write_text(env.get_template("Containerfile.j2").render(values))
+    for folder in ("systemd", "files"):
+        for src in sorted((ROOT / folder).iterdir()):
+            dest = output / src.name
+            dest.write_text(env.get_template(f"{folder}/{src.name}").render(values))
+            dest.chmod(src.stat().st_mode & 0o777)
+    excluded = {0, config.podman_uid, config.runner_uid}
+    (output / "subuid").write_text(subid_file("podman", excluded))
+    (output / "subgid").write_text(subid_file("podman", excluded))
+
+    runner_dir = output / "runner"
+    runner_dir.mkdir()
+    (runner_dir / "VERSION").write_text(config.runner_version)
+    for arch, binary in sorted((runner_binaries or {}).items()):
+        shutil.copy2(binary, runner_dir / f"gitlab-runner-{arch}")
+    return output

@@ -1,0 +1,175 @@
+"""gitlab-runner for the image: from the official release, a local file, or its Go module.
+
+Each source returns one verified binary per architecture, cached under
+cache_dir()/runner keyed by version and architecture. `auto` tries them in
+order and says which it used and why the others could not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from . import tools
+from .base import cache_dir
+from .config import Config
+from .errors import CommandFailed, RunnerSourceError
+
+RELEASE_URL = "https://gitlab-runner-downloads.s3.amazonaws.com/v{version}"
+MODULE = "gitlab.com/gitlab-org/gitlab-runner"
+# go.mod replaces this nested module with a local path that is not part of
+# the module download; dropping the replace uses the published version.
+NESTED_MODULE = "gitlab.com/gitlab-org/gitlab-runner/helpers/runner_wrapper/api"
+NETWORK_TIMEOUT = 20
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def expected_sha256(config: Config, arch: str) -> str:
+    """runner_sha256 is one hash, or 'amd64=HASH,arm64=HASH' for several files."""
+    value = config.runner_sha256
+    if "=" not in value:
+        return value
+    for part in value.split(","):
+        name, _, digest = part.strip().partition("=")
+        if name == arch:
+            return digest
+    raise RunnerSourceError(f"runner_sha256 has no checksum for {arch}; write it as 'amd64=HASH,arm64=HASH'")
+
+
+# --- source: file -----------------------------------------------------------
+
+def from_file(config: Config, arch: str) -> Path:
+    path = Path(config.runner_file.replace("{arch}", arch)).expanduser()
+    if not path.is_file():
+        raise RunnerSourceError(f"runner_file {path} does not exist (for {arch}); "
+                                "use {arch} in the path when building several platforms")
+    want, have = expected_sha256(config, arch), sha256_of(path)
+    if want != have:
+        raise RunnerSourceError(f"checksum mismatch for {path}: expected {want}, the file has {have}. "
+                                "Check that it is the right gitlab-runner build and runner_sha256 is its checksum.")
+    return path
+
+
+# --- source: release --------------------------------------------------------
+
+def _fetch(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT) as response:
+            return response.read()
+    except urllib.error.HTTPError as e:
+        if e.code in (403, 404):
+            raise RunnerSourceError(f"gitlab-runner release not found at {url} (HTTP {e.code}): "
+                                    "check runner_version against the runner's release list") from None
+        raise RunnerSourceError(f"downloading {url} failed: HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise RunnerSourceError(f"cannot reach {url} ({reason}): no network to the release server. "
+                                "Use runner_source = file (air-gapped) or gomodule.") from None
+
+
+def published_sha256(config: Config, arch: str) -> str:
+    sums = _fetch(RELEASE_URL.format(version=config.runner_version) + "/release.sha256").decode()
+    for line in sums.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*./").endswith(f"binaries/gitlab-runner-linux-{arch}"):
+            return parts[0]
+    raise RunnerSourceError(f"release.sha256 of gitlab-runner {config.runner_version} lists no linux-{arch} binary")
+
+
+def from_release(config: Config, arch: str) -> Path:
+    dest = cache_dir() / "runner" / "release" / config.runner_version / f"gitlab-runner-{arch}"
+    want = published_sha256(config, arch)
+    if dest.exists() and sha256_of(dest) == want:
+        return dest
+    url = RELEASE_URL.format(version=config.runner_version) + f"/binaries/gitlab-runner-linux-{arch}"
+    tools.say(f"runner: downloading {url}")
+    data = _fetch(url)
+    have = hashlib.sha256(data).hexdigest()
+    if have != want:
+        raise RunnerSourceError(f"checksum mismatch for {url}: published {want}, downloaded {have}. Nothing was installed.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".partial")
+    tmp.write_bytes(data)
+    tmp.chmod(0o755)
+    tmp.rename(dest)
+    return dest
+
+
+# --- source: gomodule -------------------------------------------------------
+
+def gomodule_ldflags(version: str, revision: str) -> str:
+    pkg = f"{MODULE}/common"
+    return (f"-s -w -X {pkg}.NAME=gitlab-runner -X {pkg}.VERSION={version} "
+            f"-X {pkg}.REVISION={revision} -X {pkg}.BRANCH=v{version}")
+
+
+def from_gomodule(config: Config, arch: str) -> Path:
+    tools.require("go")
+    module_version = config.runner_module_version
+    dest = cache_dir() / "runner" / "gomodule" / module_version / f"gitlab-runner-{arch}"
+    if dest.exists():
+        return dest
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", GOOS="linux", GOARCH=arch)
+    try:
+        info = json.loads(tools.capture(["go", "mod", "download", "-json", f"{MODULE}@{module_version}"]))
+    except (CommandFailed, json.JSONDecodeError) as e:
+        raise RunnerSourceError(f"the Go module proxy did not give {MODULE}@{module_version}: {e}") from None
+    src_version = (Path(info["Dir"]) / "VERSION").read_text().strip()
+    if src_version != config.runner_version:
+        raise RunnerSourceError(f"{MODULE}@{module_version} is gitlab-runner {src_version}, not {config.runner_version}: "
+                                "set runner_module_version to the module version of that release")
+    revision = module_version.rsplit("-", 1)[-1][:8]
+    tools.say(f"runner: building gitlab-runner {src_version} ({revision}) for {arch} from its Go module (takes minutes)")
+    with tempfile.TemporaryDirectory(prefix="pipglr-runner-") as tmp:
+        work = Path(tmp) / "src"
+        shutil.copytree(info["Dir"], work)
+        for p in work.rglob("*"):
+            p.chmod(p.stat().st_mode | 0o200)
+        try:
+            tools.run(["go", "mod", "edit", f"-dropreplace={NESTED_MODULE}"], cwd=str(work), env=env)
+            out = Path(tmp) / "gitlab-runner"
+            tools.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, revision),
+                       "-o", str(out), "."], cwd=str(work), env=env, tail=12)
+        except CommandFailed as e:
+            raise RunnerSourceError(f"building gitlab-runner from its Go module failed. {e}") from None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(out, dest.with_suffix(".partial"))
+        dest.with_suffix(".partial").rename(dest)
+    return dest
+
+
+SOURCES = {"file": from_file, "release": from_release, "gomodule": from_gomodule}
+
+
+def obtain(config: Config) -> tuple[str, dict[str, Path]]:
+    """Return (source used, {arch: binary}) for every configured architecture."""
+    if config.runner_source != "auto":
+        order = [config.runner_source]
+    else:
+        order = (["file"] if config.runner_file else []) + ["release", "gomodule"]
+    problems = []
+    for source in order:
+        try:
+            binaries = {arch: SOURCES[source](config, arch) for arch in config.arches}
+        except RunnerSourceError as e:
+            if config.runner_source != "auto":
+                raise
+            problems.append(f"{source}: {e}")
+            tools.say(f"runner: source {source} cannot be used: {e}")
+            continue
+        tools.say(f"runner: using gitlab-runner {config.runner_version} from source '{source}'")
+        return source, binaries
+    raise RunnerSourceError("no gitlab-runner source worked (runner_source = auto):\n  " + "\n  ".join(problems))

@@ -1,0 +1,88 @@
+"""Running host programs: one place that logs, streams, and explains failures.
+
+Commands are built as argv lists (data, testable without running them) and
+run through `run()`, which drives them with the `sh` package.
+"""
+
+from __future__ import annotations
+
+import collections
+import shlex
+import shutil
+import sys
+from typing import Callable, Iterable
+
+import sh
+
+from .errors import CommandFailed, ToolMissing
+
+# Which Debian package provides each program the build and tests use.
+PACKAGE_OF = {
+    "buildah": "buildah",
+    "podman": "podman",
+    "skopeo": "skopeo",
+    "mmdebstrap": "mmdebstrap",
+    "systemd-analyze": "systemd",
+    "go": "golang-go",
+    "qemu-aarch64-static": "qemu-user-static",
+    "newuidmap": "uidmap",
+}
+
+
+def require(*programs: str) -> None:
+    """Fail early, naming every missing program and the package to install."""
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        pkgs = sorted({PACKAGE_OF.get(p, p) for p in missing})
+        raise ToolMissing(
+            f"{', '.join(missing)} not found on this host. Install with: "
+            f"apt-get install {' '.join(pkgs)} (or run scripts/setup-host.sh, which `make image` calls)."
+        )
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], *, on_line: Callable[[str], None] | None = None, quiet: bool = False,
+        stdin: str | None = None, env: dict[str, str] | None = None, cwd: str | None = None,
+        tail: int = 30) -> str:
+    """Run ARGV, streaming its output line by line; return the whole output.
+
+    On failure raise CommandFailed carrying the command and its last lines.
+    """
+    require(argv[0])
+    if not quiet:
+        say(f"+ {shlex.join(argv)}")
+    last: collections.deque[str] = collections.deque(maxlen=tail)
+    lines: list[str] = []
+    kwargs: dict = {"_iter": True, "_err_to_out": True, "_bg_exc": False}
+    if stdin is not None:
+        kwargs["_in"] = stdin
+    if env is not None:
+        kwargs["_env"] = env
+    if cwd is not None:
+        kwargs["_cwd"] = cwd
+    try:
+        for raw in sh.Command(argv[0])(*argv[1:], **kwargs):
+            line = raw.rstrip("\n")
+            lines.append(line)
+            last.append(line)
+            if on_line is not None:
+                on_line(line)
+    except sh.ErrorReturnCode as e:
+        shown = "\n".join(f"    {l}" for l in last)
+        raise CommandFailed(f"`{shlex.join(argv)}` failed with exit code {e.exit_code}. Last output:\n{shown}") from None
+    return "\n".join(lines)
+
+
+def capture(argv: list[str]) -> str:
+    """Run a short query command quietly and return its stripped output."""
+    return run(argv, quiet=True).strip()
+
+
+def first_line(lines: Iterable[str]) -> str:
+    for line in lines:
+        if line.strip():
+            return line.strip()
+    return ""

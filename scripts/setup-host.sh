@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Prepare a Debian-family build/test host for pipglr-builder.
+# Safe to run again: every step checks before it changes anything.
+# Needs root (apt-get, /etc/containers, binfmt_misc).
+set -euo pipefail
+
+log() { printf '==> %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-host.sh: run as root (it installs packages and writes /etc/containers)." >&2
+    exit 1
+fi
+
+PACKAGES=(
+    podman buildah skopeo runc crun uidmap fuse-overlayfs slirp4netns passt
+    mmdebstrap debian-archive-keyring qemu-user-static binfmt-support
+    docker-registry apache2-utils openssl zstd jq curl iproute2 nftables
+    systemd python3-venv golang-go
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    # golang-go is only needed where no Go toolchain is installed already.
+    if [ "$p" = golang-go ] && command -v go >/dev/null; then continue; fi
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing host packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    log "host packages already installed"
+fi
+
+# Engine settings for host-level (rootful) podman and buildah.
+conf_dir=/etc/containers/containers.conf.d
+conf=$conf_dir/50-pipglr-host.conf
+mkdir -p "$conf_dir"
+want=""
+# crun refuses rootful containers on a cgroup v1 "hybrid" host; runc works there.
+if [ -d /sys/fs/cgroup/unified ] && ! grep -q cgroup2 <(stat -f -c %T /sys/fs/cgroup); then
+    want+=$'[engine]\nruntime = "runc"\n'
+fi
+# Without CAP_SYS_RESOURCE podman's default ulimits cannot be set here.
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 1048576 ]; then
+    want+=$'[containers]\ndefault_ulimits = ["nofile=10000:10000", "nproc=10000:10000"]\n'
+fi
+if [ -n "$want" ]; then
+    if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$(printf '%s' "$want")" ]; then
+        log "writing $conf"
+        printf '%s' "$want" > "$conf"
+    fi
+else
+    rm -f "$conf"
+fi
+
+# Cross-arch RUN steps (arm64 under qemu-user-static) need binfmt_misc.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    log "mounting binfmt_misc"
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    log "enabling qemu-aarch64 binfmt handler"
+    update-binfmts --enable qemu-aarch64 || update-binfmts --import qemu-aarch64
+fi
+
+# Rootless podman (the stand-in host in the tests) opens these.
+for dev in /dev/fuse /dev/net/tun; do
+    [ -e "$dev" ] && chmod 0666 "$dev"
+done
+
+log "host ready: $(podman --version), $(buildah --version | cut -d' ' -f1-3)"
