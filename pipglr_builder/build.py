@@ -29,6 +29,8 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str) -
         "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
         "--build-arg", f"TARGETARCH={arch}",
         "--build-arg", f"CREATED={created}",
+        "--build-arg", f"REVISION={render.git_revision()}",
+        "--build-arg", f"SOURCE={render.git_source()}",
         "--file", str(context / "Containerfile"),
         "--tag", tag,
         str(context),

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-import toml
+import tomllib
 
 from .errors import ConfigError
 
@@ -60,6 +60,12 @@ def _tags(value: list[str]) -> str | None:
 def _version(value: str) -> str | None:
     if not re.fullmatch(r"\d+\.\d+\.\d+", value):
         return "expected a release number like 17.5.0 (without a leading v)"
+    return None
+
+
+def _url(value: str) -> str | None:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return "expected an http:// or https:// URL"
     return None
 
 
@@ -110,6 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("base_image", str, "", "Use this Debian-family image reference as base instead of bootstrapping."),
     Setting("runner_version", str, "19.4.0", "gitlab-runner release to install.", _version),
     Setting("runner_source", str, "auto", "Where gitlab-runner comes from: auto, release, file, gomodule."),
+    Setting("runner_release_url", str, "https://gitlab-runner-downloads.s3.amazonaws.com",
+            "Where runner releases are downloaded from (v{version}/binaries/... below it); a mirror works.", _url),
     Setting("runner_file", str, "", "Local gitlab-runner binary (runner_source = file); {arch} is replaced."),
     Setting("runner_sha256", str, "", "SHA256 the local gitlab-runner file must have (or amd64=HASH,arm64=HASH).", _sha256),
     Setting("runner_module_version", str, DEFAULT_RUNNER_MODULE_VERSION,
@@ -134,6 +142,7 @@ class Config:
     base_image: str
     runner_version: str
     runner_source: str
+    runner_release_url: str
     runner_file: str
     runner_sha256: str
     runner_module_version: str
@@ -181,10 +190,12 @@ def load(path: Path | None, overrides: dict[str, str] | None = None) -> Config:
     origins: dict[str, str] = {s.key: "default" for s in SETTINGS}
     if path is not None:
         try:
-            data = toml.loads(path.read_text())
+            # tomllib, not the toml package: toml accepts an unclosed array
+            # ['a'\n and silently drops its last character.
+            data = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist; create it or pass --config FILE") from None
-        except toml.TomlDecodeError as e:
+        except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
         for key, value in data.items():
             setting = SETTINGS_BY_KEY.get(key)

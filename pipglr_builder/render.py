@@ -61,13 +61,22 @@ def containerfile_label(text: str) -> str:
     return text.strip().replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
 
 
-def _git_revision() -> str:
+def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True)
+        return out.stdout.strip() or "unknown"
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def git_revision() -> str:
+    """This project's commit, for the image's revision label (passed at build time)."""
+    return _git("rev-parse", "--short=12", "HEAD")
+
+
+def git_source() -> str:
+    """Where this project's source lives, for the image's source label."""
+    return _git("remote", "get-url", "origin")
 
 
 def base_image_for(config: Config, arch: str) -> str:
@@ -83,11 +92,10 @@ def template_values(config: Config) -> dict:
         "prune_interval": config.prune_interval,
         "nested_privileged": "true" if config.nested_privileged else "false",
         "runner_version": config.runner_version,
+        "runner_release_url": config.runner_release_url,
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
         "masked_units": MASKED_UNITS,
-        "revision": _git_revision(),
-        "source_url": "https://gitlab.com/qontainers/pipglr",
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

@@ -21,7 +21,6 @@ from .base import cache_dir
 from .config import Config
 from .errors import CommandFailed, RunnerSourceError
 
-RELEASE_URL = "https://gitlab-runner-downloads.s3.amazonaws.com/v{version}"
 MODULE = "gitlab.com/gitlab-org/gitlab-runner"
 # go.mod replaces this nested module with a local path that is not part of
 # the module download; dropping the replace uses the published version.
@@ -80,8 +79,12 @@ def _fetch(url: str) -> bytes:
                                 "Use runner_source = file (air-gapped) or gomodule.") from None
 
 
+def release_url(config: Config) -> str:
+    return f"{config.runner_release_url.rstrip('/')}/v{config.runner_version}"
+
+
 def published_sha256(config: Config, arch: str) -> str:
-    sums = _fetch(RELEASE_URL.format(version=config.runner_version) + "/release.sha256").decode()
+    sums = _fetch(release_url(config) + "/release.sha256").decode()
     for line in sums.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*./").endswith(f"binaries/gitlab-runner-linux-{arch}"):
@@ -94,7 +97,7 @@ def from_release(config: Config, arch: str) -> Path:
     want = published_sha256(config, arch)
     if dest.exists() and sha256_of(dest) == want:
         return dest
-    url = RELEASE_URL.format(version=config.runner_version) + f"/binaries/gitlab-runner-linux-{arch}"
+    url = release_url(config) + f"/binaries/gitlab-runner-linux-{arch}"
     tools.say(f"runner: downloading {url}")
     data = _fetch(url)
     have = hashlib.sha256(data).hexdigest()

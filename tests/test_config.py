@@ -1,0 +1,89 @@
+"""Config validation: every bad input is refused with a message naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from pipglr_builder import config
+from pipglr_builder.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipglr.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid():
+    cfg = config.load(None)
+    assert cfg.image_ref == "localhost/pipglr:latest"
+    assert cfg.platforms == ("linux/amd64",)
+    assert cfg.arches == ("amd64",)
+    assert cfg.prune_interval == "daily"
+
+
+def test_file_and_flags_override_defaults(tmp_path):
+    path = write(tmp_path, 'prune_interval = "weekly"\nplatforms = ["linux/arm64", "amd64"]\npodman_uid = 2000\n')
+    cfg = config.load(path, {"runner_uid": "2001", "nested_privileged": "false"})
+    assert cfg.prune_interval == "weekly"
+    assert cfg.platforms == ("linux/amd64", "linux/arm64")
+    assert (cfg.podman_uid, cfg.runner_uid, cfg.nested_privileged) == (2000, 2001, False)
+
+
+def test_every_setting_has_a_config_field():
+    fields = {f.name for f in config.dataclasses.fields(config.Config)}
+    assert fields == set(config.SETTINGS_BY_KEY)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('platforms = ["linux/s390x"]', ["platforms", "linux/s390x", "linux/amd64, linux/arm64"]),
+    ('platforms = []', ["platforms", "at least one"]),
+    ('image_name = "Bad Name"', ["image_name", "not a valid image name"]),
+    ('tags = ["no spaces"]', ["tags", "not a valid image tag"]),
+    ('frobnicate = 1', ["unknown key 'frobnicate'", "known keys"]),
+    ('prune_interval = "every tuesday-ish"', ["prune_interval", "OnCalendar"]),
+    ('runner_version = "latest"', ["runner_version", "17.5.0"]),
+    ('runner_source = "ftp"', ["runner_source", "auto, release, file, gomodule"]),
+    ('runner_source = "file"', ["runner_file", "runner_sha256"]),
+    ('runner_sha256 = "abc"', ["runner_sha256", "64"]),
+    ('podman_uid = 0', ["podman_uid", "between 1 and 65535"]),
+    ('podman_uid = 1001', ["must differ"]),
+    ('podman_uid = "1000"', ["podman_uid", "expected int"]),
+    ('nested_privileged = "yes"', ["nested_privileged", "expected bool"]),
+    ('extra_packages = ["vim; rm -rf /"]', ["extra_packages", "not a Debian package name"]),
+    ('base_suite = "Trixie 13"', ["base_suite", "suite"]),
+])
+def test_bad_values_are_refused(tmp_path, text, words):
+    with pytest.raises(ConfigError) as err:
+        config.load(write(tmp_path, text))
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    path = write(tmp_path, 'platforms = ["linux/amd64"\n')
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        config.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("podman_uid", "many", ["podman_uid", "expected a number"]),
+    ("nested_privileged", "perhaps", ["nested_privileged", "true or false"]),
+    ("platforms", "linux/amd64,windows/amd64", ["windows/amd64"]),
+])
+def test_bad_flags_are_refused(flag, value, words):
+    with pytest.raises(ConfigError) as err:
+        config.load(None, {flag: value})
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_sha256_per_arch_form_is_accepted():
+    digest = "a" * 64
+    cfg = config.load(None, {"runner_sha256": f"amd64={digest},arm64={'b' * 64}"})
+    assert cfg.runner_sha256.startswith("amd64=")

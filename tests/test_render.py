@@ -1,0 +1,102 @@
+"""Rendering: golden build contexts, determinism, subuid ranges, runlabel text."""
+
+import filecmp
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from pipglr_builder import config, render
+
+GOLDEN = Path(__file__).parent / "golden"
+CUSTOM = {
+    "platforms": "linux/arm64", "prune_interval": "*-*-* 03:30:00", "nested_privileged": "false",
+    "podman_uid": "2000", "runner_uid": "3000", "extra_packages": "git,make", "runner_version": "17.5.0",
+    "base_suite": "bookworm",
+}
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name, overrides", [("default", {}), ("custom", CUSTOM)])
+def test_render_matches_golden(tmp_path, name, overrides):
+    out = render.render(config.load(None, overrides), tmp_path / name)
+    if os.environ.get("PIPGLR_UPDATE_GOLDEN"):
+        import shutil
+        shutil.rmtree(GOLDEN / name, ignore_errors=True)
+        shutil.copytree(out, GOLDEN / name)
+    assert tree(out) == tree(GOLDEN / name), "rendered context differs; review, then PIPGLR_UPDATE_GOLDEN=1"
+
+
+def test_render_is_deterministic(tmp_path):
+    cfg = config.load(None, CUSTOM)
+    a, b = render.render(cfg, tmp_path / "a"), render.render(cfg, tmp_path / "b")
+    cmp = filecmp.dircmp(a, b)
+    assert not (cmp.diff_files or cmp.left_only or cmp.right_only)
+    assert tree(a) == tree(b)
+    assert {p.name: p.stat().st_mode for p in a.iterdir()} == {p.name: p.stat().st_mode for p in b.iterdir()}
+
+
+def test_render_replaces_old_output(tmp_path):
+    out = tmp_path / "ctx"
+    out.mkdir()
+    (out / "stale").write_text("x")
+    render.render(config.load(None), out)
+    assert not (out / "stale").exists()
+
+
+@pytest.mark.parametrize("podman, runner", [(1000, 1001), (2000, 3000), (1, 65535), (65535, 1)])
+def test_subids_exclude_root_podman_runner_and_give_65536(podman, runner):
+    ranges = render.subid_ranges({0, podman, runner})
+    ids = set()
+    for start, count in ranges:
+        ids.update(range(start, start + count))
+    assert len(ids) == 65536
+    assert not ids & {0, podman, runner}
+    assert max(ids) <= 65538  # fits a host allocation of 65539
+
+
+def test_default_subuid_file():
+    assert render.subid_file("podman", {0, 1000, 1001}) == "podman:1:999\npodman:1002:64537\n"
+
+
+def test_runner_binaries_are_copied_in(tmp_path):
+    binary = tmp_path / "gitlab-runner"
+    binary.write_bytes(b"\x7fELF...")
+    out = render.render(config.load(None), tmp_path / "ctx", {"amd64": binary})
+    assert (out / "runner" / "gitlab-runner-amd64").read_bytes() == b"\x7fELF..."
+    assert (out / "runner" / "VERSION").read_text() == "19.4.0"
+
+
+@pytest.mark.parametrize("name", render.RUNLABELS)
+def test_runlabels_parse_and_use_image(name):
+    text = render.template_values(config.load(None))["runlabels"][name]
+    argv = shlex.split(text)
+    assert argv[:2] == ["podman", "run"]
+    assert "$IMAGE" in argv, "every runlabel must run the image it belongs to"
+    assert "{{" not in text and "}}" not in text
+
+
+def test_containerfile_label_escapes_for_buildah():
+    assert render.containerfile_label('a "$IMAGE" \\x') == 'a \\"\\$IMAGE\\" \\\\x'
+
+
+def test_run_label_passes_secret_and_volumes():
+    text = render.template_values(config.load(None, {"runner_uid": "1234"}))["runlabels"]["run"]
+    assert "--secret config.toml,type=mount,uid=1234,gid=1234,mode=0400" in text
+    assert "pipglr-storage:/home/podman/.local/share/containers" in text
+    assert "pipglr-cache:/cache" in text
+    assert "--systemd always" in text
+
+
+def test_containerfile_honours_pipglr_build_args(tmp_path):
+    text = (render.render(config.load(None), tmp_path / "c") / "Containerfile").read_text()
+    for arg in ("PRUNE_INTERVAL", "RUNNER_VERSION", "TARGETARCH", "NESTED_PRIVILEGED"):
+        assert f"ARG {arg}" in text
+        assert "${%s}" % arg in text
+    # The runner comes last so a new version rebuilds only small layers.
+    assert text.index("ARG RUNNER_VERSION") > text.index("apt-get install")
+    assert text.index("ARG RUNNER_VERSION") > text.index("COPY subuid")
