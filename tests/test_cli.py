@@ -1,0 +1,58 @@
+"""The command line: clear one-paragraph errors, non-zero exit, never a traceback."""
+
+import pytest
+from click.testing import CliRunner
+
+from pipglr_builder.cli import main
+
+
+def invoke(*args, config_text=None, tmp_path=None):
+    runner = CliRunner()
+    if config_text is not None:
+        path = tmp_path / "pipglr.toml"
+        path.write_text(config_text)
+        args = ("--config", str(path), *args)
+    return runner.invoke(main, list(args))
+
+
+@pytest.mark.parametrize("args, config_text, message", [
+    (["render", "-o", "OUT", "--platform", "linux/ppc64le"], None, "unknown platform 'linux/ppc64le'"),
+    (["render", "-o", "OUT", "--prune-interval", "sometimes"], None, "not a systemd OnCalendar value"),
+    (["render", "-o", "OUT"], "image_name = [", "is not valid TOML"),
+    (["render", "-o", "OUT"], "colour = 'blue'", "unknown key 'colour'"),
+    (["build", "--runner-source", "file"], None, "needs both runner_file"),
+])
+def test_bad_input_exits_1_with_message(tmp_path, args, config_text, message):
+    args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
+    result = invoke(*args, config_text=config_text, tmp_path=tmp_path)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.startswith("error: ")
+    assert not (tmp_path / "out").exists(), "nothing is written when the input is bad"
+
+
+def test_missing_tool_names_the_package(monkeypatch, tmp_path):
+    import shutil
+    (tmp_path / "systemd-analyze").symlink_to(shutil.which("systemd-analyze"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no buildah, podman or mmdebstrap here
+    result = invoke("build")
+    assert result.exit_code == 1
+    assert "buildah, podman not found" in result.output
+    assert "apt-get install buildah podman" in result.output
+
+
+def test_help_lists_commands_and_flags():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("render", "bootstrap-base", "build"):
+        assert command in result.output
+    result = invoke("build", "--help")
+    for flag in ("--platform", "--prune-interval", "--nested-privileged", "--runner-source", "--extra-packages"):
+        assert flag in result.output
+
+
+def test_render_writes_context(tmp_path):
+    result = invoke("render", "--output", str(tmp_path / "ctx"), "--platform", "linux/arm64")
+    assert result.exit_code == 0, result.output
+    assert "localhost/pipglr-base:trixie-arm64" in (tmp_path / "ctx" / "Containerfile").read_text()

@@ -1,0 +1,115 @@
+"""gitlab-runner sources, against a release server on loopback (no real network)."""
+
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from pipglr_builder import config, runner
+from pipglr_builder.errors import RunnerSourceError
+
+BINARY = b"#!/bin/sh\necho gitlab-runner\n"
+
+
+@pytest.fixture
+def release_server():
+    """Serves v19.4.0 like the official download server; records the paths asked for."""
+    files = {
+        "/v19.4.0/binaries/gitlab-runner-linux-amd64": BINARY,
+        "/v19.4.0/release.sha256": f"{hashlib.sha256(BINARY).hexdigest()}  ./binaries/gitlab-runner-linux-amd64\n"
+                                   f"{'0' * 64}  ./binaries/gitlab-runner-linux-arm64\n".encode(),
+    }
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"not found")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", files, asked
+    server.shutdown()
+
+
+def test_release_download_is_verified_and_cached(release_server, cache):
+    url, _, asked = release_server
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": url})
+    source, binaries = runner.obtain(cfg)
+    assert source == "release"
+    assert binaries["amd64"].read_bytes() == BINARY
+    assert str(binaries["amd64"]).startswith(str(cache))
+    runner.obtain(cfg)  # second time: only the checksum list is fetched again
+    assert asked.count("/v19.4.0/binaries/gitlab-runner-linux-amd64") == 1
+
+
+def test_release_version_that_does_not_exist(release_server, cache):
+    url, _, _ = release_server
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": url, "runner_version": "1.2.3"})
+    with pytest.raises(RunnerSourceError, match=r"release not found .*HTTP 404.*check runner_version"):
+        runner.obtain(cfg)
+
+
+def test_release_checksum_mismatch_installs_nothing(release_server, cache):
+    url, files, _ = release_server
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": url, "platforms": "linux/arm64"})
+    files["/v19.4.0/binaries/gitlab-runner-linux-arm64"] = b"tampered"
+    with pytest.raises(RunnerSourceError, match="checksum mismatch"):
+        runner.obtain(cfg)
+    assert not list(cache.rglob("gitlab-runner-arm64*"))
+
+
+def test_release_unreachable_says_so(cache):
+    # Port 9 on loopback (discard) is closed here: connection refused at once.
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": "http://127.0.0.1:9"})
+    with pytest.raises(RunnerSourceError, match="cannot reach .*no network.*runner_source = file"):
+        runner.obtain(cfg)
+
+
+def test_file_source_checks_sha256(tmp_path, cache):
+    binary = tmp_path / "gitlab-runner-amd64"
+    binary.write_bytes(BINARY)
+    good = hashlib.sha256(BINARY).hexdigest()
+    cfg = config.load(None, {"runner_source": "file", "runner_file": str(tmp_path / "gitlab-runner-{arch}"),
+                             "runner_sha256": good})
+    assert runner.obtain(cfg) == ("file", {"amd64": binary})
+    bad = config.load(None, {"runner_source": "file", "runner_file": str(binary), "runner_sha256": "f" * 64})
+    with pytest.raises(RunnerSourceError, match="checksum mismatch .*expected f{64}"):
+        runner.obtain(bad)
+
+
+def test_file_source_missing_file(tmp_path, cache):
+    cfg = config.load(None, {"runner_source": "file", "runner_file": str(tmp_path / "nope"),
+                             "runner_sha256": "a" * 64})
+    with pytest.raises(RunnerSourceError, match="does not exist"):
+        runner.obtain(cfg)
+
+
+def test_auto_prefers_a_given_file_then_says_why_others_failed(tmp_path, cache):
+    cfg = config.load(None, {"runner_release_url": "http://127.0.0.1:9", "runner_file": str(tmp_path / "x"),
+                             "runner_sha256": "a" * 64, "runner_module_version": "v0.0.0-bad"})
+
+    def no_go(config, arch):
+        raise RunnerSourceError("the Go module proxy did not give it")
+
+    runner.SOURCES["gomodule"], saved = no_go, runner.SOURCES["gomodule"]
+    try:
+        with pytest.raises(RunnerSourceError) as err:
+            runner.obtain(cfg)
+    finally:
+        runner.SOURCES["gomodule"] = saved
+    text = str(err.value)
+    assert "file:" in text and "release:" in text and "gomodule:" in text
+    assert text.index("file:") < text.index("release:") < text.index("gomodule:")
+
+
+def test_gomodule_ldflags_set_version_and_revision():
+    flags = runner.gomodule_ldflags("19.4.0", "fc1f1862")
+    assert "common.VERSION=19.4.0" in flags and "common.REVISION=fc1f1862" in flags
