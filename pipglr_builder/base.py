@@ -55,7 +55,7 @@ def import_argv(config: Config, arch: str, tarball: Path) -> list[str]:
 
 def _imported_key(tag: str) -> str | None:
     try:
-        out = tools.capture(["podman", "image", "inspect", "--format", "{{ index .Labels \"%s\" }}" % KEY_LABEL, tag])
+        out = tools.capture(["podman", "image", "inspect", "--format", f'{{{{ index .Labels "{KEY_LABEL}" }}}}', tag])
     except tools.CommandFailed:
         return None
     return out or None

@@ -77,7 +77,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -
         if not config.base_image:
             base.bootstrap(config, arch)
 
-    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nonce = uuid.uuid4().hex[:8]
     temporary: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:

@@ -11,10 +11,10 @@ import dataclasses
 import re
 import shutil
 import subprocess
-from pathlib import Path
-from typing import Any, Callable
-
 import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -100,7 +100,7 @@ def on_calendar_problem(value: str) -> str | None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         return "cannot check it: systemd-analyze is missing (install the Debian package systemd)"
-    proc = subprocess.run([tool, "calendar", value], capture_output=True, text=True)
+    proc = subprocess.run([tool, "calendar", value], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "rejected"
         return f"not a systemd OnCalendar value ({reason}); examples: daily, weekly, *-*-* 03:00:00"

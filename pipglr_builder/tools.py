@@ -10,7 +10,7 @@ import collections
 import shlex
 import shutil
 import sys
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import sh
 

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipglr_builder import tools  # noqa: E402
+from pipglr_builder import tools
 
 
 @pytest.fixture(autouse=True)

@@ -96,7 +96,7 @@ def test_containerfile_honours_pipglr_build_args(tmp_path):
     text = (render.render(config.load(None), tmp_path / "c") / "Containerfile").read_text()
     for arg in ("PRUNE_INTERVAL", "RUNNER_VERSION", "TARGETARCH", "NESTED_PRIVILEGED"):
         assert f"ARG {arg}" in text
-        assert "${%s}" % arg in text
+        assert f"${{{arg}}}" in text
     # The runner comes last so a new version rebuilds only small layers.
     assert text.index("ARG RUNNER_VERSION") > text.index("apt-get install")
     assert text.index("ARG RUNNER_VERSION") > text.index("COPY subuid")

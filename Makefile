@@ -1,0 +1,39 @@
+# pipglr-builder: the two commands of the README are `make image` and `make test`.
+# Both set up what they need and are safe to run again.
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+# Slow-to-make inputs (base tarballs, runner builds) live outside the clone.
+export PIPGLR_CACHE ?= $(HOME)/.cache/pipglr-builder
+SUDO      := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: image test setup host venv runner-double lint clean
+
+image: setup
+	@scripts/build-image.sh $(PY)
+
+test: setup
+	@PIPGLR_RUNNER_DOUBLE="$$(scripts/runner-double.sh)" $(PY) -m pytest $(PYTEST_ARGS)
+
+setup: host venv
+
+host:
+	@$(SUDO) scripts/setup-host.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV)"
+	@python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --upgrade pip
+	@$(VENV)/bin/pip install --quiet -e '.[test]'
+	@touch $@
+
+runner-double:
+	@scripts/runner-double.sh
+
+lint: venv
+	@$(VENV)/bin/ruff check pipglr_builder tests build.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

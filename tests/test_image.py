@@ -1,0 +1,155 @@
+"""Integration: bootstrap the base, build the amd64 image with the real CLI, boot it.
+
+Marked slow: it runs mmdebstrap, buildah and podman for real (minutes on a
+cold cache, about a minute warm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+import testinfra
+
+from pipglr_builder import config, render
+
+from .conftest import ROOT, need, runner_double
+from .containers import Booted, sh, unique
+
+pytestmark = pytest.mark.slow
+IMAGE_NAME = "localhost/pipglr-test"
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run build.py as a user would."""
+    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=3000, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"build.py {shlex.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def double_args() -> list[str]:
+    pattern = str(runner_double())
+    sums = ",".join(f"{arch}={sh('sha256sum', pattern.replace('{arch}', arch)).stdout.split()[0]}"
+                    for arch in ("amd64", "arm64"))
+    return ["--runner-source", "file", "--runner-file", pattern, "--runner-sha256", sums]
+
+
+def image_exists(ref: str) -> bool:
+    return sh("podman", "image", "exists", ref, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The amd64 image, built once per test run and removed at the end."""
+    need("buildah", "podman", "mmdebstrap")
+    tag = unique("t")
+    proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, *double_args())
+    ref = f"{IMAGE_NAME}:{tag}"
+    assert proc.stdout.strip().splitlines()[-1] == ref
+    yield ref
+    if not os.environ.get("PIPGLR_KEEP_IMAGES"):
+        sh("podman", "rmi", "--force", ref, check=False)
+
+
+@pytest.fixture(scope="session")
+def booted(image):
+    container = Booted(image)
+    try:
+        container.wait_booted()
+        yield container
+    finally:
+        container.close()
+
+
+def labels(ref: str) -> dict[str, str]:
+    return json.loads(sh("podman", "image", "inspect", ref).stdout)[0]["Labels"]
+
+
+def test_bootstrap_base_second_call_does_no_work():
+    first = cli("bootstrap-base")
+    second = cli("bootstrap-base")
+    assert "up to date" in second.stderr, second.stderr
+    assert "mmdebstrap" not in second.stderr
+    assert first.stdout == second.stdout == "localhost/pipglr-base:trixie-amd64\n"
+
+
+def test_image_has_the_five_runlabels_verbatim(image):
+    expected = render.template_values(config.load(ROOT / "pipglr.toml"))["runlabels"]
+    found = labels(image)
+    for name in render.RUNLABELS:
+        assert found[name] == expected[name], f"runlabel {name} changed in the build ($-expansion?)"
+        assert "$IMAGE" in found[name]
+
+
+def test_image_has_oci_labels(image):
+    found = labels(image)
+    assert found["org.opencontainers.image.version"] == "19.4.0"
+    assert found["io.pipglr.runner-version"] == "19.4.0"
+    assert found["org.opencontainers.image.created"].endswith("Z")
+    assert found["org.opencontainers.image.revision"] not in ("", "unknown")
+    assert "org.opencontainers.image.source" in found
+
+
+def test_runlabel_command_expands_image(image):
+    # podman's own runlabel, in display mode: proves the label is usable as-is.
+    out = sh("podman", "container", "runlabel", "--display", "setupstorage", image).stdout
+    assert f"{image} -R 1000:1000" in out
+
+
+def test_systemd_is_pid1_and_running(booted):
+    host = testinfra.get_host(f"podman://{booted.name}")
+    assert host.check_output("ps -o comm= -p 1") in ("systemd", "init")
+    assert booted.system_state() == "running", booted.exec("systemctl", "--failed", "--no-legend").stdout
+    assert booted.exec("systemctl", "--failed", "--no-legend").stdout.strip() == ""
+
+
+def test_podman_socket_answers_runner_only(booted):
+    ping = booted.exec("curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock", "http://d/_ping", user="runner")
+    assert ping.stdout == "OK", ping.stderr
+    version = json.loads(booted.exec("curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock",
+                                     "http://d/version", user="runner").stdout)
+    assert version["Components"][0]["Name"] == "Podman Engine"
+    denied = booted.exec("curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock", "http://d/_ping", user="nobody")
+    assert denied.returncode != 0
+
+
+def test_runner_waits_for_the_config_it_names(booted):
+    log = booted.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
+    assert "/run/secrets/config.toml is missing" in log
+    assert "podman secret create config.toml" in log
+
+
+def test_unit_files_verify(booted):
+    units = ["/etc/systemd/system/runner.service", "/etc/systemd/system/pipglr-prune.service",
+             "/etc/systemd/system/pipglr-prune.timer"]
+    result = booted.exec("systemd-analyze", "verify", *units)
+    assert result.returncode == 0, result.stderr
+    assert "OnCalendar=daily\n" in booted.exec("cat", "/etc/systemd/system/pipglr-prune.timer").stdout
+    timer = booted.exec("systemctl", "show", "-P", "TimersCalendar", "pipglr-prune.timer").stdout
+    assert "OnCalendar=*-*-* 00:00:00" in timer and "next_elapse=" in timer, timer
+    assert booted.exec("systemctl", "is-active", "pipglr-prune.timer").stdout.strip() == "active"
+    assert booted.exec("stat", "-c", "%U:%G %a", "/run/pipglr/podman.sock").stdout.strip() == "podman:podman-api 660"
+
+
+def test_nested_storage_is_native_overlay(booted):
+    out = booted.exec("podman", "info", "--format", "{{.Store.GraphDriverName}} {{.Store.GraphOptions}}",
+                      user="podman").stdout
+    assert out.startswith("overlay"), out
+    assert "fuse-overlayfs" not in out
+
+
+def test_failed_build_leaves_no_half_tagged_image():
+    tag = unique("broken")
+    proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--extra-packages", "no-such-package-pipglr",
+               *double_args(), check=False)
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not image_exists(f"{IMAGE_NAME}:{tag}")
+    leftovers = sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    assert ":build-" not in leftovers
