@@ -96,6 +96,7 @@ def template_values(config: Config) -> dict:
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
         "masked_units": MASKED_UNITS,
+        "outer_id_count": OUTER_ID_COUNT,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

@@ -9,7 +9,7 @@ import uuid
 # This VM's cgroups are v1 "hybrid": systemd 257 in the image needs a cgroup2
 # hierarchy, so the test boot mounts one in a private cgroup namespace first
 # (shared/ENVIRONMENT.md). Users' cgroup v2 hosts need none of this.
-CGROUP2_BOOT = "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && exec /sbin/init"
+CGROUP2_BOOT = "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && exec /usr/local/libexec/pipglr/entrypoint"
 
 
 def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
