@@ -100,6 +100,24 @@ def build_cmd(config, verbose: bool) -> None:
         click.echo(ref)
 
 
+@main.command("verify")
+@click.argument("image")
+@click.option("--arch", type=click.Choice(["amd64", "arm64"]), default=None,
+              help="Platform of IMAGE to check. Default: this machine's (full profile); "
+                   "another one gets the emulated profile (rootful boot under qemu, lighter checks).")
+def verify_cmd(image: str, arch: str | None) -> None:
+    """Boot IMAGE as its users run it and check it; exit 1 if any check fails.
+
+    Full profile: on a stand-in for a user's host (cgroup v2, rootless podman,
+    subuid count 65539), through the runlabels setupstorage, setupcache and
+    run, then systemd, users, sub-IDs, socket, runner, timer, storage, secrets,
+    nested jobs with the uid map expansion, the privileged policy, and the
+    refusal of a 65536 sub-ID allocation. Needs root (host podman).
+    """
+    from . import verify
+    sys.exit(verify.verify(image, arch))
+
+
 @main.command("runner")
 @setting_options
 def runner_cmd(config) -> None:

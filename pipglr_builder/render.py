@@ -20,7 +20,7 @@ RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run")
 
 # Installed into the image on top of the Debian base.
 PACKAGES = (
-    "ca-certificates", "curl", "dbus", "dbus-user-session", "iproute2", "libpam-systemd",
+    "ca-certificates", "curl", "dbus", "dbus-user-session", "iproute2", "jq", "libpam-systemd",
     "nftables", "passt", "podman", "crun", "procps", "systemd", "systemd-sysv", "uidmap",
 )
 
@@ -93,6 +93,7 @@ def template_values(config: Config) -> dict:
         "nested_privileged": "true" if config.nested_privileged else "false",
         "runner_version": config.runner_version,
         "runner_release_url": config.runner_release_url,
+        "base_suite": config.base_suite,
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
         "masked_units": MASKED_UNITS,

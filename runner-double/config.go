@@ -595,12 +595,13 @@ func tomlValue(v any) string {
 		}
 		return s
 	case time.Time:
-		switch t.Location() {
-		case toml.LocalDatetime:
+		// BurntSushi/toml marks local (zone-less) values by these zone names.
+		switch t.Location().String() {
+		case "datetime-local":
 			return t.Format("2006-01-02T15:04:05.999999999")
-		case toml.LocalDate:
+		case "date-local":
 			return t.Format("2006-01-02")
-		case toml.LocalTime:
+		case "time-local":
 			return t.Format("15:04:05.999999999")
 		}
 		return t.Format(time.RFC3339Nano)

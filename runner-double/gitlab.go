@@ -254,20 +254,20 @@ func jobTokenHeader(token string) http.Header {
 }
 
 // registerRunner calls POST /runners with a registration token.
-func (c *gitlabClient) registerRunner(ctx context.Context, log *entry, req registerRequest) *tokenResponse {
+func (c *gitlabClient) registerRunner(ctx context.Context, log *entry, req registerRequest) (*tokenResponse, apiResult) {
 	var out tokenResponse
 	res := c.do(ctx, http.MethodPost, "runners", runnerTokenHeader(req.Token), req, http.StatusCreated, &out)
 	log = log.with("correlation_id", res.correlationID)
 	switch res.status {
 	case http.StatusCreated:
 		log.info("Registering runner...", "succeeded")
-		return &out
+		return &out, res
 	case http.StatusForbidden:
 		log.with("status", res.statusText).error("Registering runner...", "forbidden (check registration token)")
 	default:
 		log.with("status", res.statusText).error("Registering runner...", "failed")
 	}
-	return nil
+	return nil, res
 }
 
 // verifyRunner calls POST /runners/verify. It returns nil only when GitLab
@@ -439,6 +439,9 @@ func (c *gitlabClient) requestJob(ctx context.Context, log *entry, rc *RunnerCon
 	req := jobRequest{Info: newRunnerInfo(rc.Executor), Token: rc.Token, SystemID: systemID, LastUpdate: c.getLastUpdate()}
 	var job jobResponse
 	res := c.do(ctx, http.MethodPost, "jobs/request", runnerTokenHeader(rc.Token), req, http.StatusCreated, &job)
+	if ctx.Err() != nil {
+		return nil, requestFailed, "" // the runner is stopping: nothing to report
+	}
 	log = log.with("correlation_id", res.correlationID)
 	switch res.status {
 	case http.StatusCreated:

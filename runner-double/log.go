@@ -50,10 +50,10 @@ type fields map[string]any
 // logger writes gitlab-runner style lines: the message padded to 50 columns,
 // then sorted key=value fields.
 type logger struct {
-	mu     sync.Mutex
-	out    io.Writer
-	level  level
-	json   bool
+	mu            sync.Mutex
+	out           io.Writer
+	level         level
+	json          bool
 	levelSetByCLI bool
 }
 

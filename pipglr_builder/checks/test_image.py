@@ -1,0 +1,105 @@
+"""The outer container: systemd, users, sub-IDs, socket, runner, timer, storage, secrets."""
+
+import json
+import re
+
+import pytest
+
+SOCKET = "/run/pipglr/podman.sock"
+
+
+def test_systemd_is_pid1_and_running(host, target):
+    assert host.check_output("cat /proc/1/comm") == "systemd"
+    state = target.exec("systemctl", "is-system-running").stdout.strip()
+    failed = target.exec("systemctl", "--failed", "--no-legend", "--plain").stdout.strip()
+    assert state == "running", f"system is {state}; failed units: {failed}"
+    assert failed == ""
+
+
+def test_users_have_the_configured_uids(host, expect):
+    podman, runner = host.user("podman"), host.user("runner")
+    assert podman.exists and runner.exists
+    assert (podman.uid, podman.gid) == (expect["podman_uid"], expect["podman_uid"])
+    assert (runner.uid, runner.gid) == (expect["runner_uid"], expect["runner_uid"])
+    assert "podman-api" in podman.groups and "podman-api" in runner.groups
+
+
+@pytest.mark.parametrize("path", ["/etc/subuid", "/etc/subgid"])
+def test_subids_exclude_root_podman_runner(host, expect, path):
+    ids = set()
+    for line in host.file(path).content_string.split():
+        user, start, count = line.split(":")
+        assert user == "podman", f"{path}: only podman may have sub-IDs, found {line}"
+        ids.update(range(int(start), int(start) + int(count)))
+    assert len(ids) == 65536, f"{path} gives {len(ids)} IDs, jobs need 65536"
+    assert not ids & {0, expect["podman_uid"], expect["runner_uid"]}
+
+
+def test_socket_is_for_podman_and_runner_only(host):
+    sock = host.file(SOCKET)
+    assert sock.is_socket
+    assert (sock.user, sock.group, sock.mode) == ("podman", "podman-api", 0o660)
+    folder = host.file("/run/pipglr")
+    assert (folder.user, folder.group, folder.mode) == ("podman", "podman-api", 0o750)
+    members = host.check_output("getent group podman-api").rsplit(":", 1)[-1]
+    assert sorted(members.split(",")) == ["podman", "runner"]
+
+
+def test_socket_answers_the_docker_api_as_runner(runner):
+    assert runner.check_output(f"curl -sS --unix-socket {SOCKET} http://d/_ping") == "OK"
+    version = json.loads(runner.check_output(f"curl -sS --unix-socket {SOCKET} http://d/version"))
+    assert version["Components"][0]["Name"] == "Podman Engine"
+
+
+def test_socket_refuses_other_users(target):
+    result = target.exec("curl", "-sS", "--unix-socket", SOCKET, "http://d/_ping", user="nobody")
+    assert result.returncode != 0
+    assert "OK" not in result.stdout
+
+
+def test_runner_service_is_active(host, target):
+    service = host.service("runner")
+    assert service.is_enabled
+    log = target.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
+    assert service.is_running, f"runner.service is not running; its log:\n{log[-1500:]}"
+
+
+def test_versions(host, expect):
+    runner_version = host.check_output("gitlab-runner --version")
+    assert re.search(rf"Version:\s+{re.escape(expect['runner_version'])}\b", runner_version), runner_version
+    assert host.check_output("podman --version").startswith("podman version ")
+    assert host.check_output("systemctl --version").startswith("systemd ")
+
+
+def test_prune_timer_uses_prune_interval(host, target, expect):
+    assert host.service("pipglr-prune.timer").is_enabled
+    assert f"OnCalendar={expect['prune_interval']}\n" in host.file("/etc/systemd/system/pipglr-prune.timer").content_string
+    shown = target.exec("systemctl", "show", "-P", "TimersCalendar", "pipglr-prune.timer").stdout
+    assert "next_elapse=" in shown, shown
+    assert target.exec("systemctl", "is-active", "pipglr-prune.timer").stdout.strip() == "active"
+
+
+@pytest.mark.full
+def test_storage_volume_is_native_overlay(host, target):
+    assert host.mount_point("/home/podman/.local/share/containers").exists, "pipglr-storage is not mounted"
+    info = json.loads(target.exec("podman", "info", "--format", "json", user="podman").stdout)
+    assert info["store"]["graphDriverName"] == "overlay"
+    assert info["store"]["graphStatus"].get("Native Overlay Diff") == "true", info["store"]["graphStatus"]
+    assert info["store"]["graphRoot"].startswith("/home/podman/.local/share/containers")
+
+
+@pytest.mark.full
+def test_no_secret_in_image_or_history(target):
+    history = target.podman("image", "history", "--no-trunc", "--format", "{{.CreatedBy}}", target.image,
+                            check=True).stdout
+    inspect = target.podman("image", "inspect", target.image, check=True).stdout
+    for text in (history, inspect):
+        assert target.secret_marker not in text
+        assert not re.search(r"glrt-|REGISTRATION_TOKEN=\S|CI_SERVER_TOKEN=\S|token\s*=\s*\"", text)
+    # The config secret is only where podman mounts it and where the runner keeps its live copy.
+    found = target.exec("grep", "-rlF", target.secret_marker, "/etc", "/usr", "/var", "/home/podman",
+                        "/opt", "/root").stdout.split()
+    assert found == [], f"secret content found in {found}"
+    fresh = target.podman("run", "--rm", "--entrypoint", "/bin/sh", target.image, "-c",
+                          "ls -A /etc/gitlab-runner /home/runner; test ! -e /run/secrets/config.toml", check=True)
+    assert "config.toml" not in fresh.stdout

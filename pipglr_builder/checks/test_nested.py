@@ -1,0 +1,98 @@
+"""Nested jobs through the socket as user runner, the way gitlab-runner's docker executor makes them."""
+
+import json
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.full
+SOCKET = "/run/pipglr/podman.sock"
+IDS = (0, 1000, 65534, 65535)
+
+
+def api(target, method: str, path: str, body: dict | None = None) -> tuple[int, str]:
+    """One Docker API call as user runner; returns (HTTP status, body)."""
+    argv = ["curl", "-sS", "--unix-socket", SOCKET, "-X", method, "-o", "/dev/stdout", "-w", "\n%{http_code}",
+            f"http://d/v1.41{path}"]
+    if body is not None:
+        argv += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+    out = target.exec(*argv, user="runner", check=True).stdout
+    text, _, status = out.rpartition("\n")
+    return int(status), text
+
+
+def run_job(target, script: str, privileged: bool = False) -> tuple[int, str, str]:
+    """Create, start, wait for and remove a job container; return (exit code, logs, id)."""
+    name = f"pipglr-check-{uuid.uuid4().hex[:8]}"
+    status, body = api(target, "POST", f"/containers/create?name={name}", {
+        # Tty: plain logs (without it the Docker API multiplexes them in frames).
+        "Image": target.job_image, "Entrypoint": ["/bin/sh", "-c"], "Cmd": [script], "Tty": True,
+        "HostConfig": {"NetworkMode": "host", "Privileged": privileged},
+    })
+    assert status == 201, body
+    cid = json.loads(body)["Id"]
+    try:
+        status, body = api(target, "POST", f"/containers/{cid}/start")
+        if status != 204:
+            return -1, body, cid
+        status, body = api(target, "POST", f"/containers/{cid}/wait")
+        code = json.loads(body)["StatusCode"]
+        _, logs = api(target, "GET", f"/containers/{cid}/logs?stdout=1&stderr=1")
+        return code, logs, cid
+    finally:
+        api(target, "DELETE", f"/containers/{cid}?force=1&v=1")
+
+
+def test_job_runs_with_expanded_uid_map(target):
+    chowns = "; ".join(f"touch /tmp/f{i} && chown {i}:{i} /tmp/f{i}" for i in IDS)
+    code, logs, cid = run_job(target, f"set -e; {chowns}; stat -c '%u:%g' " + " ".join(f"/tmp/f{i}" for i in IDS)
+                              + "; cat /proc/self/uid_map")
+    assert code == 0, logs
+    for i in IDS:
+        assert f"{i}:{i}" in logs
+    status, _ = api(target, "GET", f"/containers/{cid}/json")
+    assert status == 404, "the job container was not removed"
+
+
+def test_job_has_network(target):
+    # A server on the outer container's loopback; the job (network mode host,
+    # as register configures) must reach it. No traffic leaves the machine.
+    port = 18000 + uuid.uuid4().int % 1000
+    uid = target.labels["io.pipglr.podman-uid"]
+    service = f"pipglr-check-api-{port}"
+    target.exec("systemd-run", "--uid", uid, "--setenv", f"XDG_RUNTIME_DIR=/run/user/{uid}", "--unit", service,
+                "podman", "system", "service", "--time=60", f"tcp://127.0.0.1:{port}", check=True)
+    try:
+        script = (f"for i in $(seq 1 50); do curl -sS http://127.0.0.1:{port}/_ping && exit 0; sleep 0.2; done; "
+                  "exit 1")
+        code, logs, _ = run_job(target, script)
+        assert code == 0 and logs.strip().endswith("OK"), logs
+    finally:
+        target.exec("systemctl", "stop", service)
+
+
+def test_privileged_jobs_follow_nested_privileged(target, expect):
+    code, logs, _ = run_job(target, "grep CapEff /proc/self/status", privileged=True)
+    if expect["nested_privileged"]:
+        assert code == 0, logs
+        assert "CapEff:\t000001ffffffffff" in logs or "CapEff:\t0000003fffffffff" in logs, logs
+    else:
+        assert code != 0
+        assert "NESTED_PRIVILEGED=false" in logs, logs
+
+
+def test_unprivileged_jobs_always_run(target):
+    code, logs, _ = run_job(target, "id -u")
+    assert (code, logs.strip()) == (0, "0")
+
+
+def test_65536_sub_ids_are_refused_with_the_fix(target):
+    """bob has the distribution default of 65536 sub-IDs: the user gets the fix, not newuidmap's error."""
+    standin = target.standin
+    standin.load_image("bob", target.image)
+    result = standin.as_user("bob", ["podman", "container", "runlabel", "setupstorage", target.image], check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    for text in ("/etc/subuid", "/etc/subgid", "65536", "65539", "podman system migrate"):
+        assert text in message, message
+    assert "write to uid_map failed" not in message

@@ -1,0 +1,170 @@
+"""verify: boot an image the way its users run it and run the check suite on it.
+
+Full profile (the native platform): on a stand-in user host (see hosts.py),
+as an ordinary user with subuid count 65539, exactly as the README says:
+runlabel setupstorage, setupcache, the config.toml secret, runlabel run; then
+the testinfra suite in checks/ runs against that rootless container.
+Emulated profile (a foreign platform under qemu): a rootful boot and the
+lighter checks (users, units, runner and podman versions).
+Everything it starts is removed at the end, also when interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import time
+import types
+import uuid
+from pathlib import Path
+
+import pytest
+
+from . import hosts, tools
+from .base import _native_arch
+from .errors import PipglrError
+
+CHECKS = Path(__file__).resolve().parent / "checks"
+CONTAINER = "pipglr"  # the name the run runlabel gives the outer container
+
+
+@dataclasses.dataclass
+class Target:
+    """What the checks run against (handed to them as the `target` fixture)."""
+
+    profile: str
+    image: str
+    container: str
+    env: dict[str, str]
+    labels: dict[str, str]
+    secret_marker: str = ""
+    job_image: str = ""
+    standin: hosts.StandIn | None = None
+
+    def podman(self, *args: str, check: bool = False, input: str | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+        """podman CLI against the storage holding the outer container."""
+        return hosts.sh(["podman", *args], check=check, input=input, env=self.env, timeout=timeout)
+
+    def exec(self, *argv: str, user: str = "root", check: bool = False) -> subprocess.CompletedProcess:
+        uid = self.labels["io.pipglr.podman-uid"]
+        env = ["--env", f"XDG_RUNTIME_DIR=/run/user/{uid}"] if user == "podman" else []
+        return self.podman("exec", "--user", user, *env, self.container, *argv, check=check)
+
+
+class _Collector:
+    """pytest plugin: records one outcome per check."""
+
+    def __init__(self):
+        self.results: list[tuple[str, str, str]] = []
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.when == "call" or report.outcome != "passed":
+            name = report.nodeid.split("::", 1)[-1]
+            detail = ""
+            if report.failed:
+                detail = str(report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash")
+                             else report.longrepr).splitlines()[0][:160]
+            self.results.append((name, report.outcome, detail))
+
+
+def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    out = hosts.sh(["podman", "image", "inspect", image], env=env).stdout
+    return json.loads(out)[0].get("Labels") or {}
+
+
+def _setup_full(image: str, marker: str) -> Target:
+    """Start IMAGE on a stand-in host as user alice, through the runlabels."""
+    base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{_native_arch()}"
+    standin = hosts.StandIn(base if hosts.sh(["podman", "image", "exists", base], check=False).returncode == 0
+                            else image)
+    target = Target("full", image, CONTAINER, {}, _labels(image), secret_marker=marker, job_image=image,
+                    standin=standin)
+    tools.say("verify: starting the stand-in user host")
+    standin.start()
+    tools.say(f"verify: copying {image} to user alice")
+    standin.load_image("alice", image)
+    for label in ("setupstorage", "setupcache"):
+        tools.say(f"verify: podman container runlabel {label} {image}  (as alice)")
+        standin.as_user("alice", ["podman", "container", "runlabel", label, image])
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"],
+                    input=f"# {marker}\nconcurrent = 1\ncheck_interval = 3\n")
+    tools.say(f"verify: podman container runlabel run {image}  (as alice)")
+    standin.as_user("alice", ["podman", "container", "runlabel", "run", image])
+    target.env = standin.start_api("alice")
+    hosts.wait_for(lambda: hosts.booted_state(["podman", "exec", CONTAINER], env=target.env),
+                   180, what="systemd in the pipglr container to boot")
+    tools.say("verify: copying a job image into the nested storage")
+    _load_nested(target, image)
+    return target
+
+
+def _load_nested(target: Target, image: str) -> None:
+    save = subprocess.Popen(["podman", "save", image], stdout=subprocess.PIPE, env=hosts.local_env())
+    uid = target.labels["io.pipglr.podman-uid"]
+    load = subprocess.run(["podman", "exec", "--interactive", "--user", "podman", "--env",
+                           f"XDG_RUNTIME_DIR=/run/user/{uid}", target.container, "podman", "load", "--quiet"],
+                          stdin=save.stdout, capture_output=True, text=True, env=target.env, check=False)
+    save.stdout.close()
+    if save.wait() != 0 or load.returncode != 0:
+        raise PipglrError(f"loading the job image into the nested storage failed: {load.stderr[-1500:]}")
+
+
+def _setup_emulated(image: str, arch: str) -> tuple[Target, hosts.RootfulBoot]:
+    boot = hosts.RootfulBoot(image, arch=arch)
+    tools.say(f"verify: booting {image} for {arch} (emulated profile, rootful)")
+    boot.start(timeout=600)
+    return Target("emulated", image, boot.name, dict(os.environ), _labels(image)), boot
+
+
+def verify(image: str, arch: str | None = None) -> int:
+    """Run the checks; print a summary per check; return the exit status."""
+    tools.require("podman", "buildah")
+    if hosts.sh(["podman", "image", "exists", image], check=False).returncode != 0:
+        raise PipglrError(f"image {image} not found in local storage: build it first (./build.py build)")
+    arch = arch or _native_arch()
+    profile = "full" if arch == _native_arch() else "emulated"
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    saved_host = os.environ.get("CONTAINER_HOST")
+    cleanup = []
+    started = time.monotonic()
+    try:
+        if profile == "full":
+            target = _setup_full(image, f"pipglr-verify-secret-{uuid.uuid4().hex}")
+            cleanup.append(target.standin.close)
+        else:
+            target, boot = _setup_emulated(image, arch)
+            cleanup.append(boot.close)
+        collector = _Collector()
+        provider = types.ModuleType("pipglr_verify_target")  # hands the target to the checks
+        provider.target = pytest.fixture(scope="session", name="target")(lambda: target)
+        if "CONTAINER_HOST" in target.env:  # testinfra's podman backend reads it
+            os.environ["CONTAINER_HOST"] = target.env["CONTAINER_HOST"]
+        args = [str(CHECKS), "-q", "-p", "no:cacheprovider", "--rootdir", str(CHECKS), "-c", os.devnull,
+                *(["-m", "not full"] if profile == "emulated" else [])]
+        code = pytest.main(args, plugins=[collector, provider])
+    finally:
+        for close in cleanup:
+            close()
+        if saved_host is None:
+            os.environ.pop("CONTAINER_HOST", None)
+        signal.signal(signal.SIGTERM, previous)
+    _summary(image, arch, profile, collector.results, time.monotonic() - started)
+    failed = [r for r in collector.results if r[1] != "passed"]
+    return 1 if failed or code not in (0, 5) or not collector.results else 0
+
+
+def _summary(image: str, arch: str, profile: str, results: list[tuple[str, str, str]], seconds: float) -> None:
+    tools.say(f"\nverify {image} ({arch}, {profile} profile) in {seconds:.0f}s:")
+    for name, outcome, detail in results:
+        mark = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(outcome, outcome)
+        tools.say(f"  {mark}  {name}" + (f"  -- {detail}" if detail else ""))
+    passed = sum(1 for r in results if r[1] == "passed")
+    tools.say(f"{passed} passed, {len(results) - passed} failed")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
