@@ -103,10 +103,11 @@ func (s *stringOrArray) UnmarshalTOML(v any) error {
 	return nil
 }
 
-const (
-	defaultCheckInterval   = 3 * time.Second
-	defaultShutdownTimeout = 30 * time.Second
-)
+const defaultShutdownTimeout = 30 * time.Second
+
+// defaultCheckInterval is how often a runner asks for jobs without
+// check_interval (a variable so tests can shorten it).
+var defaultCheckInterval = 3 * time.Second
 
 func (c *Config) checkInterval() time.Duration {
 	if c.CheckInterval > 0 {
