@@ -94,7 +94,7 @@ class RootfulBoot:
         return ["podman", "exec", "--user", user, *env, self.name]
 
     def close(self) -> None:
-        sh(["podman", "rm", "--force", "--volumes", "--time", "10", self.name], check=False)
+        sh(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
         sh(["podman", "volume", "rm", "--force", *self.volumes], check=False)
 
 
@@ -166,6 +166,6 @@ class StandIn:
         return dict(os.environ, CONTAINER_HOST=f"unix://{host_sock}")
 
     def close(self) -> None:
-        sh(["podman", "rm", "--force", "--volumes", "--time", "10", self.name], check=False)
+        sh(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
         sh(["podman", "volume", "rm", "--force", self.home_volume], check=False)
         shutil.rmtree(self.api_dir, ignore_errors=True)

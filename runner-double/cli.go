@@ -501,7 +501,7 @@ func (a *app) cmdRegister(args []string) int {
 	r := &registration{a: a, o: o, in: bufio.NewReader(a.stdin)}
 	cf, err := loadConfigFile(o.configFile)
 	if err != nil {
-		a.log.entry().panicExit(err)
+		a.log.entry().panicExit(fmt.Sprintf("Couldn't read the config file %s: %v", o.configFile, err))
 	}
 	r.cf = cf
 	r.sid = loadSystemID(o.configFile, a.log)
@@ -671,7 +671,7 @@ func (r *registration) runnerTable() map[string]any {
 	hasCache := false
 	for _, v := range volumes {
 		parts := strings.Split(v, ":")
-		if parts[len(parts)-1] == "/cache" || (len(parts) > 2 && parts[1] == "/cache") {
+		if parts[len(parts)-1] == "/cache" { // the real check: "/x:/cache:ro" still gets a "/cache" added
 			hasCache = true
 		}
 	}

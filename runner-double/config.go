@@ -202,6 +202,11 @@ func parseConfig(path string, data []byte) (*configFile, error) {
 				break
 			}
 		}
+		for parent := range seen {
+			if strings.HasPrefix(k, parent+".") {
+				ignored = true // already reported as a whole
+			}
+		}
 		if !ignored {
 			seen[k] = true
 			cf.unsupported = append(cf.unsupported, k)

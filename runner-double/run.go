@@ -108,9 +108,15 @@ func (m *multiRunner) run(ctx context.Context, signals <-chan os.Signal) int {
 	m.a.userModeWarning(false)
 
 	m.reload()
-	stopResets := make(chan struct{})
-	go m.tokenResetLoop(stopResets)
-	defer close(stopResets)
+	stopResets, resetsDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(resetsDone)
+		m.tokenResetLoop(stopResets)
+	}()
+	defer func() {
+		close(stopResets)
+		<-resetsDone
+	}()
 
 	ticker := time.NewTicker(configCheckInterval)
 	defer ticker.Stop()

@@ -8,8 +8,11 @@ unique names and remove what they create.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,43 @@ def runner_double() -> Path:
     if not path or not Path(path.replace("{arch}", "amd64")).exists():
         pytest.fail("PIPGLR_RUNNER_DOUBLE is not set to a built double: run the tests through `make test`")
     return Path(path)
+
+
+IMAGE_NAME = "localhost/pipglr-test"
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=600)
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run build.py as a user would."""
+    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=3000, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"build.py {shlex.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def double_args() -> list[str]:
+    pattern = str(runner_double())
+    sums = ",".join(f"{arch}={sh('sha256sum', pattern.replace('{arch}', arch)).stdout.split()[0]}"
+                    for arch in ("amd64", "arm64"))
+    return ["--runner-source", "file", "--runner-file", pattern, "--runner-sha256", sums]
+
+
+def image_exists(ref: str) -> bool:
+    return sh("podman", "image", "exists", ref, check=False).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def image():
+    """The amd64 image, built once per test run and removed at the end."""
+    need("buildah", "podman", "mmdebstrap")
+    tag = f"t-{uuid.uuid4().hex[:8]}"
+    proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, *double_args())
+    ref = f"{IMAGE_NAME}:{tag}"
+    assert proc.stdout.strip().splitlines()[-1] == ref
+    yield ref
+    if not os.environ.get("PIPGLR_KEEP_IMAGES"):
+        sh("podman", "rmi", "--force", ref, check=False)

@@ -7,62 +7,32 @@ cold cache, about a minute warm).
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import subprocess
-import sys
 
 import pytest
 import testinfra
 
 from pipglr_builder import config, render
+from pipglr_builder.hosts import RootfulBoot, unique
 
-from .conftest import ROOT, need, runner_double
-from .containers import Booted, sh, unique
+from .conftest import IMAGE_NAME, ROOT, cli, double_args, image_exists, sh
 
 pytestmark = pytest.mark.slow
-IMAGE_NAME = "localhost/pipglr-test"
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run build.py as a user would."""
-    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=3000, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"build.py {shlex.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
+class Booted(RootfulBoot):
+    def exec(self, *argv: str, user: str = "root") -> subprocess.CompletedProcess:
+        return sh(*self.exec_argv(user), *argv, check=False)
 
-
-def double_args() -> list[str]:
-    pattern = str(runner_double())
-    sums = ",".join(f"{arch}={sh('sha256sum', pattern.replace('{arch}', arch)).stdout.split()[0]}"
-                    for arch in ("amd64", "arm64"))
-    return ["--runner-source", "file", "--runner-file", pattern, "--runner-sha256", sums]
-
-
-def image_exists(ref: str) -> bool:
-    return sh("podman", "image", "exists", ref, check=False).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def image():
-    """The amd64 image, built once per test run and removed at the end."""
-    need("buildah", "podman", "mmdebstrap")
-    tag = unique("t")
-    proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, *double_args())
-    ref = f"{IMAGE_NAME}:{tag}"
-    assert proc.stdout.strip().splitlines()[-1] == ref
-    yield ref
-    if not os.environ.get("PIPGLR_KEEP_IMAGES"):
-        sh("podman", "rmi", "--force", ref, check=False)
+    def system_state(self) -> str:
+        return self.exec("systemctl", "is-system-running").stdout.strip()
 
 
 @pytest.fixture(scope="session")
 def booted(image):
     container = Booted(image)
     try:
-        container.wait_booted()
-        yield container
+        yield container.start()
     finally:
         container.close()
 

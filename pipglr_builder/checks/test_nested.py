@@ -77,8 +77,10 @@ def test_privileged_jobs_follow_nested_privileged(target, expect):
         assert code == 0, logs
         assert "CapEff:\t000001ffffffffff" in logs or "CapEff:\t0000003fffffffff" in logs, logs
     else:
-        assert code != 0
-        assert "NESTED_PRIVILEGED=false" in logs, logs
+        assert code != 0, "a privileged job ran although the image says NESTED_PRIVILEGED=false"
+        assert "deny-privileged-jobs" in logs, logs  # the API error names the refusing hook
+        journal = target.exec("journalctl", "--no-pager", "-t", "deny-privileged-jobs").stdout
+        assert "NESTED_PRIVILEGED=false" in journal, journal
 
 
 def test_unprivileged_jobs_always_run(target):

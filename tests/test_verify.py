@@ -1,0 +1,64 @@
+"""`build.py verify` on freshly built images: rootless on the stand-in user host, through the runlabels.
+
+Also proves NESTED_PRIVILEGED both ways: the default image (true) lets a
+privileged job run, an image built with false refuses it (the check suite
+asserts whichever the image's label says, so both runs must pass).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+
+from .conftest import IMAGE_NAME, cli, double_args, sh
+
+pytestmark = pytest.mark.slow
+
+
+def leftovers() -> set[str]:
+    names = sh("podman", "ps", "--all", "--format", "{{.Names}}").stdout.split()
+    volumes = sh("podman", "volume", "ls", "--quiet").stdout.split()
+    return {n for n in names + volumes if n.startswith(("pipglr-standin-", "pipglr-boot-"))}
+
+
+def assert_verified(proc, image: str) -> str:
+    out = proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert f"verify {image} (amd64, full profile)" in out
+    summary = re.search(r"^(\d+) passed, (\d+) failed$", out, re.MULTILINE)
+    assert summary and int(summary.group(1)) >= 17 and summary.group(2) == "0", out[-3000:]
+    return out
+
+
+def test_verify_default_image(image):
+    before = leftovers()
+    out = assert_verified(cli("verify", image, check=False), image)
+    for check in ("test_systemd_is_pid1_and_running", "test_job_runs_with_expanded_uid_map", "test_job_has_network",
+                  "test_privileged_jobs_follow_nested_privileged", "test_65536_sub_ids_are_refused_with_the_fix",
+                  "test_no_secret_in_image_or_history", "test_storage_volume_is_native_overlay"):
+        assert re.search(rf"^  ok    {check}", out, re.MULTILINE), f"{check} did not pass:\n{out[-3000:]}"
+    assert "podman container runlabel setupstorage" in out and "runlabel run" in out
+    assert leftovers() == before, "verify left containers or volumes behind"
+
+
+def test_verify_image_without_nested_privileges():
+    tag = f"t-unpriv-{uuid.uuid4().hex[:8]}"
+    ref = f"{IMAGE_NAME}:{tag}"
+    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--nested-privileged", "false", *double_args())
+    try:
+        labels = sh("podman", "image", "inspect", "--format", "{{index .Labels \"io.pipglr.nested-privileged\"}}",
+                    ref).stdout.strip()
+        assert labels == "false"
+        assert_verified(cli("verify", ref, check=False), ref)
+    finally:
+        if not os.environ.get("PIPGLR_KEEP_IMAGES"):
+            sh("podman", "rmi", "--force", ref, check=False)
+
+
+def test_verify_missing_image_is_a_clear_error():
+    proc = cli("verify", "localhost/pipglr-test:does-not-exist", check=False)
+    assert proc.returncode == 1
+    assert "not found in local storage" in proc.stderr and "Traceback" not in proc.stderr
