@@ -229,7 +229,7 @@ func (a *app) help(w io.Writer, global *flagSet) {
 	}
 	fmt.Fprintf(w, "   %-12s %s\n\nGLOBAL OPTIONS:\n", "help, h", "Shows a list of commands or help for one command")
 	global.usage(w)
-	fmt.Fprintf(w, "   %-44s %s\n   %-44s %s\n", "--help, -h", "show help", "--version, -v", "print the version")
+	fmt.Fprintf(w, "   %-44s %s\n", "--help, -h", "show help")
 }
 
 func (a *app) printVersion() {
@@ -262,16 +262,14 @@ func (a *app) main(args []string) (code int) {
 	global.str(&logLevel, "log-level,l", "LOG_LEVEL", "Log level (options: debug, info, warn, error, fatal, panic)")
 	global.str(&cpuProfile, "cpuprofile", "CPU_PROFILE", "write cpu profile to file (accepted and ignored by the test double)")
 
-	for _, arg := range args {
-		if arg == "--version" || arg == "-v" {
-			a.printVersion()
-			return 0
-		}
-		if !strings.HasPrefix(arg, "-") {
-			break
-		}
-	}
+	var showVersion bool
+	global.boolean(&showVersion, "version,v", "", "print the version")
+
 	rest, err := global.parse(args, a.getenv)
+	if err == nil && showVersion {
+		a.printVersion()
+		return 0
+	}
 	if errors.Is(err, errHelp) || (err == nil && len(rest) == 0) {
 		a.help(a.stdout, global)
 		return 0

@@ -388,6 +388,8 @@ type fakeDocker struct {
 	volumes    []string
 	containers []*fakeContainer
 	pulls      []string
+	running    int
+	maxRunning int
 }
 
 func newFakeDocker(t *testing.T) *fakeDocker {
@@ -550,7 +552,14 @@ func (d *fakeDocker) runContainer(c *fakeContainer, conn net.Conn) {
 	cmd.Stdout = frameWriter{&mu, conn, 1}
 	cmd.Stderr = frameWriter{&mu, conn, 2}
 	c.proc = cmd
+	d.mu.Lock()
+	d.running++
+	d.maxRunning = max(d.maxRunning, d.running)
+	d.mu.Unlock()
 	err := cmd.Run()
+	d.mu.Lock()
+	d.running--
+	d.mu.Unlock()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -1187,6 +1196,51 @@ func TestRunJob(t *testing.T) {
 	if strings.Contains(out, token) || strings.Contains(out, "glcbt-jobtoken-12-secret") {
 		t.Errorf("a token was printed in full:\n%s", out)
 	}
+	if testing.Verbose() {
+		t.Logf("runner log:\n%s", out)
+	}
+}
+
+func TestRunHonoursConcurrentAndLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		concurrent  int
+		limit       string
+		wantMaxJobs int
+	}{
+		{"concurrent=1", 1, "", 1},
+		{"limit=1 within concurrent=3", 3, "  limit = 1\n", 1},
+		{"concurrent=3", 3, "", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fastLoops(t)
+			g := newFakeGitLab(t)
+			d := newFakeDocker(t)
+			g.addToken("glrt-concurrencyconcur")
+			cfgPath := filepath.Join(t.TempDir(), "config.toml")
+			writeRunnerConfig(t, cfgPath, g.srv.URL, "glrt-concurrencyconcur", tc.limit, fmt.Sprintf("    host = \"unix://%s\"\n", d.sock))
+			data, _ := os.ReadFile(cfgPath)
+			os.WriteFile(cfgPath, bytes.Replace(data, []byte("concurrent = 2"), []byte(fmt.Sprintf("concurrent = %d", tc.concurrent)), 1), 0o600)
+			var jobs []*fakeJob
+			for i := 0; i < 3; i++ {
+				jobs = append(jobs, g.queueJob(50+i, []string{"sleep 0.3"}))
+			}
+			logs, stop := startRun(t, "--config", cfgPath)
+			for _, j := range jobs {
+				select {
+				case <-j.done:
+				case <-time.After(20 * time.Second):
+					t.Fatalf("job did not finish; log:\n%s", logs)
+				}
+			}
+			stop()
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.maxRunning != tc.wantMaxJobs {
+				t.Errorf("at most %d jobs ran at once, want %d", d.maxRunning, tc.wantMaxJobs)
+			}
+		})
+	}
 }
 
 func TestRunJobMissingHelperImage(t *testing.T) {
@@ -1320,4 +1374,30 @@ func TestRunJobAgainstPodman(t *testing.T) {
 		t.Errorf("job 32: state %s exit %d, trace:\n%s", bad.state, bad.exitCode, bad.trace)
 	}
 	t.Logf("trace of job 31:\n%s", ok.trace)
+}
+
+func TestRegisterInteractive(t *testing.T) {
+	g := newFakeGitLab(t)
+	cfgPath := filepath.Join(t.TempDir(), "config.toml")
+	answers := g.srv.URL + "\nGR1348941-reg-token\nasked-name\n\n\ndocker\nalpine:3.20\n"
+	var out, errb syncBuffer
+	a := newApp(strings.NewReader(answers), &out, &errb, func(string) string { return "" })
+	if code := a.main([]string{"register", "--config", cfgPath}); code != 0 {
+		t.Fatalf("interactive register failed (%d):\n%s", code, errb.String())
+	}
+	for _, prompt := range []string{"Enter the GitLab instance URL (for example, https://gitlab.com/):",
+		"Enter the registration token:", "Enter an executor: docker:", "Enter the default Docker image (for example, ruby:2.7):"} {
+		if !strings.Contains(errb.String(), prompt) {
+			t.Errorf("prompt %q missing:\n%s", prompt, errb.String())
+		}
+	}
+	rs := runnersOf(t, decodeTOMLFile(t, cfgPath))
+	if len(rs) != 1 || rs[0]["name"] != "asked-name" || rs[0]["docker"].(map[string]any)["image"] != "alpine:3.20" {
+		t.Errorf("unexpected runner: %v", rs)
+	}
+	// Without answers (stdin at its end) it says what to do, like the real one.
+	res := runCLI(t, nil, "register", "--config", cfgPath)
+	if res.code == 0 || !strings.Contains(res.stderr, "Unexpected EOF. Did you mean to use --non-interactive?") {
+		t.Errorf("register with no input: exit %d\n%s", res.code, res.stderr)
+	}
 }
