@@ -12,7 +12,7 @@ if "$py" build.py runner; then
 fi
 double=$(scripts/runner-double.sh)
 sums=$(for arch in amd64 arm64; do printf '%s=%s,' "$arch" "$(sha256sum "${double/\{arch\}/$arch}" | cut -d' ' -f1)"; done)
-cat >&2 <<MSG
+cat >&2 <<'MSG'
 
   ******************************************************************
   * No real gitlab-runner can be had on this machine (see above).   *
