@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -26,6 +27,8 @@ MODULE = "gitlab.com/gitlab-org/gitlab-runner"
 # the module download; dropping the replace uses the published version.
 NESTED_MODULE = "gitlab.com/gitlab-org/gitlab-runner/helpers/runner_wrapper/api"
 NETWORK_TIMEOUT = 20
+# How `go build` reports a module the proxy will not serve.
+REFUSED = re.compile(r"reading https?://\S+?/([^@\s]+)/@v/(\S+?)\.(?:zip|mod|info): 403 Forbidden")
 
 
 def sha256_of(path: Path) -> str:
@@ -145,9 +148,16 @@ def from_gomodule(config: Config, arch: str) -> Path:
             tools.run(["go", "mod", "edit", f"-dropreplace={NESTED_MODULE}"], cwd=str(work), env=env)
             out = Path(tmp) / "gitlab-runner"
             tools.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, revision),
-                       "-o", str(out), "."], cwd=str(work), env=env, tail=12)
+                       "-o", str(out), "."], cwd=str(work), env=env, tail=400)
         except CommandFailed as e:
-            raise RunnerSourceError(f"building gitlab-runner from its Go module failed. {e}") from None
+            refused = sorted(set(REFUSED.findall(str(e))))
+            if refused:
+                raise RunnerSourceError(
+                    f"the Go module proxy refuses {len(refused)} of gitlab-runner's dependencies "
+                    f"({', '.join(m + '@' + v for m, v in refused)}: \"403 Forbidden, This module version is not "
+                    "available\"), so it cannot be built here. Use runner_source = file or release.") from None
+            last = "\n".join(str(e).splitlines()[-12:])
+            raise RunnerSourceError(f"building gitlab-runner from its Go module failed:\n{last}") from None
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(out, dest.with_suffix(".partial"))
         dest.with_suffix(".partial").rename(dest)

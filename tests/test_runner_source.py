@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import json
 import threading
 
 import pytest
@@ -113,3 +114,36 @@ def test_auto_prefers_a_given_file_then_says_why_others_failed(tmp_path, cache):
 def test_gomodule_ldflags_set_version_and_revision():
     flags = runner.gomodule_ldflags("19.4.0", "fc1f1862")
     assert "common.VERSION=19.4.0" in flags and "common.REVISION=fc1f1862" in flags
+
+
+def test_gomodule_refusal_is_summarised(monkeypatch, tmp_path, cache):
+    """What `go build` prints when the proxy refuses dependencies becomes one readable sentence."""
+    from pipglr_builder import tools
+    from pipglr_builder.errors import CommandFailed
+
+    module_dir = tmp_path / "mod"
+    module_dir.mkdir()
+    (module_dir / "VERSION").write_text("19.4.0\n")
+    go_output = (
+        "x.go:1:2: gitlab.com/gitlab-org/step-runner@v0.44.0: reading "
+        "https://proxy.golang.org/gitlab.com/gitlab-org/step-runner/@v/v0.44.0.zip: 403 Forbidden\n"
+        "y.go:3:4: gitlab.com/gitlab-org/moa@v0.0.0-2026: reading "
+        "https://proxy.golang.org/gitlab.com/gitlab-org/moa/@v/v0.0.0-2026.zip: 403 Forbidden\n")
+
+    def fake_capture(argv):
+        return json.dumps({"Dir": str(module_dir)})
+
+    def fake_run(argv, **kwargs):
+        if argv[:2] == ["go", "build"]:
+            raise CommandFailed(go_output)
+        return ""
+
+    monkeypatch.setattr(tools, "capture", fake_capture)
+    monkeypatch.setattr(tools, "run", fake_run)
+    monkeypatch.setattr(tools, "require", lambda *a: None)
+    with pytest.raises(RunnerSourceError) as err:
+        runner.from_gomodule(config.load(None), "amd64")
+    text = str(err.value)
+    assert "refuses 2 of gitlab-runner's dependencies" in text
+    assert "gitlab.com/gitlab-org/step-runner@v0.44.0" in text and "gitlab.com/gitlab-org/moa@v0.0.0-2026" in text
+    assert "runner_source = file" in text
