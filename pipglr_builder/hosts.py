@@ -101,8 +101,9 @@ class RootfulBoot:
 class StandIn:
     """A container acting as a user's cgroup v2 host with rootless podman."""
 
-    def __init__(self, base_image: str, name: str | None = None):
+    def __init__(self, base_image: str, name: str | None = None, volumes: tuple[str, ...] = ()):
         self.base_image = base_image
+        self.extra_volumes = volumes  # host:container[:options], e.g. test helpers
         self.name = name or unique("pipglr-standin")
         self.home_volume = f"{self.name}-home"
         self.api_dir = Path(tempfile.mkdtemp(prefix="pipglr-standin-api-"))
@@ -128,7 +129,8 @@ class StandIn:
             "--privileged", "--cgroupns=private", "--systemd=always",
             "--device", "/dev/fuse", "--device", "/dev/net/tun",
             # Users' container storage must not be on overlay (no overlay on overlay).
-            "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api", self.image])
+            "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
+            *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])
         wait_for(lambda: booted_state(["podman", "exec", self.name]), timeout, what="the stand-in host to boot")
         for user, uid in USERS.items():
             wait_for(lambda uid=uid: sh(["podman", "exec", self.name, "test", "-S", f"/run/user/{uid}/bus"],
@@ -164,6 +166,10 @@ class StandIn:
         host_sock = self.api_dir / f"{user}.sock"
         wait_for(host_sock.exists, 30, what=f"{user}'s podman API socket")
         return dict(os.environ, CONTAINER_HOST=f"unix://{host_sock}")
+
+    def address(self) -> str:
+        """The stand-in's IP address on the bridge network this machine's podman made for it."""
+        return sh(["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.name]).stdout.strip()
 
     def close(self) -> None:
         sh(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)

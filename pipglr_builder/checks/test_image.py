@@ -96,9 +96,9 @@ def test_no_secret_in_image_or_history(target):
     for text in (history, inspect):
         assert target.secret_marker not in text
         assert not re.search(r"glrt-|REGISTRATION_TOKEN=\S|CI_SERVER_TOKEN=\S|token\s*=\s*\"", text)
-    # The config secret is only where podman mounts it and where the runner keeps its live copy.
-    found = target.exec("grep", "-rlF", target.secret_marker, "/etc", "/usr", "/var", "/home/podman",
-                        "/opt", "/root").stdout.split()
+    # The config secret is only where podman mounts it and in the runner's live copy on pipglr-state.
+    found = target.exec("grep", "-rlF", target.secret_marker, "/etc", "/usr", "/var/cache", "/var/log", "/var/tmp",
+                        "/home", "/opt", "/root").stdout.split()
     assert found == [], f"secret content found in {found}"
     fresh = target.podman("run", "--rm", "--entrypoint", "/bin/sh", target.image, "-c",
                           "ls -A /etc/gitlab-runner /home/runner; test ! -e /run/secrets/config.toml", check=True)
