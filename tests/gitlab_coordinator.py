@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def iso(t: datetime.datetime | None) -> str | None:
@@ -59,7 +59,7 @@ class State:
             return None
         expires = runner.get("token_expires_at")
         if expires and datetime.datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=datetime.timezone.utc) < now():
+                tzinfo=datetime.UTC) < now():
             return None
         return runner
 
