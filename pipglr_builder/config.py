@@ -63,6 +63,14 @@ def _version(value: str) -> str | None:
     return None
 
 
+def _helper(value: str) -> str | None:
+    probe = value.replace("{arch}", "x86_64").replace("{version}", "1.2.3")
+    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]*",
+                        probe):
+        return "expected an image reference with a tag, e.g. registry.example.com/helper:{arch}-v{version}"
+    return None
+
+
 def _url(value: str) -> str | None:
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         return "expected an http:// or https:// URL"
@@ -122,6 +130,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("runner_sha256", str, "", "SHA256 the local gitlab-runner file must have (or amd64=HASH,arm64=HASH).", _sha256),
     Setting("runner_module_version", str, DEFAULT_RUNNER_MODULE_VERSION,
             "Go module version of gitlab.com/gitlab-org/gitlab-runner for runner_source = gomodule."),
+    Setting("helper_image", str, "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:{arch}-v{version}",
+            "helper_image pinned in config.toml by register ({arch}: x86_64/arm64, {version}: runner_version); "
+            "a helper that matches the runner avoids 'permission container ... exit code 127'.", _helper),
     Setting("prune_interval", str, "daily", "systemd OnCalendar value: how often nested storage is pruned.",
             on_calendar_problem),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
@@ -146,6 +157,7 @@ class Config:
     runner_file: str
     runner_sha256: str
     runner_module_version: str
+    helper_image: str
     prune_interval: str
     nested_privileged: bool
     podman_uid: int

@@ -125,7 +125,9 @@ class StandIn:
     def start(self, timeout: float = 180) -> StandIn:
         self._ensure_image()
         os.chmod(self.api_dir, 0o777)
-        sh(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin",
+        # --no-hosts: this machine's /etc/hosts entries (host.containers.internal
+        # pointing at this machine) must not leak into the user's containers.
+        sh(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin", "--no-hosts",
             "--privileged", "--cgroupns=private", "--systemd=always",
             "--device", "/dev/fuse", "--device", "/dev/net/tun",
             # Users' container storage must not be on overlay (no overlay on overlay).

@@ -94,6 +94,7 @@ def template_values(config: Config) -> dict:
         "runner_version": config.runner_version,
         "runner_release_url": config.runner_release_url,
         "base_suite": config.base_suite,
+        "helper_image": config.helper_image,
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
         "masked_units": MASKED_UNITS,

@@ -87,3 +87,9 @@ def test_sha256_per_arch_form_is_accepted():
     digest = "a" * 64
     cfg = config.load(None, {"runner_sha256": f"amd64={digest},arm64={'b' * 64}"})
     assert cfg.runner_sha256.startswith("amd64=")
+
+
+def test_helper_image_needs_a_tag():
+    with pytest.raises(ConfigError, match="helper_image"):
+        config.load(None, {"helper_image": "registry.example.com/helper"})
+    assert config.load(None, {"helper_image": "localhost/helper:{arch}-v{version}"}).helper_image.endswith("{version}")
