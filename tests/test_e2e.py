@@ -1,0 +1,269 @@
+"""End to end: register through the runlabel, take CI jobs from a GitLab API, run them nested.
+
+The user's side is the stand-in host (user alice, rootless podman, subuid
+65539), driven with the commands the README gives. GitLab is the test
+coordinator (gitlab_coordinator.py), running inside the stand-in's network
+namespace; gitlab-runner is this project's protocol double (the real one
+cannot be built here: the Go module proxy refuses several of its
+dependencies). The tests run in order and share one world.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipglr_builder.hosts import StandIn, booted_state, wait_for
+
+from .conftest import IMAGE_NAME, cli, double_args, runner_double, sh
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).resolve().parent
+PORT = 8080
+# pasta maps this address to the stand-in host itself (host.containers.internal).
+URL = f"http://host.containers.internal:{PORT}"
+BASE = "localhost/pipglr-base:trixie-amd64"
+HELPER = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.0"
+
+
+class World:
+    def __init__(self, standin: StandIn, image: str, registration_token: str):
+        self.standin, self.image, self.registration_token = standin, image, registration_token
+        self.control = f"http://{standin.address()}:{PORT}"
+        self.env = None
+
+    def alice(self, *argv: str, check: bool = True, input: str | None = None):
+        return self.standin.as_user("alice", list(argv), check=check, input=input)
+
+    def outer(self, *argv: str, check: bool = False):
+        """A command in alice's pipglr container (podman exec through her podman)."""
+        return self.alice("podman", "exec", "pipglr", *argv, check=check)
+
+    def coordinator(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.control + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"{}")
+
+    def state(self) -> dict:
+        return self.coordinator("GET", "/_test/state")
+
+    def add_job(self, *script: str, image: str = BASE) -> int:
+        return self.coordinator("POST", "/_test/jobs", {"script": list(script), "image": image})["id"]
+
+    def wait_job(self, job_id: int, timeout: float = 180) -> dict:
+        def finished():
+            job = self.state()["jobs"][str(job_id)]
+            return job if job["state"] in ("success", "failed") else None
+        return wait_for(finished, timeout, interval=1, what=f"job {job_id} to finish")
+
+    def wait_booted(self) -> None:
+        wait_for(lambda: booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
+                 what="the pipglr container to boot")
+
+    def load_nested(self, image: str, tag: str | None = None) -> None:
+        """Copy IMAGE from this machine into the nested storage (as an air-gapped host would)."""
+        with tempfile.NamedTemporaryFile(dir=self.standin.api_dir, suffix=".tar") as archive:
+            sh("podman", "save", "--output", archive.name, image)
+            os.chmod(archive.name, 0o644)
+            inner = f"/api/{Path(archive.name).name}"
+            self.alice("podman", "cp", inner, f"pipglr:/tmp/{Path(inner).name}")
+            self.outer("chmod", "0644", f"/tmp/{Path(inner).name}", check=True)
+            podman = ["runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman"]
+            self.outer(*podman, "load", "--quiet", "--input", f"/tmp/{Path(inner).name}", check=True)
+            if tag:
+                self.outer(*podman, "tag", image, tag, check=True)
+            self.outer("rm", "-f", f"/tmp/{Path(inner).name}")
+
+    def runner_log(self) -> str:
+        return self.outer("journalctl", "--no-pager", "-u", "runner.service").stdout
+
+
+def build_helper_image() -> str:
+    """A helper image matching the runner, from Debian packages (git, CA certificates) and its binary."""
+    ref = f"localhost/pipglr-test-helper:{uuid.uuid4().hex[:8]}"
+    context = Path(tempfile.mkdtemp(prefix="pipglr-helper-"))
+    try:
+        shutil.copy(str(runner_double()).replace("{arch}", "amd64"), context / "gitlab-runner-helper")
+        (context / "entrypoint").write_text(
+            "#!/bin/sh\n# Trust a custom CA when one is mounted, then run the command.\n"
+            "if [ -f /etc/gitlab-runner/certs/ca.crt ]; then\n"
+            "    cp /etc/gitlab-runner/certs/ca.crt /usr/local/share/ca-certificates/ && update-ca-certificates\n"
+            "fi\nexec \"$@\"\n")
+        (context / "gitlab-runner-build").write_text("#!/bin/bash\numask 0000\nexec /bin/bash\n")
+        (context / "Containerfile").write_text(
+            f"FROM {BASE}\n"
+            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+            "bash ca-certificates dumb-init git && apt-get clean && rm -rf /var/lib/apt/lists/*\n"
+            "COPY gitlab-runner-helper gitlab-runner-build /usr/bin/\n"
+            "COPY entrypoint /entrypoint\n"
+            "RUN chmod 0755 /usr/bin/gitlab-runner-helper /usr/bin/gitlab-runner-build /entrypoint\n"
+            'ENTRYPOINT ["/usr/bin/dumb-init", "/entrypoint"]\nCMD ["sh"]\n')
+        sh("buildah", "bud", "--layers", "--isolation", "chroot", "--tag", ref, str(context))
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+    return ref
+
+
+@pytest.fixture(scope="module")
+def world(image):
+    helper = build_helper_image()
+    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro",))
+    token = f"reg-{uuid.uuid4().hex}"
+    try:
+        standin.start()
+        sh("podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
+           "--listen", f"0.0.0.0:{PORT}", "--registration-token", token)
+        w = World(standin, image, token)
+        wait_for(lambda: _answers(w), 30, what="the test coordinator")
+        standin.load_image("alice", image)
+        w.helper = helper
+        yield w
+    finally:
+        standin.close()
+        sh("podman", "rmi", "--force", helper, check=False)
+
+
+def _answers(world: World) -> bool:
+    try:
+        world.state()
+        return True
+    except OSError:
+        return False
+
+
+def runners_in(config_text: str) -> int:
+    return config_text.count("[[runners]]")
+
+
+def test_register_with_a_wrong_token_is_refused(world):
+    world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input="not-the-token\n")
+    world.alice("touch", "config.toml")
+    result = world.alice("podman", "container", "runlabel", "register", world.image, "--url", URL, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "403" in output and "registration token" in output, output
+    assert runners_in(world.alice("cat", "config.toml").stdout) == 0
+    world.alice("podman", "secret", "rm", "REGISTRATION_TOKEN")
+
+
+def test_register_twice_through_the_runlabel(world):
+    world.coordinator("POST", "/_test/config", {"token_ttl": 90})  # tokens GitLab will want rotated
+    world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=world.registration_token + "\n")
+    for name in ("e2e-1", "e2e-2"):
+        world.alice("podman", "container", "runlabel", "register", world.image, "--url", URL, "--name", name)
+    config = world.alice("cat", "config.toml").stdout
+    assert runners_in(config) == 2
+    for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
+                     'network_mode = "host"', '"/cache:/cache"', "token_expires_at"):
+        assert expected in config, f"{expected} missing from config.toml:\n{config}"
+    assert len(world.state()["runners"]) == 2
+    # Two runners, two jobs at a time.
+    world.alice("sed", "-i", "s/^concurrent = .*/concurrent = 2/", "config.toml")
+    world.alice("podman", "secret", "rm", "REGISTRATION_TOKEN")
+
+
+def test_run_without_the_config_secret_says_what_to_create(world):
+    result = world.alice("podman", "container", "runlabel", "run", world.image, check=False)
+    assert result.returncode != 0
+    assert "config.toml" in result.stderr and "no such secret" in result.stderr, result.stderr
+    world.alice("podman", "rm", "--force", "--ignore", "pipglr")
+
+
+def test_setup_and_run_as_the_readme_says(world):
+    world.alice("podman", "secret", "create", "config.toml", "config.toml")
+    for label in ("setupstorage", "setupcache", "run"):
+        world.alice("podman", "container", "runlabel", label, world.image)
+    world.wait_booted()
+    world.load_nested(BASE)
+    world.load_nested(world.helper, tag=HELPER)  # the pinned helper, preloaded
+    stored = world.alice("cat", "config.toml").stdout
+    dumped = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
+    assert dumped == stored
+
+
+def test_a_job_runs_nested_and_uses_the_cache(world):
+    job = world.wait_job(world.add_job("id", "echo e2e-cache > /cache/e2e.txt", "cat /cache/e2e.txt"))
+    assert job["state"] == "success", job["trace"][-3000:]
+    assert "uid=0(root)" in job["trace"]
+    assert "e2e-cache" in job["trace"]
+    assert "Job succeeded" in job["trace"]
+
+
+def test_a_failing_job_is_reported_failed(world):
+    job = world.wait_job(world.add_job("echo about to fail", "exit 1"))
+    assert job["state"] == "failed"
+    assert job["exit_code"] == 1
+    assert "about to fail" in job["trace"] and "exit code 1" in job["trace"]
+
+
+def test_two_jobs_run_at_the_same_time(world):
+    ids = [world.add_job("sleep 8", "echo done"), world.add_job("sleep 8", "echo done")]
+    jobs = [world.wait_job(i) for i in ids]
+    assert [j["state"] for j in jobs] == ["success", "success"]
+    assert {j["runner_id"] for j in jobs} == {1, 2}
+    latest_start = max(j["started_at"] for j in jobs)
+    earliest_end = min(j["finished_at"] for j in jobs)
+    assert latest_start < earliest_end, f"jobs did not overlap: {jobs}"
+
+
+def _system_ids(world) -> set[str]:
+    return {r["system_id"] for r in world.state()["requests"] if r["runner_id"]}
+
+
+def test_token_rotation_survives_a_restart(world):
+    def rotated():
+        return {e["runner_id"] for e in world.state()["events"] if e["kind"] == "token-reset"} == {1, 2}
+    wait_for(rotated, 150, interval=2, what="both runners to rotate their tokens")
+    system_ids = _system_ids(world)
+    assert len(system_ids) == 1 and next(iter(system_ids)).startswith("s_")
+    live = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
+    assert live != world.alice("cat", "config.toml").stdout, "dumpconfig must show the rotated live config"
+
+    world.alice("podman", "stop", "pipglr")
+    world.alice("podman", "start", "pipglr")
+    world.wait_booted()
+    requests_before = len(world.state()["requests"])
+    job = world.wait_job(world.add_job("cat /cache/e2e.txt"))
+    assert job["state"] == "success", job["trace"][-2000:]
+    assert "e2e-cache" in job["trace"], "the cache did not survive the restart"
+    after = [r for r in world.state()["requests"][requests_before:] if r["runner_id"]]
+    assert after and {r["system_id"] for r in after} == system_ids, "system ID changed across the restart"
+
+
+def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
+    tag = f"t-upgrade-{uuid.uuid4().hex[:8]}"
+    new = f"{IMAGE_NAME}:{tag}"
+    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--prune-interval", "weekly", *double_args())
+    try:
+        world.standin.load_image("alice", new)
+        system_ids = _system_ids(world)
+        world.alice("podman", "rm", "--force", "pipglr")
+        world.alice("podman", "container", "runlabel", "run", new)
+        world.wait_booted()
+        assert world.outer("grep", "OnCalendar=weekly", "/etc/systemd/system/pipglr-prune.timer").returncode == 0
+        # No image is loaded again: the job image and the helper are still in pipglr-storage.
+        job = world.wait_job(world.add_job("cat /cache/e2e.txt"))
+        assert job["state"] == "success", job["trace"][-2000:]
+        assert "e2e-cache" in job["trace"]
+        assert _system_ids(world) == system_ids
+    finally:
+        sh("podman", "rmi", "--force", new, check=False)
+
+
+def test_unreachable_coordinator_is_retried_and_logged(world):
+    sh("podman", "exec", world.standin.name, "pkill", "-f", "gitlab_coordinator.py")
+    def reported():
+        log = world.runner_log()
+        return log if "Cannot get jobs from GitLab at" in log else None
+    log = wait_for(reported, 120, interval=2, what="the runner to report the unreachable coordinator")
+    assert f"Cannot get jobs from GitLab at {URL}" in log and "Still trying" in log, log[-3000:]
+    assert world.outer("systemctl", "is-active", "runner.service").stdout.strip() == "active"
