@@ -147,7 +147,7 @@ def runners_in(config_text: str) -> int:
 def test_register_with_a_wrong_token_is_refused(world):
     world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input="not-the-token\n")
     world.alice("touch", "config.toml")
-    result = world.alice("podman", "container", "runlabel", "register", world.image, "--url", URL, check=False)
+    result = world.alice("podman", "container", "runlabel", "register", world.image, "--", "--url", URL, check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "403" in output and "registration token" in output, output
@@ -159,7 +159,7 @@ def test_register_twice_through_the_runlabel(world):
     world.coordinator("POST", "/_test/config", {"token_ttl": 90})  # tokens GitLab will want rotated
     world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=world.registration_token + "\n")
     for name in ("e2e-1", "e2e-2"):
-        world.alice("podman", "container", "runlabel", "register", world.image, "--url", URL, "--name", name)
+        world.alice("podman", "container", "runlabel", "register", world.image, "--", "--url", URL, "--name", name)
     config = world.alice("cat", "config.toml").stdout
     assert runners_in(config) == 2
     for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
