@@ -38,7 +38,7 @@ def base_key(config: Config, arch: str) -> str:
 
 def mmdebstrap_argv(config: Config, arch: str, tarball: Path) -> list[str]:
     return [
-        "mmdebstrap", f"--variant={VARIANT}", f"--arch={arch}", "--format=tar",
+        "mmdebstrap", f"--variant={VARIANT}", f"--arch={arch}", "--format=tar", "--verbose",
         "--include=ca-certificates", "--aptopt=Acquire::Retries \"3\"",
         config.base_suite, str(tarball), config.base_mirror,
     ]
