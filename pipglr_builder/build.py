@@ -8,6 +8,7 @@ end, so a failed build never leaves a half-tagged image behind.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 import tempfile
 import time
@@ -21,11 +22,14 @@ from .errors import CommandFailed
 STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
 
 
-def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str) -> list[str]:
+INPUTS_LABEL = "io.pipglr.inputs"
+
+
+def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "") -> list[str]:
     """The buildah command for one platform (data, so tests can read it)."""
     return [
         "buildah", "bud", "--layers", "--isolation", "chroot",
-        "--arch", arch, "--os", "linux",
+        "--arch", arch, "--os", "linux", "--label", f"{INPUTS_LABEL}={inputs}",
         "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
         "--build-arg", f"TARGETARCH={arch}",
         "--build-arg", f"CREATED={created}",
@@ -52,6 +56,34 @@ class StepProgress:
             tools.say(f"[{self.arch} {elapsed:6.1f}s] step {number}/{total}: {what[:90]}")
         elif self.verbose or line.startswith(("Error", "error")):
             tools.say(f"    {line}")
+
+
+def inputs_key(context: Path, base_id: str, arch: str) -> str:
+    """A hash of everything an image is made from: the rendered context (with the
+    runner binary), the base image and the platform. Same key, same image."""
+    digest = hashlib.sha256(f"{arch}\0{base_id}\0".encode())
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode & 0o777:o}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def platform_ref(config: Config, arch: str) -> str:
+    """Where the finished image of one platform is kept."""
+    suffix = f"-{arch}" if len(config.arches) > 1 else ""
+    return f"{config.image_name}:{config.tags[0]}{suffix}"
+
+
+def _inspect(ref: str, template: str) -> str | None:
+    """A field of a local image, or None when there is no such image."""
+    try:
+        return tools.capture(["podman", "image", "inspect", "--format", template, ref])
+    except CommandFailed:
+        return None
+
+
+def _label(ref: str, label: str) -> str | None:
+    return _inspect(ref, f'{{{{ index .Labels "{label}" }}}}')
 
 
 def final_refs(config: Config) -> list[str]:
@@ -85,9 +117,16 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -
         try:
             for arch in config.arches:
                 tag = f"{config.image_name}:build-{nonce}-{arch}"
+                base_ref = render.base_image_for(config, arch)
+                key = inputs_key(context, _inspect(base_ref, "{{.Id}}") or base_ref, arch)
+                if _label(platform_ref(config, arch), INPUTS_LABEL) == key:
+                    tools.run(["buildah", "tag", platform_ref(config, arch), tag], quiet=True)
+                    temporary[arch] = tag
+                    tools.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
+                    continue
                 tools.say(f"build: {arch} image (gitlab-runner from {source})")
                 started = time.monotonic()
-                tools.run(bud_argv(config, arch, context, tag, created), on_line=StepProgress(arch, verbose),
+                tools.run(bud_argv(config, arch, context, tag, created, key), on_line=StepProgress(arch, verbose),
                           quiet=not verbose)
                 temporary[arch] = tag
                 tools.say(f"build: {arch} done in {time.monotonic() - started:.0f}s")
@@ -111,7 +150,7 @@ def _tag(config: Config, images: dict[str, str]) -> list[str]:
         tools.run(["buildah", "manifest", "create", first], quiet=True)
         for arch, image in sorted(images.items()):
             # Per-platform names stay usable for `verify --arch`.
-            per_arch = f"{config.image_name}:{config.tags[0]}-{arch}"
+            per_arch = platform_ref(config, arch)
             tools.run(["buildah", "tag", image, per_arch], quiet=True)
             tools.run(["buildah", "manifest", "add", "--arch", arch, "--os", "linux", first,
                        f"containers-storage:{per_arch}"], quiet=True)
