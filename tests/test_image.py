@@ -123,3 +123,11 @@ def test_failed_build_leaves_no_half_tagged_image():
     assert not image_exists(f"{IMAGE_NAME}:{tag}")
     leftovers = sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
     assert ":build-" not in leftovers
+
+
+def test_unchanged_rebuild_is_skipped(image):
+    name, tag = image.rsplit(":", 1)
+    before = sh("podman", "image", "inspect", "--format", "{{.Id}}", image).stdout
+    proc = cli("build", "--image-name", name, "--tags", tag, *double_args())
+    assert "unchanged" in proc.stderr and "not rebuilt" in proc.stderr, proc.stderr[-2000:]
+    assert sh("podman", "image", "inspect", "--format", "{{.Id}}", image).stdout == before
