@@ -7,6 +7,7 @@ end, so a failed build never leaves a half-tagged image behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import re
@@ -99,8 +100,18 @@ def _remove_quietly(ref: str) -> None:
             continue
 
 
-def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -> list[str]:
-    """Build every configured platform; return the refs that were tagged."""
+@dataclasses.dataclass
+class Built:
+    """What build() made: the final refs and, per platform, how."""
+
+    refs: list[str]
+    runner_source: str
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    rebuilt: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+
+def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -> Built:
+    """Build every configured platform; tag them all only when all succeeded."""
     tools.require("buildah", "podman")
     if not config.base_image:
         tools.require("mmdebstrap")
@@ -112,6 +123,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nonce = uuid.uuid4().hex[:8]
     temporary: dict[str, str] = {}
+    result = Built([], source)
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:
         context = render.render(config, Path(tmp) / "context", binaries)
         try:
@@ -119,22 +131,24 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -
                 tag = f"{config.image_name}:build-{nonce}-{arch}"
                 base_ref = render.base_image_for(config, arch)
                 key = inputs_key(context, _inspect(base_ref, "{{.Id}}") or base_ref, arch)
+                started = time.monotonic()
                 if _label(platform_ref(config, arch), INPUTS_LABEL) == key:
                     tools.run(["buildah", "tag", platform_ref(config, arch), tag], quiet=True)
                     temporary[arch] = tag
+                    result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, False
                     tools.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
                 tools.say(f"build: {arch} image (gitlab-runner from {source})")
-                started = time.monotonic()
                 tools.run(bud_argv(config, arch, context, tag, created, key), on_line=StepProgress(arch, verbose),
                           quiet=not verbose)
                 temporary[arch] = tag
-                tools.say(f"build: {arch} done in {time.monotonic() - started:.0f}s")
-            refs = _tag(config, temporary)
+                result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True
+                tools.say(f"build: {arch} done in {result.seconds[arch]:.0f}s")
+            result.refs = _tag(config, temporary)
         finally:
             for tag in temporary.values():
                 _remove_quietly(tag)
-    return refs
+    return result
 
 
 def _tag(config: Config, images: dict[str, str]) -> list[str]:

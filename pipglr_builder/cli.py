@@ -96,7 +96,7 @@ def bootstrap_base_cmd(config, refresh: bool) -> None:
 def build_cmd(config, verbose: bool) -> None:
     """Build the image for each platform and tag it (a manifest list for several)."""
     from . import build
-    for ref in build.build(config, verbose=verbose):
+    for ref in build.build(config, verbose=verbose).refs:
         click.echo(ref)
 
 
@@ -115,7 +115,7 @@ def verify_cmd(image: str, arch: str | None) -> None:
     refusal of a 65536 sub-ID allocation. Needs root (host podman).
     """
     from . import verify
-    sys.exit(verify.verify(image, arch))
+    sys.exit(0 if verify.verify(image, arch).ok else 1)
 
 
 @main.command("runner")

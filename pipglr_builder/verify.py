@@ -120,8 +120,23 @@ def _setup_emulated(image: str, arch: str) -> tuple[Target, hosts.RootfulBoot]:
     return Target("emulated", image, boot.name, dict(os.environ), _labels(image)), boot
 
 
-def verify(image: str, arch: str | None = None) -> int:
-    """Run the checks; print a summary per check; return the exit status."""
+@dataclasses.dataclass
+class Verified:
+    profile: str
+    results: list[tuple[str, str, str]]  # (check, outcome, first line of the failure)
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and all(outcome == "passed" for _, outcome, _ in self.results)
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, outcome, _ in self.results if outcome != "passed"]
+
+
+def verify(image: str, arch: str | None = None) -> Verified:
+    """Run the checks on IMAGE and print a summary per check."""
     tools.require("podman", "buildah")
     if hosts.sh(["podman", "image", "exists", image], check=False).returncode != 0:
         raise PipglrError(f"image {image} not found in local storage: build it first (./build.py build)")
@@ -152,9 +167,11 @@ def verify(image: str, arch: str | None = None) -> int:
         if saved_host is None:
             os.environ.pop("CONTAINER_HOST", None)
         signal.signal(signal.SIGTERM, previous)
-    _summary(image, arch, profile, collector.results, time.monotonic() - started)
-    failed = [r for r in collector.results if r[1] != "passed"]
-    return 1 if failed or code not in (0, 5) or not collector.results else 0
+    result = Verified(profile, collector.results, time.monotonic() - started)
+    if code not in (0, 1) and not result.failed:  # pytest itself failed (usage, collection)
+        result.results.append(("check suite", "failed", f"pytest exit code {code}"))
+    _summary(image, arch, profile, result.results, result.seconds)
+    return result
 
 
 def _summary(image: str, arch: str, profile: str, results: list[tuple[str, str, str]], seconds: float) -> None:
