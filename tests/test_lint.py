@@ -1,5 +1,6 @@
 """Linters run as tests: ruff over the package, the CLI script and the tests."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,3 +27,13 @@ def test_shell_scripts_parse():
         proc = subprocess.run(["sh" if script.parent.name == "files" else "bash", "-n", str(script)],
                               capture_output=True, text=True, check=False)
         assert proc.returncode == 0, f"{script}: {proc.stderr}"
+
+
+@pytest.mark.tools
+def test_runner_double_go_vet_and_tests():
+    """The gitlab-runner double's own Go tests (fake GitLab on loopback, fake Docker socket)."""
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    for argv in (["go", "vet", "./..."], ["go", "test", "-count=1", "./..."]):
+        proc = subprocess.run(argv, cwd=ROOT / "runner-double", capture_output=True, text=True, env=env,
+                              timeout=600, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
