@@ -45,18 +45,26 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, i
 class StepProgress:
     """Turns buildah's output into one progress line per Containerfile step."""
 
+    HEARTBEAT = 30.0  # seconds between "still working" lines on a long step
+
     def __init__(self, arch: str, verbose: bool):
         self.arch, self.verbose = arch, verbose
-        self.started = time.monotonic()
+        self.started = self.last_said = time.monotonic()
+        self.step = ""
 
     def __call__(self, line: str) -> None:
+        now = time.monotonic()
         match = STEP.match(line)
         if match:
             number, total, what = match.groups()
-            elapsed = time.monotonic() - self.started
-            tools.say(f"[{self.arch} {elapsed:6.1f}s] step {number}/{total}: {what[:90]}")
+            self.step = f"step {number}/{total}"
+            self.last_said = now
+            tools.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step}: {what[:90]}")
         elif self.verbose or line.startswith(("Error", "error")):
             tools.say(f"    {line}")
+        elif now - self.last_said >= self.HEARTBEAT:
+            self.last_said = now
+            tools.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step} still running: {line.strip()[:80]}")
 
 
 def inputs_key(context: Path, base_id: str, arch: str) -> str:

@@ -1,0 +1,147 @@
+"""nightly: build every platform, verify each, tag, push; one command for a scheduler.
+
+Order: build all platforms (tagged only if all build), verify each (full
+profile on this machine's platform, emulated on the others), then tag the
+manifest list `latest`, the gitlab-runner version and the UTC date, and push
+all tags with every platform. If any platform fails to build or verify,
+nothing is pushed and the exit status is 1. A run whose inputs did not change
+rebuilds nothing and, when the registry already holds the same digests,
+pushes nothing. Every run writes report.json and summary.txt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import re
+import time
+from pathlib import Path
+
+from . import build, hosts, publish, tools, verify
+from .config import Config
+from .errors import PipglrError
+
+VERSION_SCRIPT = (
+    "podman --version; gitlab-runner --version | sed -n 's/^Version: *//p'; "
+    "systemctl --version | head -n1; . /etc/os-release; echo \"$VERSION_CODENAME\"; "
+    "cat /etc/pipglr/base-snapshot 2>/dev/null || echo none"
+)
+
+
+def nightly_tags(config: Config, today: datetime.date) -> list[str]:
+    return ["latest", config.runner_version, today.strftime("%Y%m%d")]
+
+
+def versions_inside(ref: str, arch: str) -> dict[str, str]:
+    out = hosts.sh(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c", VERSION_SCRIPT],
+                   timeout=600).stdout.splitlines()
+    podman, runner, systemd, suite, snapshot = (out + [""] * 5)[:5]
+    return {
+        "podman": podman.removeprefix("podman version ").strip(),
+        "gitlab-runner": runner.strip(),
+        "systemd": (re.findall(r"\d+", systemd) or [""])[0],
+        "base_suite": suite.strip(),
+        "base_snapshot": snapshot.strip(),
+    }
+
+
+def image_size(ref: str) -> int:
+    return int(hosts.sh(["podman", "image", "inspect", "--format", "{{.Size}}", ref]).stdout.strip())
+
+
+def run(config: Config, registry: publish.Registry | None, repository: str, report_dir: Path,
+        today: datetime.date | None = None) -> int:
+    """The nightly job. Returns the exit status; the report says why."""
+    today = today or datetime.datetime.now(datetime.UTC).date()
+    tags = nightly_tags(config, today)
+    config = dataclasses.replace(config, tags=tuple(tags))
+    report: dict = {"started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "image": config.image_name, "tags": tags, "repository": repository, "platforms": {},
+                    "pushed": {}, "result": "failed"}
+    started = time.monotonic()
+    previous = load_previous(report_dir).get("pushed", {})
+    try:
+        _build_and_verify(config, report)
+        if all(p.get("verified") for p in report["platforms"].values()):
+            _publish(config, registry, repository, tags, report, previous)
+            report["result"] = "ok"
+    except PipglrError as e:
+        report["error"] = str(e)
+    finally:
+        report["seconds"] = round(time.monotonic() - started, 1)
+        _write(report, report_dir)
+    return 0 if report["result"] == "ok" else 1
+
+
+def _build_and_verify(config: Config, report: dict) -> None:
+    built = build.build(config)
+    report["runner_source"] = built.runner_source
+    for arch in config.arches:
+        ref = build.platform_ref(config, arch)
+        report["platforms"][f"linux/{arch}"] = {
+            "image": ref, "build_seconds": round(built.seconds[arch], 1), "rebuilt": built.rebuilt[arch],
+            "size_bytes": image_size(ref), "versions": versions_inside(ref, arch)}
+    for arch in config.arches:
+        entry = report["platforms"][f"linux/{arch}"]
+        checked = verify.verify(entry["image"], arch)
+        entry.update(verify_profile=checked.profile, verify_seconds=round(checked.seconds, 1),
+                     verified=checked.ok, failed_checks=checked.failed)
+
+
+def _publish(config: Config, registry: publish.Registry | None, repository: str, tags: list[str],
+             report: dict, previous: dict[str, str]) -> None:
+    if registry is None:
+        report["push"] = "skipped: no registry configured (publish_repository)"
+        return
+    unchanged = not any(p["rebuilt"] for p in report["platforms"].values())
+    local = f"{config.image_name}:{tags[0]}"
+    if unchanged:
+        remote = {tag: publish.remote_digest(registry, repository, tag) for tag in tags}
+        if all(remote[t] and remote[t] == previous.get(t) for t in tags):
+            report["push"] = "skipped: nothing changed and the registry already holds these digests"
+            report["pushed"] = remote
+            tools.say("nightly: nothing changed; the registry already has these images")
+            return
+    pushed = publish.push_manifest(local, registry, repository, tags) if len(config.arches) > 1 else \
+        publish.push_image(local, registry, repository, tags)
+    report["pushed"] = pushed
+    report["push"] = "pushed"
+    report["remote_platforms"] = publish.remote_platforms(registry, repository, tags[0])
+
+
+def _write(report: dict, report_dir: Path) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    summary = summarize(report)
+    (report_dir / "summary.txt").write_text(summary)
+    tools.say(summary)
+
+
+def summarize(report: dict) -> str:
+    lines = [(f"nightly {report['image']} ({', '.join(report['tags'])}): {report['result'].upper()}"
+             f" in {report.get('seconds', 0):.0f}s")]
+    for platform, p in sorted(report["platforms"].items()):
+        v = p.get("versions", {})
+        state = "verified" if p.get("verified") else ("FAILED: " + ", ".join(p.get("failed_checks") or ["not run"]))
+        lines.append(f"  {platform}: build {p['build_seconds']:.0f}s{'' if p['rebuilt'] else ' (unchanged)'}, "
+                     f"{p['size_bytes'] / 1e6:.0f} MB, {state}"
+                     + (f" ({p.get('verify_profile')} profile, {p.get('verify_seconds', 0):.0f}s)"
+                        if "verify_seconds" in p else ""))
+        lines.append(f"    podman {v.get('podman')}, gitlab-runner {v.get('gitlab-runner')}, systemd "
+                     f"{v.get('systemd')}, base {v.get('base_suite')} (snapshot {v.get('base_snapshot')})")
+    if report.get("push"):
+        lines.append(f"  push: {report['push']}")
+    for tag, digest in sorted(report.get("pushed", {}).items()):
+        lines.append(f"    {report['repository']}:{tag} {digest}")
+    if report.get("error"):
+        lines.append(f"  error: {report['error']}")
+    return "\n".join(lines) + "\n"
+
+
+def load_previous(report_dir: Path) -> dict:
+    try:
+        return json.loads((report_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+

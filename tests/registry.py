@@ -1,0 +1,166 @@
+"""A real registry for tests: distribution's `docker-registry` on 127.0.0.1, optionally with TLS and basic auth.
+
+    running = start_registry(tmp_path, tls=True, auth=True)
+    try:
+        publish.login(running.registry, running.username, running.password)
+        ...
+    finally:
+        running.stop()
+
+Everything it makes (storage, config, certificates, htpasswd, log) lives
+under the directory it is given. With TLS a throw-away CA signs a server
+certificate for IP 127.0.0.1 and DNS localhost; `cert_dir` holds only that
+CA's ca.crt, as --cert-dir expects. The registry listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipglr_builder.publish import Registry
+
+REGISTRY_BINARY = "docker-registry"  # Debian package docker-registry (distribution 2.8)
+
+
+@dataclass
+class RunningRegistry:
+    address: str  # 127.0.0.1:PORT
+    cert_dir: str | None  # holds ca.crt when TLS is on
+    username: str | None
+    password: str | None
+    registry: Registry  # tls_verify/cert_dir/authfile set to talk to this registry
+    log: Path
+    process: subprocess.Popen = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.registry.tls_verify else 'http'}://{self.address}"
+
+    def stop(self) -> None:
+        """Kill the registry and wait for it to be gone (safe to call twice)."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+def _run(*argv: str) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate it signs for 127.0.0.1 and localhost: (ca.crt, server.crt, server.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _run("openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "2",
+         "-subj", "/CN=pipglr test registry CA")
+    _run("openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
+    extensions = directory / "server.ext"
+    extensions.write_text("basicConstraints = critical, CA:FALSE\n"
+                          "keyUsage = critical, digitalSignature, keyEncipherment\n"
+                          "extendedKeyUsage = serverAuth\n"
+                          "subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(extensions))
+    return ca_crt, crt, key
+
+
+def _config(storage: Path, port: int, tls: tuple[Path, Path] | None, htpasswd: Path | None) -> str:
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: info",
+        "  accesslog:",
+        "    disabled: true",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {storage}",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+        f"  secret: {secrets.token_hex(16)}",
+    ]
+    if tls:
+        lines += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
+    if htpasswd:
+        lines += ["auth:", "  htpasswd:", "    realm: pipglr-test", f"    path: {htpasswd}"]
+    return "\n".join(lines) + "\n"
+
+
+def _answers(url: str, context: ssl.SSLContext | None, auth: bool) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/", timeout=2, context=context) as response:
+            return response.status == 200
+    except urllib.error.HTTPError as e:
+        return auth and e.code == 401
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
+        return False
+
+
+def start_registry(directory: Path, tls: bool, auth: bool, timeout: float = 30.0) -> RunningRegistry:
+    """Start docker-registry under DIRECTORY and return once it answers GET /v2/ (401 counts when AUTH)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tls_files = None
+    cert_dir = None
+    context = None
+    if tls:
+        ca_crt, crt, key = make_certificates(directory / "tls")
+        cert_dir = directory / "certs"
+        cert_dir.mkdir(exist_ok=True)
+        (cert_dir / "ca.crt").write_bytes(ca_crt.read_bytes())  # only the CA: a stray *.key would be read as a client key
+        tls_files = (crt, key)
+        context = ssl.create_default_context(cafile=str(ca_crt))
+    username = password = htpasswd = None
+    if auth:
+        username, password = "pipglr-tester", secrets.token_urlsafe(12)
+        htpasswd = directory / "htpasswd"
+        htpasswd.write_text(_run("htpasswd", "-Bbn", username, password))
+    authfile = str(directory / "auth.json") if auth else None
+
+    last_error = ""
+    for _attempt in range(5):  # the free port can be taken between choosing it and the registry binding it
+        port = _free_port()
+        config = directory / "config.yml"
+        config.write_text(_config(directory / "storage", port, tls_files, htpasswd))
+        log = directory / "registry.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        address = f"127.0.0.1:{port}"
+        running = RunningRegistry(
+            address=address, cert_dir=str(cert_dir) if cert_dir else None, username=username, password=password,
+            registry=Registry(address, tls_verify=tls, cert_dir=str(cert_dir) if cert_dir else None,
+                              authfile=authfile),
+            log=log, process=process)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None:
+            if _answers(running.url, context, auth):
+                return running
+            time.sleep(0.05)  # poll interval, not a fixed wait
+        running.stop()
+        last_error = running.log_tail()
+        if "address already in use" not in last_error:
+            break
+    raise RuntimeError(f"docker-registry did not answer {running.url}/v2/ within {timeout:.0f}s; its log:\n{last_error}")
