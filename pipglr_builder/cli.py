@@ -118,6 +118,23 @@ def verify_cmd(image: str, arch: str | None) -> None:
     sys.exit(0 if verify.verify(image, arch).ok else 1)
 
 
+@main.command("nightly")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("nightly-report"), show_default=True,
+              help="Directory for report.json and summary.txt (the previous report there lets an unchanged run "
+                   "skip the push).")
+@setting_options
+def nightly_cmd(config, report_dir: Path) -> None:
+    """Build all platforms, verify each, tag latest/RUNNER_VERSION/YYYYMMDD and push.
+
+    Nothing is pushed unless every platform built and verified; the exit
+    status is 1 then. Meant for a scheduler (GitLab CI schedule, systemd
+    timer, cron); see examples/.
+    """
+    from . import nightly
+    sys.exit(nightly.run(config, report_dir))
+
+
 @main.command("runner")
 @setting_options
 def runner_cmd(config) -> None:

@@ -63,6 +63,12 @@ def _version(value: str) -> str | None:
     return None
 
 
+def _repository(value: str) -> str | None:
+    if value and _image_name(value):
+        return "expected a repository such as registry.example.com:5000/group/pipglr (no tag)"
+    return None
+
+
 def _helper(value: str) -> str | None:
     probe = value.replace("{arch}", "x86_64").replace("{version}", "1.2.3")
     if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]*",
@@ -135,6 +141,12 @@ SETTINGS: tuple[Setting, ...] = (
             "a helper that matches the runner avoids 'permission container ... exit code 127'.", _helper),
     Setting("prune_interval", str, "daily", "systemd OnCalendar value: how often nested storage is pruned.",
             on_calendar_problem),
+    Setting("publish_repository", str, "", "Where `nightly` pushes, e.g. registry.example.com/group/pipglr "
+            "(empty: build and verify only).", _repository),
+    Setting("publish_tls_verify", bool, True, "Check the registry's TLS certificate (false only for a plain-HTTP "
+            "test registry)."),
+    Setting("publish_cert_dir", str, "", "Directory with the CA certificate (ca.crt) of a private registry."),
+    Setting("publish_authfile", str, "", "containers-auth.json with the registry login (podman login --authfile)."),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
     Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
     Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
@@ -159,6 +171,10 @@ class Config:
     runner_module_version: str
     helper_image: str
     prune_interval: str
+    publish_repository: str
+    publish_tls_verify: bool
+    publish_cert_dir: str
+    publish_authfile: str
     nested_privileged: bool
     podman_uid: int
     runner_uid: int

@@ -50,14 +50,23 @@ def image_size(ref: str) -> int:
     return int(hosts.sh(["podman", "image", "inspect", "--format", "{{.Size}}", ref]).stdout.strip())
 
 
-def run(config: Config, registry: publish.Registry | None, repository: str, report_dir: Path,
-        today: datetime.date | None = None) -> int:
+def registry_of(config: Config) -> tuple[publish.Registry | None, str]:
+    """publish_repository split into the registry and the repository name inside it."""
+    if not config.publish_repository:
+        return None, ""
+    address, _, name = config.publish_repository.partition("/")
+    return publish.Registry(address, tls_verify=config.publish_tls_verify, cert_dir=config.publish_cert_dir or None,
+                            authfile=config.publish_authfile or None), name
+
+
+def run(config: Config, report_dir: Path, today: datetime.date | None = None) -> int:
     """The nightly job. Returns the exit status; the report says why."""
+    registry, repository = registry_of(config)
     today = today or datetime.datetime.now(datetime.UTC).date()
     tags = nightly_tags(config, today)
     config = dataclasses.replace(config, tags=tuple(tags))
     report: dict = {"started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "image": config.image_name, "tags": tags, "repository": repository, "platforms": {},
+                    "image": config.image_name, "tags": tags, "repository": config.publish_repository, "platforms": {},
                     "pushed": {}, "result": "failed"}
     started = time.monotonic()
     previous = load_previous(report_dir).get("pushed", {})

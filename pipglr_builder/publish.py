@@ -177,12 +177,15 @@ def explain(output: str, registry: Registry) -> str | None:
                     f"/etc/containers/certs.d/{where}/ca.crt")
         return (f"TLS verification of the registry at {where} failed: {hint}; tls_verify=False "
                 f"(--tls-verify=false) skips the check, for test registries only.")
-    if any(s in low for s in ("invalid username/password", "unauthorized: ", "authentication required",
-                              "access to the resource is denied", "401 unauthorized")):
+    if "invalid username/password" in low:
+        return (f"the registry at {where} refused the user name or password: check both (and that the account "
+                f"exists on the registry), then log in again.")
+    if any(s in low for s in ("unauthorized: ", "authentication required", "access to the resource is denied",
+                              "401 unauthorized")):
         authfile = registry.authfile or "the default auth file"
-        return (f"the registry at {where} refused the credentials (wrong user name or password, or not logged in): "
-                f"log in with publish.login() (podman login --authfile {authfile} {where}) using the same authfile "
-                f"the push uses, and check the user name and password.")
+        return (f"the registry at {where} wants credentials it did not get (not logged in, or logged in with "
+                f"another auth file, or this user may not do that): log in with publish.login() "
+                f"(podman login --authfile {authfile} {where}) and use the same authfile here.")
     return None
 
 
@@ -282,16 +285,16 @@ def _push(argv_for, kind: str, local_ref: str, registry: Registry, name: str, ta
 
 
 def _silent_failure(argv: list[str], local_ref: str, registry: Registry, name: str, tag: str) -> PublishError:
-    what = f"pushing {local_ref} to {registry.ref(name, tag)}"
-    try:
-        remote_digest(registry, name, tag)
-    except PublishError as e:
-        return PublishError(f"{what} failed: {e}")
+    """buildah 1.28 `manifest push --digestfile` exits 0 with an empty digest file whenever the push fails
+    (connection refused, TLS, authentication alike), and prints no reason; skopeo, asked the same registry, says why."""
+    what = f"pushing {local_ref} to {registry.ref(name, tag)} failed (buildah exited 0 but wrote no digest)"
+    code, _, err = _run_raw(inspect_raw_argv(registry, name, tag))
+    reason = explain(err, registry) if code != 0 else None
+    if reason:
+        return PublishError(f"{what}: {reason}\nskopeo, asked the same registry: {err.strip()}")
     shown = shlex.join([a for a in argv if a != "--quiet"])
-    return PublishError(
-        f"{what} failed: buildah exited 0 but wrote no digest (buildah 1.28 hides the reason when --digestfile "
-        f"is given), and the registry answers. Run `{shown}` by hand without --digestfile to see why."
-    )
+    return PublishError(f"{what}, and the registry answers skopeo. Run `{shown}` by hand without --digestfile "
+                        f"to see buildah's reason.")
 
 
 def push_manifest(local_ref: str, registry: Registry, name: str, tags: Iterable[str]) -> dict[str, str]:
