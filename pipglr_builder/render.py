@@ -27,7 +27,7 @@ PACKAGES = (
 # Units that fail or make no sense inside a container.
 MASKED_UNITS = (
     "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
-    "fstrim.timer", "getty.target", "console-getty.service", "proc-sys-fs-binfmt_misc.automount",
+    "dev-hugepages.mount", "fstrim.timer", "getty.target", "console-getty.service", "proc-sys-fs-binfmt_misc.automount",
     "proc-sys-fs-binfmt_misc.mount", "sys-fs-fuse-connections.mount", "sys-kernel-config.mount",
     "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "systemd-binfmt.service",
     "systemd-firstboot.service", "systemd-modules-load.service", "systemd-remount-fs.service",

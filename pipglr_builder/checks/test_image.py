@@ -12,8 +12,22 @@ def test_systemd_is_pid1_and_running(host, target):
     assert host.check_output("cat /proc/1/comm") == "systemd"
     state = target.exec("systemctl", "is-system-running").stdout.strip()
     failed = target.exec("systemctl", "--failed", "--no-legend", "--plain").stdout.strip()
+    if target.profile == "emulated":
+        # Under qemu-user, units using namespaces or seccomp sandboxing fail: booting is what counts here.
+        assert state in ("running", "degraded"), f"system is {state}"
+        return
     assert state == "running", f"system is {state}; failed units: {failed}"
     assert failed == ""
+
+
+def test_units_are_installed_and_enabled(host):
+    for unit in ("runner.service", "pipglr-prune.timer"):
+        assert host.service(unit).is_enabled, f"{unit} is not enabled"
+    link = host.file("/home/podman/.config/systemd/user/sockets.target.wants/podman.socket")
+    assert link.is_symlink and link.linked_to == "/usr/lib/systemd/user/podman.socket"
+    assert host.file("/var/lib/systemd/linger/podman").exists
+    verify = host.run("systemd-analyze verify /etc/systemd/system/runner.service /etc/systemd/system/pipglr-prune.timer")
+    assert verify.rc == 0, verify.stderr
 
 
 def test_users_have_the_configured_uids(host, expect):
@@ -35,6 +49,7 @@ def test_subids_exclude_root_podman_runner(host, expect, path):
     assert not ids & {0, expect["podman_uid"], expect["runner_uid"]}
 
 
+@pytest.mark.full
 def test_socket_is_for_podman_and_runner_only(host):
     sock = host.file(SOCKET)
     assert sock.is_socket
@@ -45,18 +60,21 @@ def test_socket_is_for_podman_and_runner_only(host):
     assert sorted(members.split(",")) == ["podman", "runner"]
 
 
+@pytest.mark.full
 def test_socket_answers_the_docker_api_as_runner(runner):
     assert runner.check_output(f"curl -sS --unix-socket {SOCKET} http://d/_ping") == "OK"
     version = json.loads(runner.check_output(f"curl -sS --unix-socket {SOCKET} http://d/version"))
     assert version["Components"][0]["Name"] == "Podman Engine"
 
 
+@pytest.mark.full
 def test_socket_refuses_other_users(target):
     result = target.exec("curl", "-sS", "--unix-socket", SOCKET, "http://d/_ping", user="nobody")
     assert result.returncode != 0
     assert "OK" not in result.stdout
 
 
+@pytest.mark.full
 def test_runner_service_is_active(host, target):
     service = host.service("runner")
     assert service.is_enabled
@@ -74,6 +92,8 @@ def test_versions(host, expect):
 def test_prune_timer_uses_prune_interval(host, target, expect):
     assert host.service("pipglr-prune.timer").is_enabled
     assert f"OnCalendar={expect['prune_interval']}\n" in host.file("/etc/systemd/system/pipglr-prune.timer").content_string
+    if target.profile == "emulated":
+        return
     shown = target.exec("systemctl", "show", "-P", "TimersCalendar", "pipglr-prune.timer").stdout
     assert "next_elapse=" in shown, shown
     assert target.exec("systemctl", "is-active", "pipglr-prune.timer").stdout.strip() == "active"
