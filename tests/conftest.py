@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -95,3 +96,21 @@ def image():
     yield ref
     if not os.environ.get("PIPGLR_KEEP_IMAGES"):
         sh("podman", "rmi", "--force", ref, check=False)
+
+
+@pytest.fixture
+def fresh_storage():
+    """A private podman storage (vfs, own root/runroot/tmpdir): pulls there never touch the host's images.
+
+    Not under tmp_path: podman 4.3 refuses a runroot longer than 50 characters.
+    """
+    base = Path(tempfile.mkdtemp(prefix="pipglr-pull-"))
+    dirs = [base / "root", base / "run", base / "tmp"]
+    for d in dirs:
+        d.mkdir()
+    podman = ["podman", "--root", str(dirs[0]), "--runroot", str(dirs[1]), "--tmpdir", str(dirs[2]),
+              "--storage-driver", "vfs", "--events-backend", "none"]
+    try:
+        yield podman
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

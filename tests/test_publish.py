@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -187,24 +185,6 @@ def local_list(tmp_path):
             sh("buildah", "manifest", "rm", list_ref, check=False)
         for ref in made_images:
             sh("buildah", "rmi", ref, check=False)
-
-
-@pytest.fixture
-def fresh_storage():
-    """A private podman storage (vfs, own root/runroot/tmpdir): pulls there never touch the host's images.
-
-    Not under tmp_path: podman 4.3 refuses a runroot longer than 50 characters.
-    """
-    base = Path(tempfile.mkdtemp(prefix="pipglr-pull-"))
-    dirs = [base / "root", base / "run", base / "tmp"]
-    for d in dirs:
-        d.mkdir()
-    podman = ["podman", "--root", str(dirs[0]), "--runroot", str(dirs[1]), "--tmpdir", str(dirs[2]),
-              "--storage-driver", "vfs", "--events-backend", "none"]
-    try:
-        yield podman
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def pull_amd64(podman: list[str], running: RunningRegistry, ref: str) -> dict:
