@@ -76,11 +76,12 @@ def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
     return json.loads(out)[0].get("Labels") or {}
 
 
-def _setup_full(image: str, marker: str) -> Target:
+def _setup_full(image: str, marker: str, cleanup: list) -> Target:
     """Start IMAGE on a stand-in host as user alice, through the runlabels."""
     base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{_native_arch()}"
     standin = hosts.StandIn(base if hosts.sh(["podman", "image", "exists", base], check=False).returncode == 0
                             else image)
+    cleanup.append(standin.close)  # before anything starts, so an interruption cleans up too
     target = Target("full", image, CONTAINER, {}, _labels(image), secret_marker=marker, job_image=image,
                     standin=standin)
     tools.say("verify: starting the stand-in user host")
@@ -113,11 +114,12 @@ def _load_nested(target: Target, image: str) -> None:
         raise PipglrError(f"loading the job image into the nested storage failed: {load.stderr[-1500:]}")
 
 
-def _setup_emulated(image: str, arch: str) -> tuple[Target, hosts.RootfulBoot]:
+def _setup_emulated(image: str, arch: str, cleanup: list) -> Target:
     boot = hosts.RootfulBoot(image, arch=arch)
+    cleanup.append(boot.close)
     tools.say(f"verify: booting {image} for {arch} (emulated profile, rootful)")
     boot.start(timeout=600)
-    return Target("emulated", image, boot.name, dict(os.environ), _labels(image)), boot
+    return Target("emulated", image, boot.name, dict(os.environ), _labels(image))
 
 
 @dataclasses.dataclass
@@ -148,11 +150,9 @@ def verify(image: str, arch: str | None = None) -> Verified:
     started = time.monotonic()
     try:
         if profile == "full":
-            target = _setup_full(image, f"pipglr-verify-secret-{uuid.uuid4().hex}")
-            cleanup.append(target.standin.close)
+            target = _setup_full(image, f"pipglr-verify-secret-{uuid.uuid4().hex}", cleanup)
         else:
-            target, boot = _setup_emulated(image, arch)
-            cleanup.append(boot.close)
+            target = _setup_emulated(image, arch, cleanup)
         collector = _Collector()
         provider = types.ModuleType("pipglr_verify_target")  # hands the target to the checks
         provider.target = pytest.fixture(scope="session", name="target")(lambda: target)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
 
-from .conftest import IMAGE_NAME, cli, double_args, sh
+from pipglr_builder.hosts import wait_for
+
+from .conftest import IMAGE_NAME, ROOT, cli, double_args, sh
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +67,19 @@ def test_verify_missing_image_is_a_clear_error():
     proc = cli("verify", "localhost/pipglr-test:does-not-exist", check=False)
     assert proc.returncode == 1
     assert "not found in local storage" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_verify_cleans_up_when_interrupted(image):
+    """SIGTERM (a scheduler's stop) in the middle of verify: exit non-zero, nothing left behind."""
+    before = leftovers()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), "verify", image], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: leftovers() - before, 180, what="verify to start its stand-in host")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in err, err[-2000:]
+    assert leftovers() == before, "an interrupted verify left containers or volumes behind"
