@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import subprocess
 import sys
 from pathlib import Path
 
@@ -133,6 +134,46 @@ def nightly_cmd(config, report_dir: Path) -> None:
     """
     from . import nightly
     sys.exit(nightly.run(config, report_dir))
+
+
+@main.command("doctor")
+@click.argument("image", default=None, required=False)
+@setting_options
+def doctor_cmd(config, image: str | None) -> None:
+    """Check this host for what the pipglr container needs (run as the user who runs it).
+
+    Rootless podman version, linger, /etc/subuid and /etc/subgid counts
+    (65539), /dev/fuse, cgroup v2 and delegation, the two volumes, and the
+    config.toml secret (parsed by IMAGE's gitlab-runner when IMAGE is given).
+    Each problem comes with the command that fixes it. Exit status 0 when the
+    runner can start. The same check without this tool:
+    `podman container runlabel doctor IMAGE | sh`.
+    """
+    from . import render
+    script = render.render_file(config, "files/doctor")
+    proc = subprocess.run(["sh", "-s", "--", *([image] if image else [])], input=script, text=True, check=False)
+    sys.exit(proc.returncode)
+
+
+@main.command("quadlet")
+@click.argument("image", default=None, required=False)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the unit here (e.g. ~/.config/containers/systemd/pipglr.container); default: stdout.")
+@setting_options
+def quadlet_cmd(config, image: str | None, output: Path | None) -> None:
+    """Generate a quadlet .container file that starts the pipglr container at boot.
+
+    Same container as `podman container runlabel run IMAGE` (name, volumes,
+    secret, devices), under the user's systemd. Needs linger for the user.
+    """
+    from . import quadlet
+    text = quadlet.render_quadlet(config, image or config.image_ref)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        click.echo(f"wrote {output}; then: systemctl --user daemon-reload && systemctl --user start pipglr")
 
 
 @main.command("runner")

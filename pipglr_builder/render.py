@@ -16,7 +16,7 @@ import jinja2
 from .config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run")
+RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor")
 
 # Installed into the image on top of the Debian base.
 PACKAGES = (
@@ -112,6 +112,11 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+
+def render_file(config: Config, name: str) -> str:
+    """One template of the repository (e.g. files/doctor) rendered for CONFIG."""
+    return _environment().get_template(name).render(template_values(config))
 
 
 def render(config: Config, output: Path, runner_binaries: dict[str, Path] | None = None) -> Path:

@@ -1,0 +1,32 @@
+"""quadlet: a podman quadlet (.container unit) that keeps pipglr running under the user's systemd.
+
+The unit starts the same container as the `run` runlabel (labels/run): the
+template quadlet/pipglr.container.j2 is rendered with the runlabels' values
+(render.template_values), and tests/test_quadlet.py checks that its volumes,
+secret, devices and flags match the run label's, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import render
+from .config import Config
+from .errors import ConfigError
+
+TEMPLATE = "quadlet/pipglr.container.j2"
+# A reference podman can pull or find: no whitespace, control characters or
+# systemd specifiers ('%'), which would change the meaning of the unit line.
+_IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
+
+
+def render_quadlet(config: Config, image: str) -> str:
+    """The text of pipglr.container for IMAGE (for ~/.config/containers/systemd/)."""
+    if not image or not _IMAGE_REF.fullmatch(image):
+        raise ConfigError(
+            f"image {image!r} cannot go into a quadlet unit: give an image reference such as "
+            "localhost/pipglr:latest or registry.example.com/group/pipglr@sha256:... "
+            "(letters, digits and . _ / : @ + - only)")
+    values = render.template_values(config)
+    values["image"] = image
+    return render._environment().get_template(TEMPLATE).render(values)

@@ -1,0 +1,85 @@
+"""The doctor, as users run it without the tool (`podman container runlabel doctor IMAGE | sh`),
+on the stand-in host: a good setup passes, broken ones name the problem and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipglr_builder.hosts import StandIn
+
+from .conftest import cli, sh
+
+pytestmark = pytest.mark.slow
+BASE = "localhost/pipglr-base:trixie-amd64"
+RUNNER = '[[runners]]\n  name = "d"\n  url = "http://gitlab.invalid"\n  token = "glrt-doctor123456"\n  executor = "docker"\n'
+
+
+@pytest.fixture(scope="module")
+def standin(image):
+    host = StandIn(BASE)
+    try:
+        host.start()
+        for user in ("alice", "bob"):
+            host.load_image(user, image)
+        yield host
+    finally:
+        host.close()
+
+
+def doctor(standin, user, image):
+    """The runlabel prints the script; the user's shell runs it."""
+    script = standin.as_user(user, ["podman", "container", "runlabel", "doctor", image]).stdout
+    assert script.startswith("#!/bin/sh") and f"image={image}" in script
+    result = standin.as_user(user, ["sh", "-s"], input=script, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_fresh_user_is_told_each_missing_step(standin, image):
+    code, out = doctor(standin, "alice", image)
+    assert code == 1
+    assert "ok    linger is enabled for alice" in out
+    assert "ok    /etc/subuid gives alice 65539 IDs" in out
+    assert "FAIL  volume pipglr-storage is missing" in out
+    assert f"fix: podman container runlabel setupstorage {image}" in out
+    assert "FAIL  podman secret config.toml is missing" in out
+
+
+def test_secret_without_runners_or_broken_is_caught(standin, image):
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = 1\n")
+    code, out = doctor(standin, "alice", image)
+    assert code == 1 and "has no [[runners]]" in out, out
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"])
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = [\n")
+    code, out = doctor(standin, "alice", image)
+    assert code == 1 and "does not parse" in out, out
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"])
+
+
+def test_good_setup_is_ready(standin, image):
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = 1\n" + RUNNER)
+    for label in ("setupstorage", "setupcache"):
+        standin.as_user("alice", ["podman", "container", "runlabel", label, image])
+    code, out = doctor(standin, "alice", image)
+    assert code == 0, out
+    assert "ok    the config.toml secret parses and has 1 runner(s)" in out
+    assert "ready: the pipglr container can start" in out
+    # This VM's cgroup2 has no controllers to delegate: a warning with the fix, not a failure.
+    assert "WARN  cgroup controllers" in out and "Delegate=" in out
+
+
+def test_65536_sub_ids_and_missing_linger(standin, image):
+    sh("podman", "exec", standin.name, "loginctl", "disable-linger", "bob")
+    code, out = doctor(standin, "bob", image)
+    assert code == 1
+    assert "FAIL  /etc/subuid gives bob 65536 IDs; pipglr needs 65539" in out, out
+    assert "FAIL  /etc/subgid gives bob 65536 IDs" in out
+    assert "bob:\\1:65539" in out and "podman system migrate" in out
+    assert "FAIL  linger is not enabled for bob" in out and "sudo loginctl enable-linger bob" in out
+
+
+@pytest.mark.tools
+def test_doctor_command_on_this_machine():
+    """This VM is cgroup v1 and the tests run as root: the doctor must say both, and exit 1."""
+    proc = cli("doctor", check=False)
+    assert proc.returncode == 1
+    assert "FAIL  cgroup v1" in proc.stdout and "WARN  running as root" in proc.stdout
