@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipglr_builder import hosts
 from pipglr_builder.hosts import StandIn
 
 from .conftest import cli, sh
@@ -69,7 +70,13 @@ def test_good_setup_is_ready(standin, image):
 
 def test_65536_sub_ids_and_missing_linger(standin, image):
     sh("podman", "exec", standin.name, "loginctl", "disable-linger", "bob")
-    code, out = doctor(standin, "bob", image)
+    # Without linger bob has no user manager (and no /run/user/2001): like a login
+    # shell without a systemd session, he runs the script with a runtime dir of his own.
+    script = standin.as_user("alice", ["podman", "container", "runlabel", "doctor", image]).stdout
+    sh("podman", "exec", standin.name, "install", "-d", "-o", "bob", "-m", "0700", "/tmp/bob-runtime")
+    result = hosts.sh(["podman", "exec", "--interactive", "--user", "bob", "--workdir", "/home/bob", "--env",
+                       "XDG_RUNTIME_DIR=/tmp/bob-runtime", standin.name, "sh", "-s"], input=script, check=False)
+    code, out = result.returncode, result.stdout + result.stderr
     assert code == 1
     assert "FAIL  /etc/subuid gives bob 65536 IDs; pipglr needs 65539" in out, out
     assert "FAIL  /etc/subgid gives bob 65536 IDs" in out
