@@ -259,6 +259,40 @@ def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
         sh("podman", "rmi", "--force", new, check=False)
 
 
+def test_debug_switches_without_rebuilding(world):
+    world.alice("podman", "rm", "--force", "pipglr")
+    world.alice("env", "RUNNER_LOG_LEVEL=debug", "PODMAN_LOG_LEVEL=debug",
+                "podman", "container", "runlabel", "run", world.image)
+    world.wait_booted()
+    assert "RUNNER_LOG_LEVEL=debug" in world.outer("cat", "/run/pipglr/env").stdout
+    wait_for(lambda: "--log-level debug run" in world.outer("ps", "-o", "args=", "-u", "runner").stdout, 60,
+             what="gitlab-runner to run with --log-level debug")
+    world.outer("runuser", "-u", "runner", "--", "curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock",
+                "http://d/_ping", check=True)  # socket activation starts the service
+    services = world.outer("ps", "-o", "args=", "-u", "podman").stdout
+    assert "--log-level=debug system service" in services, services
+    job = world.wait_job(world.add_job("echo still working"))
+    assert job["state"] == "success", job["trace"][-2000:]
+
+
+def test_logs_runlabel_collects_a_bug_report_without_tokens(world):
+    report = world.alice("podman", "container", "runlabel", "logs", world.image).stdout
+    for section in ("image and versions", "pipglr services", "runner config (tokens redacted)",
+                    "journal: runner.service", "journal: podman", "journal: system"):
+        assert f"===== {section} =====" in report
+    assert "[REDACTED]" in report
+    tokens = [r["token"] for r in world.state()["runners"]]
+    assert tokens and not any(t in report for t in tokens), "a runner token leaked into the log bundle"
+
+
+def test_unregister_runlabel_removes_the_runner_everywhere(world):
+    world.alice("podman", "container", "runlabel", "unregister", world.image, "--", "--name", "e2e-2")
+    assert [r["id"] for r in world.state()["runners"]] == [1]
+    assert any(e["kind"] == "unregister" and e["runner_id"] == 2 for e in world.state()["events"])
+    live = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
+    assert runners_in(live) == 1 and 'name = "e2e-1"' in live
+
+
 def test_unreachable_coordinator_is_retried_and_logged(world):
     sh("podman", "exec", world.standin.name, "pkill", "-f", "gitlab_coordinator.py")
     def reported():

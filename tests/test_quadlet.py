@@ -1,0 +1,231 @@
+"""The quadlet unit (`build.py quadlet`): same container as the `run` runlabel, accepted by podman 5.4's quadlet.
+
+Unit tests parse the rendered .container file and labels/run (shlex) and
+compare them flag by flag, so the two cannot drift. The slow test installs
+the unit for alice on the stand-in host, checks it with quadlet's dry run and
+`systemd-analyze verify`, and starts pipglr with `systemctl --user start`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+from click.testing import CliRunner
+
+from pipglr_builder import config, quadlet, render
+from pipglr_builder.cli import main
+from pipglr_builder.errors import ConfigError
+from pipglr_builder.hosts import USERS, StandIn, booted_state, wait_for
+
+from .conftest import cli, image_exists
+
+IMAGE = "localhost/pipglr:latest"
+CUSTOM = {"podman_uid": "2000", "runner_uid": "3000"}
+
+# `podman run` flags of labels/run and where the quadlet carries them.
+NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
+          "--volume": "Volume"}
+# No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=.
+PASSED_WITH_VALUE = {"--systemd"}
+PASSED_ALONE = {"--privileged"}
+IMPLIED = {"--detach"}  # quadlet's ExecStart always runs `podman run ... -d`
+VOLUMES = {"pipglr-storage": "/home/podman/.local/share/containers", "pipglr-cache": "/cache",
+           "pipglr-state": "/var/lib/pipglr"}
+
+
+def unit_sections(text: str) -> dict[str, list[tuple[str, str]]]:
+    """A systemd unit file as {section: [(key, value), ...]} (keys may repeat)."""
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+            continue
+        assert current is not None, f"key outside a section: {line!r}"
+        key, sep, value = line.partition("=")
+        assert sep, f"not a key=value line: {line!r}"
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+def values(entries: list[tuple[str, str]], key: str) -> list[str]:
+    return [v for k, v in entries if k == key]
+
+
+def run_label_as_quadlet(cfg: config.Config) -> dict[str, set[str]]:
+    """labels/run (rendered) parsed with shlex, as the quadlet keys that must carry each flag."""
+    argv = shlex.split(render.template_values(cfg)["runlabels"]["run"])
+    assert argv[:2] == ["podman", "run"], argv
+    expected: dict[str, set[str]] = {key: set() for key in (*NATIVE.values(), "PodmanArgs")}
+    rest = argv[2:]
+    while rest and rest[0].startswith("-"):
+        flag, has_inline, inline = rest.pop(0).partition("=")
+        if flag in NATIVE or flag in PASSED_WITH_VALUE:
+            value = inline if has_inline else rest.pop(0)
+            if flag in NATIVE:
+                expected[NATIVE[flag]].add(value)
+            else:
+                expected["PodmanArgs"].add(f"{flag}={value}")
+        elif flag in PASSED_ALONE:
+            expected["PodmanArgs"].add(flag)
+        elif flag not in IMPLIED:
+            pytest.fail(f"labels/run uses {flag}, which quadlet/pipglr.container.j2 does not carry: add it there "
+                        "(a native key if podman-systemd.unit(5) has one, else PodmanArgs=) and to this test")
+    assert rest == ["$IMAGE"], f"labels/run should end with the image: {rest}"
+    return expected
+
+
+def container_keys(text: str) -> dict[str, set[str]]:
+    entries = unit_sections(text)["Container"]
+    keys = {key: set(values(entries, key)) for key in (*NATIVE.values(), "PodmanArgs")}
+    keys["PodmanArgs"] = {arg for line in values(entries, "PodmanArgs") for arg in shlex.split(line)}
+    return keys
+
+
+@pytest.mark.parametrize("overrides", [{}, CUSTOM])
+def test_quadlet_has_the_run_label_container(overrides):
+    cfg = config.load(None, overrides)
+    text = quadlet.render_quadlet(cfg, IMAGE)
+    runner = cfg.runner_uid
+    for line in ("[Unit]", "[Container]", f"Image={IMAGE}", "ContainerName=pipglr", "HostName=pipglr",
+                 "AddDevice=/dev/fuse", f"Secret=config.toml,type=mount,uid={runner},gid={runner},mode=0400",
+                 *(f"Volume={name}:{path}:Z" for name, path in VOLUMES.items()),
+                 "PodmanArgs=--privileged --systemd=always",
+                 "[Service]", "Restart=on-failure", "[Install]", "WantedBy=default.target"):
+        assert line in text.splitlines(), f"{line!r} missing from the quadlet:\n{text}"
+    sections = unit_sections(text)
+    assert values(sections["Unit"], "Description"), "the unit needs a Description"
+    assert set(sections) == {"Unit", "Container", "Service", "Install"}
+
+
+@pytest.mark.parametrize("overrides", [{}, CUSTOM])
+def test_quadlet_and_run_label_cannot_drift(overrides):
+    """Every flag of labels/run is in the quadlet and the quadlet has nothing the run label lacks."""
+    cfg = config.load(None, overrides)
+    text = quadlet.render_quadlet(cfg, IMAGE)
+    assert container_keys(text) == run_label_as_quadlet(cfg)
+    container = unit_sections(text)["Container"]
+    assert values(container, "Image") == [IMAGE]
+    known = {"Image", "PodmanArgs", *NATIVE.values()}
+    assert {key for key, _ in container} <= known, "a [Container] key the run label does not have"
+
+
+def test_quadlet_uses_the_template_values():
+    cfg = config.load(None, CUSTOM)
+    text = quadlet.render_quadlet(cfg, "registry.example.com/group/pipglr@sha256:" + "a" * 64)
+    assert "uid=3000,gid=3000" in text
+    assert "Image=registry.example.com/group/pipglr@sha256:" + "a" * 64 in text.splitlines()
+    assert quadlet.render_quadlet(cfg, IMAGE) == quadlet.render_quadlet(cfg, IMAGE)
+
+
+@pytest.mark.parametrize("image", ["", "localhost/pipglr latest", "localhost/pipglr:%i", "a\nExecStartPre=/bin/x",
+                                   "-localhost/pipglr"])
+def test_quadlet_refuses_images_that_break_the_unit(image):
+    with pytest.raises(ConfigError, match="cannot go into a quadlet unit"):
+        quadlet.render_quadlet(config.load(None), image)
+
+
+def test_cli_quadlet_to_stdout_and_file(tmp_path):
+    settings = tmp_path / "pipglr.toml"
+    settings.write_text("")
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(settings), "quadlet", IMAGE])
+    assert result.exit_code == 0, result.output
+    assert result.output == quadlet.render_quadlet(config.load(None), IMAGE)
+
+    out = tmp_path / "systemd" / "pipglr.container"
+    result = runner.invoke(main, ["--config", str(settings), "quadlet", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    cfg = config.load(None)
+    assert out.read_text() == quadlet.render_quadlet(cfg, cfg.image_ref)
+    assert "systemctl --user daemon-reload" in result.output
+
+    result = runner.invoke(main, ["--config", str(settings), "quadlet", "bad image"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+
+
+# --- on the stand-in host -------------------------------------------------------------------------
+
+BASE = "localhost/pipglr-base:trixie-amd64"
+UNIT_DIR = ".config/containers/systemd"
+GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/libexec/podman/quadlet")
+
+
+@pytest.mark.slow
+def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
+    unit = tmp_path / "pipglr.container"
+    proc = cli("quadlet", image, "--output", str(unit))
+    assert f"wrote {unit}" in proc.stdout
+    container = unit_sections(unit.read_text())["Container"]
+    secret = values(container, "Secret")[0]
+    runner_uid = dict(opt.partition("=")[::2] for opt in secret.split(",")[1:])["uid"]
+    standin = StandIn(BASE if image_exists(BASE) else image)
+    alice = USERS["alice"]
+    try:
+        standin.start()
+
+        def as_alice(*argv: str, check: bool = True, input: str | None = None):
+            return standin.as_user("alice", list(argv), check=check, input=input)
+
+        as_alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}" && cat > "$HOME/{UNIT_DIR}/pipglr.container"',
+                 input=unit.read_text())
+
+        # Quadlet's dry run as alice: the unit it would generate, and nothing refused.
+        generator = next(g for g in GENERATORS if as_alice("test", "-x", g, check=False).returncode == 0)
+        user_mode = [] if generator.endswith("user-generator") else ["-user"]  # the symlink's name implies it
+        dry = as_alice(generator, "-dryrun", *user_mode, check=False)
+        assert dry.returncode == 0, dry.stderr
+        problems = [line for line in dry.stderr.splitlines()
+                    if any(word in line.lower() for word in ("error", "warn", "unsupported", "unknown"))]
+        assert not problems, dry.stderr
+        assert "---pipglr.service---" in dry.stdout, dry.stdout + dry.stderr
+        service = dry.stdout.split("---pipglr.service---", 1)[1]
+        exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+        for arg in ("--name pipglr", "--hostname pipglr", "--device /dev/fuse", "--privileged", "--systemd=always",
+                    f"--secret {secret}",
+                    *(f"-v {name}:{path}:Z" for name, path in VOLUMES.items())):
+            assert arg in exec_start, f"{arg!r} not in {exec_start}"
+        assert exec_start.endswith(f" {image}"), exec_start
+
+        # What the user's systemd loads: the generator's output after daemon-reload, verified.
+        as_alice("systemctl", "--user", "daemon-reload")
+        generated = f"/run/user/{alice}/systemd/generator/pipglr.service"
+        as_alice("test", "-f", generated)
+        verify = as_alice("systemd-analyze", "--user", "verify", generated, check=False)
+        assert verify.returncode == 0 and not verify.stderr.strip() and not verify.stdout.strip(), \
+            verify.stdout + verify.stderr
+
+        # Start it the way the unit's comments tell users to.
+        standin.load_image("alice", image)
+        as_alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n")
+        for label in ("setupstorage", "setupcache"):
+            as_alice("podman", "container", "runlabel", label, image)
+        as_alice("systemctl", "--user", "start", "pipglr.service")
+        state = wait_for(lambda: booted_state([*standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
+                         what="systemd in the quadlet's pipglr container to boot")
+        failed = as_alice("podman", "exec", "pipglr", "systemctl", "--failed", "--no-legend", check=False).stdout
+        assert state == "running", f"pipglr is {state}; failed units:\n{failed}"
+        assert as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip() == "active"
+
+        inspect = json.loads(as_alice("podman", "container", "inspect", "pipglr").stdout)[0]
+        mounts = {m.get("Name"): m["Destination"] for m in inspect["Mounts"] if m.get("Type") == "volume"}
+        assert mounts == VOLUMES, inspect["Mounts"]
+        assert inspect["Config"]["Labels"].get("PODMAN_SYSTEMD_UNIT") == "pipglr.service"
+        mounted = as_alice("podman", "exec", "pipglr", "stat", "-c", "%u %g %a", "/run/secrets/config.toml").stdout
+        assert mounted.split() == [runner_uid, runner_uid, "400"]
+
+        as_alice("systemctl", "--user", "stop", "pipglr.service")
+        assert as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip() \
+            in ("inactive", "failed")
+        assert as_alice("podman", "container", "exists", "pipglr", check=False).returncode == 1, \
+            "the quadlet's container should be removed when the service stops"
+        volumes = set(as_alice("podman", "volume", "ls", "--quiet").stdout.split())
+        assert set(VOLUMES) <= volumes, "stopping the service must keep the volumes"
+    finally:
+        standin.close()
