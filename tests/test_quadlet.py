@@ -27,8 +27,9 @@ CUSTOM = {"podman_uid": "2000", "runner_uid": "3000"}
 # `podman run` flags of labels/run and where the quadlet carries them.
 NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
           "--volume": "Volume"}
-# No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=.
-PASSED_WITH_VALUE = {"--systemd"}
+# No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=. `--env NAME` (the
+# caller's value) has none either: Environment= needs NAME=VALUE and quadlet drops a bare NAME.
+PASSED_WITH_VALUE = {"--systemd", "--env"}
 PASSED_ALONE = {"--privileged"}
 IMPLIED = {"--detach"}  # quadlet's ExecStart always runs `podman run ... -d`
 VOLUMES = {"pipglr-storage": "/home/podman/.local/share/containers", "pipglr-cache": "/cache",
@@ -57,33 +58,49 @@ def values(entries: list[tuple[str, str]], key: str) -> list[str]:
     return [v for k, v in entries if k == key]
 
 
+def podman_flags(tokens: list[str], where: str) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """`podman run` options as (flag, value or None) until the first argument; and the arguments."""
+    flags: list[tuple[str, str | None]] = []
+    rest = list(tokens)
+    while rest and rest[0].startswith("-"):
+        flag, has_inline, inline = rest.pop(0).partition("=")
+        if flag in NATIVE or flag in PASSED_WITH_VALUE:
+            flags.append((flag, inline if has_inline else rest.pop(0)))
+        elif flag in PASSED_ALONE or flag in IMPLIED:
+            flags.append((flag, None))
+        else:
+            pytest.fail(f"{where} uses {flag}, which this test does not know: carry it in both labels/run and "
+                        "quadlet/pipglr.container.j2 (a native key if podman-systemd.unit(5) has one, else "
+                        "PodmanArgs=), then add it here")
+    return flags, rest
+
+
+def passed(flag: str, value: str | None) -> str:
+    return flag if value is None else f"{flag}={value}"
+
+
 def run_label_as_quadlet(cfg: config.Config) -> dict[str, set[str]]:
     """labels/run (rendered) parsed with shlex, as the quadlet keys that must carry each flag."""
     argv = shlex.split(render.template_values(cfg)["runlabels"]["run"])
     assert argv[:2] == ["podman", "run"], argv
-    expected: dict[str, set[str]] = {key: set() for key in (*NATIVE.values(), "PodmanArgs")}
-    rest = argv[2:]
-    while rest and rest[0].startswith("-"):
-        flag, has_inline, inline = rest.pop(0).partition("=")
-        if flag in NATIVE or flag in PASSED_WITH_VALUE:
-            value = inline if has_inline else rest.pop(0)
-            if flag in NATIVE:
-                expected[NATIVE[flag]].add(value)
-            else:
-                expected["PodmanArgs"].add(f"{flag}={value}")
-        elif flag in PASSED_ALONE:
-            expected["PodmanArgs"].add(flag)
-        elif flag not in IMPLIED:
-            pytest.fail(f"labels/run uses {flag}, which quadlet/pipglr.container.j2 does not carry: add it there "
-                        "(a native key if podman-systemd.unit(5) has one, else PodmanArgs=) and to this test")
+    flags, rest = podman_flags(argv[2:], "labels/run")
     assert rest == ["$IMAGE"], f"labels/run should end with the image: {rest}"
+    expected: dict[str, set[str]] = {key: set() for key in (*NATIVE.values(), "PodmanArgs")}
+    for flag, value in flags:
+        if flag in NATIVE:
+            expected[NATIVE[flag]].add(value)
+        elif flag not in IMPLIED:
+            expected["PodmanArgs"].add(passed(flag, value))
     return expected
 
 
 def container_keys(text: str) -> dict[str, set[str]]:
     entries = unit_sections(text)["Container"]
     keys = {key: set(values(entries, key)) for key in (*NATIVE.values(), "PodmanArgs")}
-    keys["PodmanArgs"] = {arg for line in values(entries, "PodmanArgs") for arg in shlex.split(line)}
+    flags, rest = podman_flags([arg for line in values(entries, "PodmanArgs") for arg in shlex.split(line)],
+                               "quadlet PodmanArgs=")
+    assert not rest, f"PodmanArgs= with arguments that are not options: {rest}"
+    keys["PodmanArgs"] = {passed(flag, value) for flag, value in flags}
     return keys
 
 
@@ -95,8 +112,8 @@ def test_quadlet_has_the_run_label_container(overrides):
     for line in ("[Unit]", "[Container]", f"Image={IMAGE}", "ContainerName=pipglr", "HostName=pipglr",
                  "AddDevice=/dev/fuse", f"Secret=config.toml,type=mount,uid={runner},gid={runner},mode=0400",
                  *(f"Volume={name}:{path}:Z" for name, path in VOLUMES.items()),
-                 "PodmanArgs=--privileged --systemd=always",
-                 "[Service]", "Restart=on-failure", "[Install]", "WantedBy=default.target"):
+                 "PodmanArgs=--privileged --systemd=always", "PodmanArgs=--env RUNNER_LOG_LEVEL --env PODMAN_LOG_LEVEL",
+                 "[Service]", "Restart=on-failure", "SuccessExitStatus=130", "[Install]", "WantedBy=default.target"):
         assert line in text.splitlines(), f"{line!r} missing from the quadlet:\n{text}"
     sections = unit_sections(text)
     assert values(sections["Unit"], "Description"), "the unit needs a Description"
@@ -175,6 +192,10 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
 
         as_alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}" && cat > "$HOME/{UNIT_DIR}/pipglr.container"',
                  input=unit.read_text())
+        # A debug switch the way the unit's comments tell users to set one: a quadlet drop-in.
+        as_alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}/pipglr.container.d" && '
+                 f'cat > "$HOME/{UNIT_DIR}/pipglr.container.d/debug.conf"',
+                 input="[Service]\nEnvironment=RUNNER_LOG_LEVEL=debug\n")
 
         # Quadlet's dry run as alice: the unit it would generate, and nothing refused.
         generator = next(g for g in GENERATORS if as_alice("test", "-x", g, check=False).returncode == 0)
@@ -188,7 +209,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         service = dry.stdout.split("---pipglr.service---", 1)[1]
         exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
         for arg in ("--name pipglr", "--hostname pipglr", "--device /dev/fuse", "--privileged", "--systemd=always",
-                    f"--secret {secret}",
+                    f"--secret {secret}", "--env RUNNER_LOG_LEVEL --env PODMAN_LOG_LEVEL",
                     *(f"-v {name}:{path}:Z" for name, path in VOLUMES.items())):
             assert arg in exec_start, f"{arg!r} not in {exec_start}"
         assert exec_start.endswith(f" {image}"), exec_start
@@ -197,6 +218,8 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         as_alice("systemctl", "--user", "daemon-reload")
         generated = f"/run/user/{alice}/systemd/generator/pipglr.service"
         as_alice("test", "-f", generated)
+        # [Install] WantedBy= is applied by the generator itself (quadlet units cannot be `enable`d).
+        as_alice("test", "-L", f"/run/user/{alice}/systemd/generator/default.target.wants/pipglr.service")
         verify = as_alice("systemd-analyze", "--user", "verify", generated, check=False)
         assert verify.returncode == 0 and not verify.stderr.strip() and not verify.stdout.strip(), \
             verify.stdout + verify.stderr
@@ -207,8 +230,11 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         for label in ("setupstorage", "setupcache"):
             as_alice("podman", "container", "runlabel", label, image)
         as_alice("systemctl", "--user", "start", "pipglr.service")
-        state = wait_for(lambda: booted_state([*standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
-                         what="systemd in the quadlet's pipglr container to boot")
+        def booted():
+            return wait_for(lambda: booted_state([*standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
+                            what="systemd in the quadlet's pipglr container to boot")
+
+        state = booted()
         failed = as_alice("podman", "exec", "pipglr", "systemctl", "--failed", "--no-legend", check=False).stdout
         assert state == "running", f"pipglr is {state}; failed units:\n{failed}"
         assert as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip() == "active"
@@ -219,10 +245,20 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert inspect["Config"]["Labels"].get("PODMAN_SYSTEMD_UNIT") == "pipglr.service"
         mounted = as_alice("podman", "exec", "pipglr", "stat", "-c", "%u %g %a", "/run/secrets/config.toml").stdout
         assert mounted.split() == [runner_uid, runner_uid, "400"]
+        levels = as_alice("podman", "exec", "pipglr", "cat", "/run/pipglr/env").stdout.splitlines()
+        assert "RUNNER_LOG_LEVEL=debug" in levels and "LOGGING=--log-level=info" in levels, levels
+
+        # A reboot inside ends the container with status 129: Restart=on-failure brings it back.
+        as_alice("podman", "exec", "pipglr", "systemctl", "reboot", check=False)
+        wait_for(lambda: as_alice("systemctl", "--user", "show", "--value", "--property", "NRestarts",
+                                  "pipglr.service").stdout.strip() not in ("", "0"), 120,
+                 what="systemd to restart pipglr.service after a reboot inside")
+        assert booted() == "running"
 
         as_alice("systemctl", "--user", "stop", "pipglr.service")
-        assert as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip() \
-            in ("inactive", "failed")
+        shown = as_alice("systemctl", "--user", "show", "--property", "ActiveState,Result", "pipglr.service").stdout
+        assert sorted(shown.split()) == ["ActiveState=inactive", "Result=success"], \
+            f"a stop should be clean (SuccessExitStatus=130):\n{shown}"
         assert as_alice("podman", "container", "exists", "pipglr", check=False).returncode == 1, \
             "the quadlet's container should be removed when the service stops"
         volumes = set(as_alice("podman", "volume", "ls", "--quiet").stdout.split())
