@@ -69,6 +69,24 @@ def _repository(value: str) -> str | None:
     return None
 
 
+_HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9._/-]+)?"
+
+
+def _registries(value: list[str]) -> str | None:
+    for r in value:
+        if not re.fullmatch(_HOST, r):
+            return f"{r!r} is not a registry host[:port]"
+    return None
+
+
+def _mirrors(value: list[str]) -> str | None:
+    for m in value:
+        registry, _, mirror = m.partition("=")
+        if not (re.fullmatch(_HOST, registry) and re.fullmatch(_HOST, mirror)):
+            return f"{m!r} is not REGISTRY=MIRROR (e.g. docker.io=mirror.example.com:5000)"
+    return None
+
+
 def _helper(value: str) -> str | None:
     probe = value.replace("{arch}", "x86_64").replace("{version}", "1.2.3")
     if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]*",
@@ -147,6 +165,10 @@ SETTINGS: tuple[Setting, ...] = (
             "test registry)."),
     Setting("publish_cert_dir", str, "", "Directory with the CA certificate (ca.crt) of a private registry."),
     Setting("publish_authfile", str, "", "containers-auth.json with the registry login (podman login --authfile)."),
+    Setting("search_registries", list, ["docker.io"], "Registries the nested podman searches for short job image "
+            "names (unqualified-search-registries).", _registries),
+    Setting("registry_mirrors", list, [], "Mirrors for the nested podman, each REGISTRY=MIRROR "
+            "(e.g. docker.io=mirror.example.com:5000).", _mirrors),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
     Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
     Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
@@ -175,6 +197,8 @@ class Config:
     publish_tls_verify: bool
     publish_cert_dir: str
     publish_authfile: str
+    search_registries: tuple[str, ...]
+    registry_mirrors: tuple[str, ...]
     nested_privileged: bool
     podman_uid: int
     runner_uid: int

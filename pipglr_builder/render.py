@@ -95,6 +95,8 @@ def template_values(config: Config) -> dict:
         "runner_release_url": config.runner_release_url,
         "base_suite": config.base_suite,
         "helper_image": config.helper_image,
+        "search_registries": config.search_registries,
+        "registry_mirrors": [tuple(m.split("=", 1)) for m in config.registry_mirrors],
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
         "masked_units": MASKED_UNITS,

@@ -93,3 +93,10 @@ def test_helper_image_needs_a_tag():
     with pytest.raises(ConfigError, match="helper_image"):
         config.load(None, {"helper_image": "registry.example.com/helper"})
     assert config.load(None, {"helper_image": "localhost/helper:{arch}-v{version}"}).helper_image.endswith("{version}")
+
+
+def test_registry_settings_are_checked():
+    with pytest.raises(ConfigError, match="registry_mirrors"):
+        config.load(None, {"registry_mirrors": "docker.io"})
+    with pytest.raises(ConfigError, match="search_registries"):
+        config.load(None, {"search_registries": "not a host"})

@@ -103,3 +103,15 @@ def test_containerfile_honours_pipglr_build_args(tmp_path):
     # The runner comes last so a new version rebuilds only small layers.
     assert text.index("ARG RUNNER_VERSION") > text.index("apt-get install")
     assert text.index("ARG RUNNER_VERSION") > text.index("COPY subuid")
+
+
+def test_registries_conf_for_nested_podman(tmp_path):
+    out = render.render(config.load(None, {"search_registries": "registry.example.com:5000,docker.io",
+                                           "registry_mirrors": "docker.io=mirror.example.com"}), tmp_path / "c")
+    text = (out / "registries.conf").read_text()
+    assert 'unqualified-search-registries = ["registry.example.com:5000", "docker.io"]' in text
+    assert 'prefix = "docker.io"' in text and 'location = "mirror.example.com"' in text
+    import tomllib
+    parsed = tomllib.loads(text)
+    assert parsed["registry"][0]["mirror"][0]["location"] == "mirror.example.com"
+    assert parsed["short-name-mode"] == "permissive"

@@ -109,6 +109,12 @@ def test_storage_volume_is_native_overlay(host, target):
 
 
 @pytest.mark.full
+def test_nested_podman_searches_the_configured_registries(target):
+    info = json.loads(target.exec("podman", "info", "--format", "json", user="podman").stdout)
+    assert info["registries"]["search"] == target.labels["io.pipglr.search-registries"].split(",")
+
+
+@pytest.mark.full
 def test_no_secret_in_image_or_history(target):
     history = target.podman("image", "history", "--no-trunc", "--format", "{{.CreatedBy}}", target.image,
                             check=True).stdout
