@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import secrets
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -285,9 +286,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (loopback or a test namespace)")
     parser.add_argument("--registration-token", required=True)
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="and this key")
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
     server = serve(host, int(port), args.registration_token)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(f"coordinator listening on {host}:{port}", flush=True)
     server.serve_forever()
 

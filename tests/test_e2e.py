@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import tempfile
 import urllib.request
 import uuid
@@ -34,10 +35,11 @@ HELPER = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_
 
 
 class World:
-    def __init__(self, standin: StandIn, image: str, registration_token: str):
+    def __init__(self, standin: StandIn, image: str, registration_token: str, port: int = PORT,
+                 scheme: str = "http", context: ssl.SSLContext | None = None):
         self.standin, self.image, self.registration_token = standin, image, registration_token
-        self.control = f"http://{standin.address()}:{PORT}"
-        self.env = None
+        self.control = f"{scheme}://{standin.address()}:{port}"
+        self.context = context
 
     def alice(self, *argv: str, check: bool = True, input: str | None = None):
         return self.standin.as_user("alice", list(argv), check=check, input=input)
@@ -50,7 +52,7 @@ class World:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.control + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=self.context) as response:
             return json.loads(response.read() or b"{}")
 
     def state(self) -> dict:

@@ -1,0 +1,102 @@
+"""A GitLab behind a private CA: the CA given at `runlabel register` and `runlabel run`
+(PIPGLR_CA_BUNDLE) is trusted by gitlab-runner and reaches the job containers.
+No GIT_SSL_NO_VERIFY anywhere: the coordinator's certificate is signed only by the test CA."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipglr_builder.hosts import StandIn, wait_for
+
+from .conftest import ROOT
+from .test_e2e import BASE, HELPER, TESTS, World, _answers, build_helper_image
+
+pytestmark = pytest.mark.slow
+PORT = 8443
+URL = f"https://host.containers.internal:{PORT}"
+
+
+def make_ca(directory: Path) -> Path:
+    """A test CA and a server certificate for host.containers.internal signed by it."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", "/CN=pipglr test CA", "-keyout", "ca.key", "-out", "ca.crt")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-subj", "/CN=host.containers.internal", "-keyout", "server.key", "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=DNS:host.containers.internal\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
+    for name in ("ca.crt", "server.crt", "server.key"):
+        (directory / name).chmod(0o644)
+    return directory / "ca.crt"
+
+
+@pytest.fixture(scope="module")
+def world(image, tmp_path_factory):
+    certs = tmp_path_factory.mktemp("ca")
+    ca = make_ca(certs)
+    certs.chmod(0o755)
+    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro", f"{certs}:/certs:ro"))
+    token = f"reg-{uuid.uuid4().hex}"
+    helper = build_helper_image()
+    try:
+        standin.start()
+        subprocess.run(["podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
+                        "--listen", f"0.0.0.0:{PORT}", "--registration-token", token,
+                        "--tls-cert", "/certs/server.crt", "--tls-key", "/certs/server.key"], check=True)
+        context = ssl.create_default_context(cafile=str(ca))
+        context.check_hostname = False  # the control API is reached by the stand-in's address
+        w = World(standin, image, token, port=PORT, scheme="https", context=context)
+        wait_for(lambda: _answers(w), 30, what="the HTTPS test coordinator")
+        standin.load_image("alice", image)
+        w.ca, w.helper = ca.read_text(), helper
+        yield w
+    finally:
+        standin.close()
+        subprocess.run(["podman", "rmi", "--force", helper], capture_output=True, check=False)
+
+
+def register(world, with_ca: bool):
+    env = 'PIPGLR_CA_BUNDLE="$(cat /certs/ca.crt)" ' if with_ca else ""
+    return world.alice("sh", "-c", f"{env}podman container runlabel register {world.image} -- --url {URL}",
+                       check=False)
+
+
+def test_without_the_ca_registration_fails_on_the_certificate(world):
+    world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=world.registration_token + "\n")
+    world.alice("touch", "config.toml")
+    result = register(world, with_ca=False)
+    assert result.returncode != 0
+    assert "certificate" in (result.stdout + result.stderr), result.stdout + result.stderr
+    assert world.state()["runners"] == []
+
+
+def test_with_the_ca_registration_and_jobs_work(world):
+    result = register(world, with_ca=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trusting the CA bundle" in result.stdout + result.stderr
+    assert URL in world.alice("cat", "config.toml").stdout
+    world.alice("podman", "secret", "create", "config.toml", "config.toml")
+    for label in ("setupstorage", "setupcache"):
+        world.alice("podman", "container", "runlabel", label, world.image)
+    world.alice("sh", "-c", f'PIPGLR_CA_BUNDLE="$(cat /certs/ca.crt)" podman container runlabel run {world.image}')
+    world.wait_booted()
+    world.load_nested(BASE)
+    world.load_nested(world.helper, tag=HELPER)
+    marker = [line for line in world.ca.splitlines() if line and not line.startswith("-----")][1]
+    job = world.wait_job(world.add_job(f"grep -qF '{marker}' /etc/pipglr/ca-certificates.crt && echo CA-IN-JOB"))
+    assert job["state"] == "success", job["trace"][-3000:]
+    assert "CA-IN-JOB" in job["trace"]  # the trace itself came over HTTPS signed by the test CA
+
+
+def test_no_advice_to_disable_tls_verification():
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if not name.startswith("tests/"):
+            assert "GIT_SSL_NO_VERIFY" not in (ROOT / name).read_text(errors="ignore"), f"{name} mentions it"
