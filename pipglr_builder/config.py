@@ -69,6 +69,16 @@ def _repository(value: str) -> str | None:
     return None
 
 
+def _ca_bundle(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        text = Path(value).expanduser().read_text()
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    return None if "-----BEGIN CERTIFICATE-----" in text else "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+
+
 _HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9._/-]+)?"
 
 
@@ -165,6 +175,8 @@ SETTINGS: tuple[Setting, ...] = (
             "test registry)."),
     Setting("publish_cert_dir", str, "", "Directory with the CA certificate (ca.crt) of a private registry."),
     Setting("publish_authfile", str, "", "containers-auth.json with the registry login (podman login --authfile)."),
+    Setting("ca_bundle", str, "", "PEM file of a private CA to trust at build time (a GitLab behind it); "
+            "at run time use PIPGLR_CA_BUNDLE instead.", _ca_bundle),
     Setting("search_registries", list, ["docker.io"], "Registries the nested podman searches for short job image "
             "names (unqualified-search-registries).", _registries),
     Setting("registry_mirrors", list, [], "Mirrors for the nested podman, each REGISTRY=MIRROR "
@@ -197,6 +209,7 @@ class Config:
     publish_tls_verify: bool
     publish_cert_dir: str
     publish_authfile: str
+    ca_bundle: str
     search_registries: tuple[str, ...]
     registry_mirrors: tuple[str, ...]
     nested_privileged: bool

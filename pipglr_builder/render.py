@@ -135,6 +135,8 @@ def render(config: Config, output: Path, runner_binaries: dict[str, Path] | None
             dest = output / src.name
             dest.write_text(env.get_template(f"{folder}/{src.name}").render(values))
             dest.chmod(src.stat().st_mode & 0o777)
+    ca = Path(config.ca_bundle).expanduser().read_text() if config.ca_bundle else ""
+    (output / "custom-ca.crt").write_text(ca)  # empty: no CA added at build time
     excluded = {0, config.podman_uid, config.runner_uid}
     (output / "subuid").write_text(subid_file("podman", excluded))
     (output / "subgid").write_text(subid_file("podman", excluded))

@@ -100,3 +100,11 @@ def test_registry_settings_are_checked():
         config.load(None, {"registry_mirrors": "docker.io"})
     with pytest.raises(ConfigError, match="search_registries"):
         config.load(None, {"search_registries": "not a host"})
+
+
+def test_ca_bundle_must_be_a_pem_file(tmp_path):
+    with pytest.raises(ConfigError, match="ca_bundle.*cannot read"):
+        config.load(None, {"ca_bundle": str(tmp_path / "missing.pem")})
+    (tmp_path / "x.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="no PEM certificate"):
+        config.load(None, {"ca_bundle": str(tmp_path / "x.pem")})

@@ -115,3 +115,12 @@ def test_registries_conf_for_nested_podman(tmp_path):
     parsed = tomllib.loads(text)
     assert parsed["registry"][0]["mirror"][0]["location"] == "mirror.example.com"
     assert parsed["short-name-mode"] == "permissive"
+
+
+def test_build_time_ca_bundle_goes_into_the_context(tmp_path):
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (tmp_path / "ca.pem").write_text(pem)
+    out = render.render(config.load(None, {"ca_bundle": str(tmp_path / "ca.pem")}), tmp_path / "c")
+    assert (out / "custom-ca.crt").read_text() == pem
+    assert "update-ca-certificates" in (out / "Containerfile").read_text()
+    assert (render.render(config.load(None), tmp_path / "d") / "custom-ca.crt").read_text() == ""
