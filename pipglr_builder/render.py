@@ -16,7 +16,7 @@ import jinja2
 from .config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs")
+RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload")
 
 # Installed into the image on top of the Debian base.
 PACKAGES = (

@@ -85,6 +85,17 @@ class World:
                 self.outer(*podman, "tag", image, tag, check=True)
             self.outer("rm", "-f", f"/tmp/{Path(inner).name}")
 
+    def preload(self, image: str, name: str) -> None:
+        """The preload runlabel, as an air-gapped user runs it: podman save NAME | runlabel preload."""
+        sh("podman", "tag", image, name)
+        with tempfile.NamedTemporaryFile(dir=self.standin.api_dir, suffix=".tar") as archive:
+            try:
+                sh("podman", "save", "--output", archive.name, name)
+            finally:
+                sh("podman", "rmi", name, check=False)  # only the extra name goes
+            os.chmod(archive.name, 0o644)
+            self.alice("sh", "-c", f"podman container runlabel preload {self.image} < /api/{Path(archive.name).name}")
+
     def runner_log(self) -> str:
         return self.outer("journalctl", "--no-pager", "-u", "runner.service").stdout
 
@@ -182,11 +193,15 @@ def test_run_without_the_config_secret_says_what_to_create(world):
 
 def test_setup_and_run_as_the_readme_says(world):
     world.alice("podman", "secret", "create", "config.toml", "config.toml")
-    for label in ("setupstorage", "setupcache", "run"):
+    for label in ("setupstorage", "setupcache"):
         world.alice("podman", "container", "runlabel", label, world.image)
+    world.preload(world.helper, HELPER)  # the pinned helper, into pipglr-storage before the first start
+    world.alice("podman", "container", "runlabel", "run", world.image)
     world.wait_booted()
     world.load_nested(BASE)
-    world.load_nested(world.helper, tag=HELPER)  # the pinned helper, preloaded
+    listed = world.outer("runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman",
+                         "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    assert HELPER in listed, listed
     stored = world.alice("cat", "config.toml").stdout
     dumped = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
     assert dumped == stored
