@@ -64,7 +64,7 @@ def _imported_key(tag: str) -> str | None:
 def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
     """Make sure the base image for ARCH exists; return its tag. Cheap when cached."""
     tools.require("mmdebstrap", "podman")
-    if arch != _native_arch():
+    if arch != native_arch():
         tools.require("qemu-aarch64-static" if arch == "arm64" else "qemu-x86_64-static")
     tag = base_tag(config, arch)
     key = base_key(config, arch)
@@ -93,5 +93,5 @@ def _mmdebstrap_progress(line: str) -> None:
         tools.say(f"  {line}")
 
 
-def _native_arch() -> str:
+def native_arch() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)

@@ -10,7 +10,7 @@ import collections
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import sh
 
@@ -79,10 +79,3 @@ def run(argv: list[str], *, on_line: Callable[[str], None] | None = None, quiet:
 def capture(argv: list[str]) -> str:
     """Run a short query command quietly and return its stripped output."""
     return run(argv, quiet=True).strip()
-
-
-def first_line(lines: Iterable[str]) -> str:
-    for line in lines:
-        if line.strip():
-            return line.strip()
-    return ""

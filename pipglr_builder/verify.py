@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from . import hosts, tools
-from .base import _native_arch
+from .base import native_arch
 from .errors import PipglrError
 
 CHECKS = Path(__file__).resolve().parent / "checks"
@@ -78,7 +78,7 @@ def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
 
 def _setup_full(image: str, marker: str, cleanup: list) -> Target:
     """Start IMAGE on a stand-in host as user alice, through the runlabels."""
-    base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{_native_arch()}"
+    base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{native_arch()}"
     standin = hosts.StandIn(base if hosts.sh(["podman", "image", "exists", base], check=False).returncode == 0
                             else image)
     cleanup.append(standin.close)  # before anything starts, so an interruption cleans up too
@@ -142,8 +142,8 @@ def verify(image: str, arch: str | None = None) -> Verified:
     tools.require("podman", "buildah")
     if hosts.sh(["podman", "image", "exists", image], check=False).returncode != 0:
         raise PipglrError(f"image {image} not found in local storage: build it first (./build.py build)")
-    arch = arch or _native_arch()
-    profile = "full" if arch == _native_arch() else "emulated"
+    arch = arch or native_arch()
+    profile = "full" if arch == native_arch() else "emulated"
     previous = signal.signal(signal.SIGTERM, _interrupt)
     saved_host = os.environ.get("CONTAINER_HOST")
     cleanup = []
