@@ -69,6 +69,12 @@ def _repository(value: str) -> str | None:
     return None
 
 
+def _hostport(value: str) -> str | None:
+    if value and not re.fullmatch(r"[A-Za-z0-9.-]+:([1-9][0-9]{0,4})", value):
+        return "expected HOST:PORT, e.g. 0.0.0.0:8093"
+    return None
+
+
 def _ca_bundle(value: str) -> str | None:
     if not value:
         return None
@@ -181,6 +187,10 @@ SETTINGS: tuple[Setting, ...] = (
             "names (unqualified-search-registries).", _registries),
     Setting("registry_mirrors", list, [], "Mirrors for the nested podman, each REGISTRY=MIRROR "
             "(e.g. docker.io=mirror.example.com:5000).", _mirrors),
+    Setting("session_server_listen", str, "", "Interactive web terminal: gitlab-runner's session_server "
+            "listen_address, e.g. 0.0.0.0:8093, published on the host by `runlabel run` (empty: off).", _hostport),
+    Setting("session_server_advertise", str, "", "The host:port GitLab uses to reach the session server "
+            "(default: the listen address).", _hostport),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
     Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
     Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
@@ -212,6 +222,8 @@ class Config:
     ca_bundle: str
     search_registries: tuple[str, ...]
     registry_mirrors: tuple[str, ...]
+    session_server_listen: str
+    session_server_advertise: str
     nested_privileged: bool
     podman_uid: int
     runner_uid: int
@@ -289,5 +301,7 @@ def _check_together(v: dict[str, Any]) -> None:
     if v["runner_source"] == "file" and not (v["runner_file"] and v["runner_sha256"]):
         raise ConfigError("runner_source = 'file' needs both runner_file (the binary) and runner_sha256 "
                           "(its expected SHA256, from the release's checksum file)")
+    if v["session_server_advertise"] and not v["session_server_listen"]:
+        raise ConfigError("session_server_advertise needs session_server_listen (the address to listen on)")
     if v["podman_uid"] == v["runner_uid"]:
         raise ConfigError("podman_uid and runner_uid must differ")

@@ -22,11 +22,11 @@ from pipglr_builder.hosts import USERS, StandIn, booted_state, wait_for
 from .conftest import cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
-CUSTOM = {"podman_uid": "2000", "runner_uid": "3000"}
+CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093"}
 
 # `podman run` flags of labels/run and where the quadlet carries them.
 NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
-          "--volume": "Volume"}
+          "--volume": "Volume", "--publish": "PublishPort"}
 # No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=. `--env NAME` (the
 # caller's value) has none either: Environment= needs NAME=VALUE and quadlet drops a bare NAME.
 PASSED_WITH_VALUE = {"--systemd", "--env"}

@@ -124,3 +124,14 @@ def test_build_time_ca_bundle_goes_into_the_context(tmp_path):
     assert (out / "custom-ca.crt").read_text() == pem
     assert "update-ca-certificates" in (out / "Containerfile").read_text()
     assert (render.render(config.load(None), tmp_path / "d") / "custom-ca.crt").read_text() == ""
+
+
+def test_session_server_is_off_by_default_and_published_when_set(tmp_path):
+    default = render.template_values(config.load(None))
+    assert "--publish" not in default["runlabels"]["run"]
+    assert (render.render(config.load(None), tmp_path / "a") / "session-server.toml").read_text() == ""
+    cfg = config.load(None, {"session_server_listen": "0.0.0.0:8093",
+                             "session_server_advertise": "runner.example.com:8093"})
+    assert "--publish 8093:8093 $IMAGE" in render.template_values(cfg)["runlabels"]["run"]
+    text = (render.render(cfg, tmp_path / "b") / "session-server.toml").read_text()
+    assert 'listen_address = "0.0.0.0:8093"' in text and 'advertise_address = "runner.example.com:8093"' in text

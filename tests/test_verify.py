@@ -49,10 +49,11 @@ def test_verify_default_image(image):
     assert leftovers() == before, "verify left containers or volumes behind"
 
 
-def test_verify_image_without_nested_privileges():
+def test_verify_image_without_nested_privileges_with_session_server():
     tag = f"t-unpriv-{uuid.uuid4().hex[:8]}"
     ref = f"{IMAGE_NAME}:{tag}"
-    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--nested-privileged", "false", *double_args())
+    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--nested-privileged", "false",
+        "--session-server-listen", "0.0.0.0:8093", *double_args())
     try:
         labels = sh("podman", "image", "inspect", "--format", "{{index .Labels \"io.pipglr.nested-privileged\"}}",
                     ref).stdout.strip()

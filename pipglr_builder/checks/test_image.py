@@ -115,6 +115,20 @@ def test_nested_podman_searches_the_configured_registries(target):
 
 
 @pytest.mark.full
+def test_session_server_only_when_built_with_it(target):
+    listen = target.labels.get("io.pipglr.session-server", "")
+    live = target.exec("cat", "/var/lib/pipglr/config.toml").stdout
+    ports = target.podman("inspect", "--format", "{{json .HostConfig.PortBindings}}", target.container).stdout
+    if listen:
+        port = listen.rpartition(":")[2]
+        assert f'listen_address = "{listen}"' in live, live
+        assert f'"{port}/tcp"' in ports, ports
+    else:  # off by default: nothing listens, nothing is published
+        assert "listen_address" not in live
+        assert ports.strip() in ("{}", "null", ""), ports
+
+
+@pytest.mark.full
 def test_no_secret_in_image_or_history(target):
     history = target.podman("image", "history", "--no-trunc", "--format", "{{.CreatedBy}}", target.image,
                             check=True).stdout
