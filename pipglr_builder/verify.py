@@ -84,7 +84,7 @@ def _setup_full(image: str, marker: str, cleanup: list) -> Target:
     cleanup.append(standin.close)  # before anything starts, so an interruption cleans up too
     target = Target("full", image, CONTAINER, {}, _labels(image), secret_marker=marker, job_image=image,
                     standin=standin)
-    tools.say("verify: starting the stand-in user host")
+    tools.say(f"verify: starting the stand-in user host {standin.name}")
     standin.start()
     tools.say(f"verify: copying {image} to user alice")
     standin.load_image("alice", image)
@@ -117,7 +117,7 @@ def _load_nested(target: Target, image: str) -> None:
 def _setup_emulated(image: str, arch: str, cleanup: list) -> Target:
     boot = hosts.RootfulBoot(image, arch=arch)
     cleanup.append(boot.close)
-    tools.say(f"verify: booting {image} for {arch} (emulated profile, rootful)")
+    tools.say(f"verify: booting {image} for {arch} as {boot.name} (emulated profile, rootful)")
     boot.start(timeout=600)
     return Target("emulated", image, boot.name, dict(os.environ), _labels(image))
 
