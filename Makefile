@@ -7,13 +7,19 @@ PY        := $(VENV)/bin/python
 export PIPGLR_CACHE ?= $(HOME)/.cache/pipglr-builder
 SUDO      := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: image test setup host venv runner-double lint clean
+.PHONY: image test bench setup host venv runner-double lint clean
 
 image: setup
 	@scripts/build-image.sh $(PY)
 
 test: setup
 	@PIPGLR_RUNNER_DOUBLE="$$(scripts/runner-double.sh)" $(PY) -m pytest $(PYTEST_ARGS)
+
+# Figures for the README's benchmark section (bench-report/bench.json and .txt).
+bench: setup
+	@D="$$(scripts/runner-double.sh)"; \
+	 sums=$$(for a in amd64 arm64; do printf '%s=%s,' $$a $$(sha256sum $${D/\{arch\}/$$a} | cut -d' ' -f1); done); \
+	 $(PY) build.py bench --runs 5 --tags bench --runner-source file --runner-file "$$D" --runner-sha256 "$${sums%,}"
 
 setup: host venv
 

@@ -176,6 +176,22 @@ def quadlet_cmd(config, image: str | None, output: Path | None) -> None:
         click.echo(f"wrote {output}; then: systemctl --user daemon-reload && systemctl --user start pipglr")
 
 
+@main.command("bench")
+@click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True, help="Runs per figure.")
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-report"),
+              show_default=True, help="Directory for bench.json and bench.txt.")
+@setting_options
+def bench_cmd(config, runs: int, output: Path) -> None:
+    """Measure the configured image (size, warm rebuild, nested vs host job overhead, idle memory).
+
+    Builds it first (an unchanged build is skipped: the warm-rebuild figure),
+    then runs it on the stand-in user host as verify does. Exit 1 if a
+    target is missed.
+    """
+    from . import bench
+    sys.exit(bench.run(config, runs, output))
+
+
 @main.command("runner")
 @setting_options
 def runner_cmd(config) -> None:

@@ -76,7 +76,7 @@ def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
     return json.loads(out)[0].get("Labels") or {}
 
 
-def _setup_full(image: str, marker: str, cleanup: list) -> Target:
+def setup_full(image: str, marker: str, cleanup: list) -> Target:
     """Start IMAGE on a stand-in host as user alice, through the runlabels."""
     base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{native_arch()}"
     standin = hosts.StandIn(base if hosts.sh(["podman", "image", "exists", base], check=False).returncode == 0
@@ -150,7 +150,7 @@ def verify(image: str, arch: str | None = None) -> Verified:
     started = time.monotonic()
     try:
         if profile == "full":
-            target = _setup_full(image, f"pipglr-verify-secret-{uuid.uuid4().hex}", cleanup)
+            target = setup_full(image, f"pipglr-verify-secret-{uuid.uuid4().hex}", cleanup)
         else:
             target = _setup_emulated(image, arch, cleanup)
         collector = _Collector()
