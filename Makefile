@@ -1,6 +1,7 @@
 # pipglr-builder: the two commands of the README are `make image` and `make test`.
 # Both set up what they need and are safe to run again.
 
+SHELL     := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 # Slow-to-make inputs (base tarballs, runner builds) live outside the clone.
