@@ -53,14 +53,6 @@ def import_argv(config: Config, arch: str, tarball: Path) -> list[str]:
     ]
 
 
-def _imported_key(tag: str) -> str | None:
-    try:
-        out = tools.capture(["podman", "image", "inspect", "--format", f'{{{{ index .Labels "{KEY_LABEL}" }}}}', tag])
-    except tools.CommandFailed:
-        return None
-    return out or None
-
-
 def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
     """Make sure the base image for ARCH exists; return its tag. Cheap when cached."""
     tools.require("mmdebstrap", "podman")
@@ -70,7 +62,7 @@ def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
     key = base_key(config, arch)
     tarball = cache_dir() / "base" / f"{config.base_suite}-{arch}-{key}.tar"
 
-    if not refresh and tarball.exists() and _imported_key(tag) == key:
+    if not refresh and tarball.exists() and tools.image_label(tag, KEY_LABEL) == key:
         tools.say(f"base {tag}: up to date (cached {tarball})")
         return tag
     if refresh or not tarball.exists():

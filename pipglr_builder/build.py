@@ -83,18 +83,6 @@ def platform_ref(config: Config, arch: str) -> str:
     return f"{config.image_name}:{config.tags[0]}{suffix}"
 
 
-def _inspect(ref: str, template: str) -> str | None:
-    """A field of a local image, or None when there is no such image."""
-    try:
-        return tools.capture(["podman", "image", "inspect", "--format", template, ref])
-    except CommandFailed:
-        return None
-
-
-def _label(ref: str, label: str) -> str | None:
-    return _inspect(ref, f'{{{{ index .Labels "{label}" }}}}')
-
-
 def final_refs(config: Config) -> list[str]:
     return [f"{config.image_name}:{tag}" for tag in config.tags]
 
@@ -138,9 +126,9 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -
             for arch in config.arches:
                 tag = f"{config.image_name}:build-{nonce}-{arch}"
                 base_ref = render.base_image_for(config, arch)
-                key = inputs_key(context, _inspect(base_ref, "{{.Id}}") or base_ref, arch)
+                key = inputs_key(context, tools.image_field(base_ref, "{{.Id}}") or base_ref, arch)
                 started = time.monotonic()
-                if _label(platform_ref(config, arch), INPUTS_LABEL) == key:
+                if tools.image_label(platform_ref(config, arch), INPUTS_LABEL) == key:
                     tools.run(["buildah", "tag", platform_ref(config, arch), tag], quiet=True)
                     temporary[arch] = tag
                     result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, False

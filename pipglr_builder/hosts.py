@@ -49,6 +49,17 @@ def _text(data) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
 
 
+def copy_image(ref: str, load_argv: list[str], env: dict[str, str] | None = None) -> None:
+    """`podman save REF | LOAD_ARGV`: copy an image from this machine's storage into another one.
+    LOAD_ARGV ends in `podman load` run where the image should go (env: for a remote podman)."""
+    save = subprocess.Popen(["podman", "save", ref], stdout=subprocess.PIPE, env=local_env())
+    load = subprocess.run(load_argv, stdin=save.stdout, capture_output=True, text=True, env=env or local_env(),
+                          check=False)
+    save.stdout.close()
+    if save.wait() != 0 or load.returncode != 0:
+        raise CommandFailed(f"copying {ref} with `{' '.join(load_argv)}` failed: {load.stderr[-1500:]}")
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -153,12 +164,7 @@ class StandIn:
 
     def load_image(self, user: str, ref: str) -> None:
         """Copy IMAGE from host storage into USER's rootless storage (podman save | podman load)."""
-        save = subprocess.Popen(["podman", "save", ref], stdout=subprocess.PIPE, env=local_env())
-        load = subprocess.run([*self.user_argv(user, interactive=True), "podman", "load", "--quiet"],
-                              stdin=save.stdout, capture_output=True, text=True, env=local_env(), check=False)
-        save.stdout.close()
-        if save.wait() != 0 or load.returncode != 0:
-            raise CommandFailed(f"copying {ref} to {user} in the stand-in host failed: {load.stderr[-1500:]}")
+        copy_image(ref, [*self.user_argv(user, interactive=True), "podman", "load", "--quiet"])
 
     def start_api(self, user: str = "alice") -> dict[str, str]:
         """Serve USER's podman API on a socket this machine can reach; return the env for the podman CLI."""

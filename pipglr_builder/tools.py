@@ -79,3 +79,15 @@ def run(argv: list[str], *, on_line: Callable[[str], None] | None = None, quiet:
 def capture(argv: list[str]) -> str:
     """Run a short query command quietly and return its stripped output."""
     return run(argv, quiet=True).strip()
+
+
+def image_field(ref: str, template: str) -> str | None:
+    """A field of a local image (a podman --format template), or None when there is no such image."""
+    try:
+        return capture(["podman", "image", "inspect", "--format", template, ref])
+    except CommandFailed:
+        return None
+
+
+def image_label(ref: str, label: str) -> str | None:
+    return image_field(ref, f'{{{{ index .Labels "{label}" }}}}')

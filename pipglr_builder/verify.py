@@ -104,14 +104,11 @@ def setup_full(image: str, marker: str, cleanup: list) -> Target:
 
 
 def _load_nested(target: Target, image: str) -> None:
-    save = subprocess.Popen(["podman", "save", image], stdout=subprocess.PIPE, env=hosts.local_env())
+    """IMAGE into user podman's storage in the outer container (through alice's podman API)."""
     uid = target.labels["io.pipglr.podman-uid"]
-    load = subprocess.run(["podman", "exec", "--interactive", "--user", "podman", "--env",
-                           f"XDG_RUNTIME_DIR=/run/user/{uid}", target.container, "podman", "load", "--quiet"],
-                          stdin=save.stdout, capture_output=True, text=True, env=target.env, check=False)
-    save.stdout.close()
-    if save.wait() != 0 or load.returncode != 0:
-        raise PipglrError(f"loading the job image into the nested storage failed: {load.stderr[-1500:]}")
+    hosts.copy_image(image, ["podman", "exec", "--interactive", "--user", "podman", "--env",
+                             f"XDG_RUNTIME_DIR=/run/user/{uid}", target.container, "podman", "load", "--quiet"],
+                     env=target.env)
 
 
 def _setup_emulated(image: str, arch: str, cleanup: list) -> Target:
