@@ -18,9 +18,10 @@ test: setup
 
 # Figures for the README's benchmark section (bench-report/bench.json and .txt).
 bench: setup
-	@D="$$(scripts/runner-double.sh)"; \
+	@D="$$(scripts/runner-double.sh)"; B="$$(RUNNER_DOUBLE_VERSION=19.4.1 scripts/runner-double.sh)"; \
 	 sums=$$(for a in amd64 arm64; do printf '%s=%s,' $$a $$(sha256sum $${D/\{arch\}/$$a} | cut -d' ' -f1); done); \
-	 $(PY) build.py bench --runs 5 --tags bench --runner-source file --runner-file "$$D" --runner-sha256 "$${sums%,}"
+	 $(PY) build.py bench --runs 5 --tags bench --runner-source file --runner-file "$$D" --runner-sha256 "$${sums%,}" \
+	   --bump-runner-file "$$B" --bump-runner-version 19.4.1
 
 setup: host venv
 

@@ -70,7 +70,7 @@ def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
         tarball.parent.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".partial")
         try:
-            tools.run(mmdebstrap_argv(config, arch, partial), on_line=_mmdebstrap_progress)
+            tools.run(mmdebstrap_argv(config, arch, partial), on_line=mmdebstrap_progress)
             partial.rename(tarball)
         finally:
             partial.unlink(missing_ok=True)
@@ -79,7 +79,7 @@ def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
     return tag
 
 
-def _mmdebstrap_progress(line: str) -> None:
+def mmdebstrap_progress(line: str) -> None:
     # mmdebstrap prints one "I: ..." line per phase; show those as progress.
     if line.startswith(("I: ", "E: ", "W: ")):
         tools.say(f"  {line}")

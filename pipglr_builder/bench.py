@@ -1,31 +1,52 @@
 """bench: what users pay for the image, measured on this machine, with targets.
 
-Each figure is the median of several runs with min and max. Figures so far:
-image size and layers, a warm rebuild with no change, `podman run --rm IMG
-true` nested through the socket against the same at host level, file-heavy
-work nested against host level, and the idle memory of the outer container.
-The full profile runs on the stand-in user host, as verify does.
+Each figure is the median of several runs with min and max, in three groups:
+- build: cold (Debian bootstrap, then every layer without cache; amd64 several
+  times, arm64 once under emulation), warm rebuild with no change, rebuild
+  after a gitlab-runner version bump (only the late layers should rebuild);
+- image: size uncompressed and compressed as pushed, layer count;
+- runtime, on the stand-in user host as verify does: `runlabel run` to ready,
+  nested job overhead against host level with the image's overlay storage and,
+  for comparison, fuse-overlayfs and vfs; memory idle and with a job running;
+  1, 2 and 4 concurrent jobs.
+Jobs run the Debian base image: what a CI job image such as debian:trixie is.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
-from . import build, hosts, tools, verify
+from . import base, build, hosts, runner, tools, verify
 from .config import Config
+from .errors import CommandFailed, PipglrError
 
 # (figure, comparison, target): checked by the benchmark, reported as pass/fail.
 TARGETS = (
     ("nested_run_true_ratio", "<=", 1.5),
     ("nested_files_ratio", "<=", 1.3),
     ("warm_rebuild_seconds", "<=", 10.0),
+    ("runner_bump_rebuild_seconds", "<=", 60.0),
     ("idle_memory_mib", "<=", 150.0),
     ("image_size_mb", "<=", 450.0),
 )
+# The bench image carries fuse-overlayfs (a few hundred KB) so the storage comparison can run.
+BENCH_PACKAGES = ("fuse-overlayfs",)
+CONCURRENCY = (1, 2, 4)
+SOCKET = "unix:///run/pipglr/podman.sock"
+# Storage drivers other images choose: each gets a podman service of user podman of its own, with its
+# storage on the same pipglr-storage volume as the image's native overlay.
+OTHER_DRIVERS = {
+    "fuse_overlayfs": ["--storage-driver", "overlay", "--storage-opt", "overlay.mount_program=/usr/bin/fuse-overlayfs"],
+    "vfs": ["--storage-driver", "vfs"],
+}
+BENCH_ROOT = "/home/podman/.local/share/containers/bench"  # on the pipglr-storage volume
 
 # Times N runs of a command inside a shell; prints one duration (ms) per line.
 LOOP = 'for i in $(seq 1 {n}); do s=$(date +%s%N); {cmd} >/dev/null 2>&1 || exit 1; e=$(date +%s%N); ' \
@@ -34,11 +55,22 @@ LOOP = 'for i in $(seq 1 {n}); do s=$(date +%s%N); {cmd} >/dev/null 2>&1 || exit
 FILES = ('mkdir -p /tmp/b && cd /tmp/b && mkdir d && for i in $(seq 1 3000); do echo $i > d/f$i; done '
          '&& tar cf t.tar d && rm -rf d && s=$(date +%s%N) && tar xf t.tar && rm -rf d && e=$(date +%s%N) '
          '&& echo $(( (e - s) / 1000000 ))')
+# N jobs at once (each the file-heavy work), waited for together; prints the wall time (ms).
+CONCURRENT = ('s=$(date +%s%N); pids=; for i in $(seq 1 {n}); do {cmd} >/dev/null 2>&1 & pids="$pids $!"; done; '
+              'fail=0; for p in $pids; do wait $p || fail=1; done; e=$(date +%s%N); '
+              '[ $fail = 0 ] && echo $(( (e - s) / 1000000 ))')
+# Memory of every process in the outer container (kB): PSS shares shared pages out, RSS counts them in each process.
+MEMORY = "cat /proc/[0-9]*/smaps_rollup 2>/dev/null | awk '/^{field}:/ {{ s += $2 }} END {{ print s }}'"
 
 
 def summary(samples: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(samples), 3), "min": round(min(samples), 3),
             "max": round(max(samples), 3), "runs": len(samples)}
+
+
+def ratio(nested: list[float], host: list[float]) -> dict[str, float]:
+    """Each nested sample against the median host sample."""
+    return summary([n / statistics.median(host) for n in nested])
 
 
 def evaluate(figures: dict[str, dict[str, float]]) -> list[dict]:
@@ -55,65 +87,256 @@ def evaluate(figures: dict[str, dict[str, float]]) -> list[dict]:
 
 
 def table(figures: dict[str, dict[str, float]], rows: list[dict]) -> str:
-    lines = [f"{'figure':32} {'median':>10} {'min':>10} {'max':>10} {'runs':>5}  target"]
+    lines = [f"{'figure':36} {'median':>10} {'min':>10} {'max':>10} {'runs':>5}  target"]
     targets = {r["figure"]: r for r in rows}
     for name, s in figures.items():
         row = targets.get(name)
         verdict = "" if row is None else f"{row['target']}  {'PASS' if row['pass'] else 'FAIL'}"
-        lines.append(f"{name:32} {s['median']:>10} {s['min']:>10} {s['max']:>10} {s['runs']:>5}  {verdict}")
+        lines.append(f"{name:36} {s['median']:>10} {s['min']:>10} {s['max']:>10} {s['runs']:>5}  {verdict}")
+    for row in rows:
+        if row["pass"] is None:
+            lines.append(f"{row['figure']:36} {'not measured':>10}  {row['target']}")
     return "\n".join(lines) + "\n"
 
 
-def _ms_lines(text: str) -> list[float]:
-    return [int(line) / 1000.0 for line in text.split() if line.strip().isdigit()]
+def _ms_lines(text: str, expected: int | None = None, what: str = "") -> list[float]:
+    """Durations printed in milliseconds, one per line, in seconds; EXPECTED of them, or an error."""
+    samples = [int(line) / 1000.0 for line in text.split() if line.strip().isdigit()]
+    if expected is not None and len(samples) != expected:
+        raise PipglrError(f"bench: {what} failed after {len(samples)} of {expected} runs: {text.strip()[-300:]!r}")
+    return samples
 
 
-def run(config: Config, runs: int, out: Path) -> int:
+def _timed(action) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def _remove_image(ref: str) -> None:
+    """podman rmi also removes the image's build-cache parents that nothing else uses."""
+    hosts.sh(["podman", "rmi", "--force", ref], check=False)
+
+
+def pushed_size(manifest: dict, manifest_bytes: int) -> int:
+    """Bytes a push transfers: the manifest, its config and its (compressed) layers."""
+    return manifest_bytes + manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"])
+
+
+def shared_layers(before: list[str], after: list[str]) -> int:
+    """How many bottom layers two images share: the ones a rebuild reused."""
+    shared = 0
+    for a, b in zip(before, after, strict=False):
+        if a != b:
+            break
+        shared += 1
+    return shared
+
+
+# --- build ------------------------------------------------------------------
+
+def cold_build(config: Config, arch: str) -> tuple[float, float]:
+    """Seconds to bootstrap Debian (into a scratch tarball) and to build every layer without cache."""
+    cold = dataclasses.replace(config, image_name="localhost/pipglr-bench-cold", tags=("cold",),
+                               platforms=(f"linux/{arch}",))
+    with tempfile.TemporaryDirectory(prefix="pipglr-bench-") as tmp:
+        tools.say(f"bench: cold {arch}: bootstrapping Debian {config.base_suite} into a scratch tarball")
+        bootstrap = _timed(lambda: tools.run(base.mmdebstrap_argv(config, arch, Path(tmp) / "base.tar"),
+                                             on_line=base.mmdebstrap_progress, quiet=True))
+    tools.say(f"bench: cold {arch}: building every layer without cache")
+    try:
+        layers = _timed(lambda: build.build(cold, no_cache=True))
+    finally:
+        _remove_image(cold.image_ref)
+    return bootstrap, layers
+
+
+def bump_build(config: Config, runner_file: str, version: str) -> tuple[float, int]:
+    """Seconds to rebuild with another gitlab-runner version, and how many layers were rebuilt."""
+    arch = base.native_arch()
+    path = Path(runner_file.replace("{arch}", arch))
+    bumped = dataclasses.replace(config, image_name="localhost/pipglr-bench-bump", tags=("bump",),
+                                 platforms=(f"linux/{arch}",), runner_version=version, runner_source="file",
+                                 runner_file=runner_file, runner_sha256=runner.sha256_of(path))
+    try:
+        seconds = _timed(lambda: build.build(bumped))
+        before = json.loads(hosts.sh(["podman", "image", "inspect", config.image_ref]).stdout)[0]["RootFS"]["Layers"]
+        after = json.loads(hosts.sh(["podman", "image", "inspect", bumped.image_ref]).stdout)[0]["RootFS"]["Layers"]
+    finally:
+        _remove_image(bumped.image_ref)  # and its new layers, so the next run rebuilds them again
+    return seconds, len(after) - shared_layers(before, after)
+
+
+def measure_build(config: Config, runs: int, cold_runs: int, arm64: bool, bump: tuple[str, str] | None) -> dict:
+    figures: dict[str, dict[str, float]] = {}
+    arch = base.native_arch()
+    if cold_runs:
+        cold = [cold_build(config, arch) for _ in range(cold_runs)]
+        figures["cold_bootstrap_seconds"] = summary([b for b, _ in cold])
+        figures["cold_build_seconds"] = summary([c for _, c in cold])
+        figures["cold_total_seconds"] = summary([b + c for b, c in cold])
+    if arm64 and arch != "arm64":
+        bootstrap, layers = cold_build(config, "arm64")
+        figures["cold_arm64_bootstrap_seconds"] = summary([bootstrap])
+        figures["cold_arm64_build_seconds"] = summary([layers])
+        figures["cold_arm64_total_seconds"] = summary([bootstrap + layers])
+
+    build.build(config)  # the image itself; the timed rebuilds below change nothing
+    figures["warm_rebuild_seconds"] = summary([_timed(lambda: build.build(config)) for _ in range(runs)])
+    if bump:
+        bumps = [bump_build(config, *bump) for _ in range(runs)]
+        figures["runner_bump_rebuild_seconds"] = summary([s for s, _ in bumps])
+        figures["runner_bump_rebuilt_layers"] = summary([float(n) for _, n in bumps])
+    return figures
+
+
+# --- image ------------------------------------------------------------------
+
+def measure_image(image: str) -> dict:
+    inspect = json.loads(hosts.sh(["podman", "image", "inspect", image]).stdout)[0]
+    with tempfile.TemporaryDirectory(prefix="pipglr-bench-") as tmp:
+        # A registry push compresses the layers with gzip; an OCI layout holds the same blobs.
+        hosts.sh(["podman", "push", "--quiet", "--compression-format", "gzip", image, f"oci:{tmp}:bench"])
+        blobs = Path(tmp) / "blobs" / "sha256"
+        index = json.loads((Path(tmp) / "index.json").read_text())
+        digest = index["manifests"][0]["digest"].split(":", 1)[1]
+        manifest = json.loads((blobs / digest).read_text())
+        compressed = pushed_size(manifest, (blobs / digest).stat().st_size)
+    return {"image_size_mb": summary([inspect["Size"] / 1e6]),
+            "image_compressed_mb": summary([compressed / 1e6]),
+            "image_layers": summary([float(len(inspect["RootFS"]["Layers"]))])}
+
+
+# --- runtime ----------------------------------------------------------------
+
+class Outer:
+    """The running pipglr container on the stand-in host, seen from this machine."""
+
+    def __init__(self, target: verify.Target):
+        self.target = target
+        self.uid = target.labels["io.pipglr.podman-uid"]
+
+    def as_podman(self, script: str, check: bool = True, detach: bool = False) -> str:
+        """A shell script as user podman inside the outer container."""
+        proc = self.target.podman("exec", *(["--detach"] if detach else []), "--user", "podman", "--env",
+                                  f"XDG_RUNTIME_DIR=/run/user/{self.uid}", self.target.container,
+                                  "sh", "-c", script, check=check, timeout=1800)
+        return proc.stdout
+
+    def load(self, image: str, url: str) -> None:
+        hosts.copy_image(image, ["podman", "exec", "--interactive", "--user", "podman", "--env",
+                                 f"XDG_RUNTIME_DIR=/run/user/{self.uid}", self.target.container,
+                                 "podman", "--url", url, "load", "--quiet"], env=self.target.env)
+
+    def memory_mib(self, field: str) -> float:
+        out = self.target.exec("sh", "-c", MEMORY.format(field=field), check=True).stdout.strip()
+        return int(out) / 1024.0
+
+    def ready(self) -> bool:
+        probe = self.target.exec("sh", "-c", "systemctl is-active --quiet runner.service && "
+                                 "curl -sf --unix-socket /run/pipglr/podman.sock http://d/_ping")
+        return probe.stdout.strip() == "OK"
+
+    def start_service(self, name: str, flags: list[str]) -> str:
+        """A podman service of user podman with other storage; returns its URL once it answers."""
+        root, run = f"{BENCH_ROOT}/{name}", f"/run/user/{self.uid}/bench-{name}"
+        url = f"unix://{run}.sock"
+        self.as_podman(f"mkdir -p {root} {run} && exec podman {' '.join(flags)} --root {root} --runroot {run} "
+                       f"--tmpdir {run}/tmp system service --time 0 {url}", detach=True)
+        hosts.wait_for(lambda: self.as_podman(f"podman --url {url} info >/dev/null 2>&1 && echo up",
+                                              check=False).strip() == "up", 60, what=f"the {name} podman service")
+        return url
+
+
+def job_figures(outer: Outer, url: str, job_image: str, runs: int) -> tuple[list[float], list[float]]:
+    """`run --rm true` and the file-heavy job through the podman service at URL: seconds per run."""
+    run = f"podman --url {url} run --rm --network host"
+    true = _ms_lines(outer.as_podman(LOOP.format(n=runs, cmd=f"{run} {job_image} true")), runs, "nested run true")
+    files = [_ms_lines(outer.as_podman(f"{run} {job_image} sh -c '{FILES}'"), 1, "nested file-heavy job")[0]
+             for _ in range(runs)]
+    return true, files
+
+
+def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
     image = config.image_ref
     figures: dict[str, dict[str, float]] = {}
-    tools.say(f"bench: {image}, {runs} runs per figure")
-    build.build(config)  # make sure the image exists; the timed rebuilds below change nothing
-    inspect = json.loads(hosts.sh(["podman", "image", "inspect", image]).stdout)[0]
-    figures["image_size_mb"] = summary([inspect["Size"] / 1e6])
-    figures["image_layers"] = summary([float(len(inspect["RootFS"]["Layers"]))])
-
-    warm = []
-    for _ in range(runs):
-        started = time.monotonic()
-        build.build(config)
-        warm.append(time.monotonic() - started)
-    figures["warm_rebuild_seconds"] = summary(warm)
-
-    host_true = _ms_lines(hosts.sh(["sh", "-c", LOOP.format(
-        n=runs, cmd=f"podman run --rm --network host --entrypoint /bin/true {image}")]).stdout)
-    host_files = [_ms_lines(hosts.sh(["podman", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c", FILES]
-                                     ).stdout)[0] for _ in range(runs)]
+    host_run = f"podman run --rm --network host {job_image}"
+    host_true = _ms_lines(hosts.sh(["sh", "-c", LOOP.format(n=runs, cmd=f"{host_run} true")]).stdout, runs,
+                          "host run true")
+    host_files = [_ms_lines(hosts.sh([*host_run.split(), "sh", "-c", FILES]).stdout, 1, "host file-heavy job")[0]
+                  for _ in range(runs)]
+    figures["host_run_true_seconds"] = summary(host_true)
+    figures["host_files_seconds"] = summary(host_files)
 
     cleanup: list = []
     try:
         target = verify.setup_full(image, "pipglr-bench", cleanup)
-        socket = "--url unix:///run/pipglr/podman.sock"
-        nested = target.exec("sh", "-c", LOOP.format(
-            n=runs, cmd=f"podman {socket} run --rm --network host --entrypoint /bin/true {image}"), user="runner")
-        nested_true = _ms_lines(nested.stdout)
-        nested_files = [_ms_lines(target.exec(
-            "podman", "--url", "unix:///run/pipglr/podman.sock", "run", "--rm", "--network", "host",
-            "--entrypoint", "/bin/sh", image, "-c", FILES, user="runner").stdout)[0] for _ in range(runs)]
-        rss = target.exec("sh", "-c", "ps -eo rss= | awk '{ s += $1 } END { print s }'").stdout.strip()
-        figures["idle_memory_mib"] = summary([int(rss) / 1024.0])
+        outer, standin = Outer(target), target.standin
+        hosts.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
+
+        tools.say(f"bench: `runlabel run` to ready, {runs} times")
+        ready = []
+        for _ in range(runs):
+            standin.as_user("alice", ["podman", "stop", verify.CONTAINER])
+            standin.as_user("alice", ["podman", "rm", verify.CONTAINER])
+            started = time.monotonic()
+            standin.as_user("alice", ["podman", "container", "runlabel", "run", image])
+            hosts.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
+            ready.append(time.monotonic() - started)
+        figures["ready_seconds"] = summary(ready)
+        figures["idle_memory_mib"] = summary([outer.memory_mib("Pss")])
+        figures["idle_memory_rss_mib"] = summary([outer.memory_mib("Rss")])
+
+        tools.say("bench: nested jobs with the image's storage (native overlay)")
+        outer.load(job_image, SOCKET)
+        true, files = job_figures(outer, SOCKET, job_image, runs)
+        figures["nested_run_true_seconds"] = summary(true)
+        figures["nested_run_true_ratio"] = ratio(true, host_true)
+        figures["nested_files_seconds"] = summary(files)
+        figures["nested_files_ratio"] = ratio(files, host_files)
+
+        outer.as_podman(f"podman --url {SOCKET} run --detach --name bench-job {job_image} sleep 600")
+        try:
+            figures["job_memory_mib"] = summary([outer.memory_mib("Pss")])
+        finally:
+            outer.as_podman(f"podman --url {SOCKET} rm --force --time 0 bench-job", check=False)
+
+        for n in CONCURRENCY:
+            script = CONCURRENT.format(n=n, cmd=f"podman --url {SOCKET} run --rm --network host {job_image} "
+                                                f"sh -c '{FILES}'")
+            figures[f"concurrent_{n}_jobs_seconds"] = summary(
+                [_ms_lines(outer.as_podman(script), 1, f"{n} concurrent jobs")[0] for _ in range(runs)])
+
+        for name, flags in OTHER_DRIVERS.items():
+            tools.say(f"bench: nested jobs with {name} storage, for comparison")
+            url = outer.start_service(name, flags)
+            outer.load(job_image, url)
+            true, files = job_figures(outer, url, job_image, runs)
+            figures[f"{name}_run_true_ratio"] = ratio(true, host_true)
+            figures[f"{name}_files_ratio"] = ratio(files, host_files)
     finally:
         for close in cleanup:
-            close()
-    figures["host_run_true_seconds"] = summary(host_true)
-    figures["nested_run_true_seconds"] = summary(nested_true)
-    figures["nested_run_true_ratio"] = summary([n / statistics.median(host_true) for n in nested_true])
-    figures["host_files_seconds"] = summary(host_files)
-    figures["nested_files_seconds"] = summary(nested_files)
-    figures["nested_files_ratio"] = summary([n / statistics.median(host_files) for n in nested_files])
+            with contextlib.suppress(CommandFailed):
+                close()
+    return figures
+
+
+def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = True,
+        bump: tuple[str, str] | None = None) -> int:
+    config = dataclasses.replace(config, extra_packages=tuple(sorted({*config.extra_packages, *BENCH_PACKAGES})))
+    image = config.image_ref
+    job_image = base.base_tag(config, base.native_arch()) if not config.base_image else config.base_image
+    tools.say(f"bench: {image}, {runs} runs per figure (cold builds: {cold_runs}, arm64: {'once' if arm64 else 'no'})")
+    if bump is None:
+        tools.say("bench: no --bump-runner-file/--bump-runner-version given: the runner bump rebuild is not measured")
+    figures = measure_build(config, runs, cold_runs, arm64, bump)
+    figures.update(measure_image(image))
+    figures.update(measure_runtime(config, runs, job_image))
 
     rows = evaluate(figures)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"image": image, "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    report = {"image": image, "job_image": job_image,
+              "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "figures": figures, "targets": rows}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     text = table(figures, rows)

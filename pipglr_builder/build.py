@@ -26,10 +26,11 @@ STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
 INPUTS_LABEL = "io.pipglr.inputs"
 
 
-def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "") -> list[str]:
+def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "",
+             no_cache: bool = False) -> list[str]:
     """The buildah command for one platform (data, so tests can read it)."""
     return [
-        "buildah", "bud", "--layers", "--isolation", "chroot",
+        "buildah", "bud", "--layers", *(["--no-cache"] if no_cache else []), "--isolation", "chroot",
         "--arch", arch, "--os", "linux", "--label", f"{INPUTS_LABEL}={inputs}",
         "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
         "--build-arg", f"TARGETARCH={arch}",
@@ -106,8 +107,9 @@ class Built:
     rebuilt: dict[str, bool] = dataclasses.field(default_factory=dict)
 
 
-def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -> Built:
-    """Build every configured platform; tag them all only when all succeeded."""
+def build(config: Config, verbose: bool = False, work_dir: Path | None = None, no_cache: bool = False) -> Built:
+    """Build every configured platform; tag them all only when all succeeded.
+    NO_CACHE rebuilds every layer (the bench's cold build)."""
     tools.require("buildah", "podman")
     if not config.base_image:
         tools.require("mmdebstrap")
@@ -128,14 +130,14 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None) -
                 base_ref = render.base_image_for(config, arch)
                 key = inputs_key(context, tools.image_field(base_ref, "{{.Id}}") or base_ref, arch)
                 started = time.monotonic()
-                if tools.image_label(platform_ref(config, arch), INPUTS_LABEL) == key:
+                if not no_cache and tools.image_label(platform_ref(config, arch), INPUTS_LABEL) == key:
                     tools.run(["buildah", "tag", platform_ref(config, arch), tag], quiet=True)
                     temporary[arch] = tag
                     result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, False
                     tools.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
                 tools.say(f"build: {arch} image (gitlab-runner from {source})")
-                tools.run(bud_argv(config, arch, context, tag, created, key), on_line=StepProgress(arch, verbose),
+                tools.run(bud_argv(config, arch, context, tag, created, key, no_cache), on_line=StepProgress(arch, verbose),
                           quiet=not verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True

@@ -178,18 +178,42 @@ def quadlet_cmd(config, image: str | None, output: Path | None) -> None:
 
 @main.command("bench")
 @click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True, help="Runs per figure.")
+@click.option("--cold-runs", type=click.IntRange(0, 20), default=3, show_default=True,
+              help="Cold builds (Debian bootstrap + every layer without cache) of the native platform; 0 skips them.")
+@click.option("--arm64/--no-arm64", default=True, show_default=True,
+              help="One cold arm64 build under emulation (about 10 minutes).")
+@click.option("--bump-runner-file", default="",
+              help="A gitlab-runner binary ({arch} in the path) of another version, to time a version bump rebuild.")
+@click.option("--bump-runner-version", default="", help="The version of --bump-runner-file, e.g. 19.4.1.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-report"),
               show_default=True, help="Directory for bench.json and bench.txt.")
 @setting_options
-def bench_cmd(config, runs: int, output: Path) -> None:
-    """Measure the configured image (size, warm rebuild, nested vs host job overhead, idle memory).
+def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: str, bump_runner_version: str,
+              output: Path) -> None:
+    """Measure what the image costs: builds, size, start, job overhead, memory.
 
-    Builds it first (an unchanged build is skipped: the warm-rebuild figure),
-    then runs it on the stand-in user host as verify does. Exit 1 if a
+    Cold, warm and runner-bump builds; size as stored and as pushed; then the
+    image runs on the stand-in user host as verify does (time to ready,
+    nested jobs against host level with overlay, fuse-overlayfs and vfs
+    storage, memory, concurrent jobs). Writes JSON and a table; exit 1 if a
     target is missed.
     """
     from . import bench
-    sys.exit(bench.run(config, runs, output))
+    bump = None
+    if bump_runner_file or bump_runner_version:
+        if not (bump_runner_file and bump_runner_version):
+            raise click.UsageError("--bump-runner-file and --bump-runner-version go together")
+        problem = config_mod.SETTINGS_BY_KEY["runner_version"].check(bump_runner_version)
+        if problem:
+            raise click.BadParameter(problem, param_hint="--bump-runner-version")
+        if bump_runner_version == config.runner_version:
+            raise click.BadParameter(f"is the configured runner_version {config.runner_version}; "
+                                     "a bump needs another version", param_hint="--bump-runner-version")
+        from .base import native_arch
+        if not Path(bump_runner_file.replace("{arch}", native_arch())).is_file():
+            raise click.BadParameter(f"no such file for {native_arch()}", param_hint="--bump-runner-file")
+        bump = (bump_runner_file, bump_runner_version)
+    sys.exit(bench.run(config, runs, output, cold_runs=cold_runs, arm64=arm64, bump=bump))
 
 
 @main.command("runner")
