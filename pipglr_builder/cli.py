@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import config as config_mod
-from .errors import PipglrError
+from .errors import ConfigError, PipglrError
 
 DEFAULT_CONFIG = "pipglr.toml"
 
@@ -202,16 +202,16 @@ def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: 
     bump = None
     if bump_runner_file or bump_runner_version:
         if not (bump_runner_file and bump_runner_version):
-            raise click.UsageError("--bump-runner-file and --bump-runner-version go together")
+            raise ConfigError("--bump-runner-file and --bump-runner-version go together: give both or neither")
         problem = config_mod.SETTINGS_BY_KEY["runner_version"].check(bump_runner_version)
         if problem:
-            raise click.BadParameter(problem, param_hint="--bump-runner-version")
+            raise ConfigError(f"--bump-runner-version {bump_runner_version}: {problem}")
         if bump_runner_version == config.runner_version:
-            raise click.BadParameter(f"is the configured runner_version {config.runner_version}; "
-                                     "a bump needs another version", param_hint="--bump-runner-version")
+            raise ConfigError(f"--bump-runner-version {bump_runner_version} is the configured runner_version; "
+                              "a bump needs another version")
         from .base import native_arch
         if not Path(bump_runner_file.replace("{arch}", native_arch())).is_file():
-            raise click.BadParameter(f"no such file for {native_arch()}", param_hint="--bump-runner-file")
+            raise ConfigError(f"--bump-runner-file {bump_runner_file}: no such file for {native_arch()}")
         bump = (bump_runner_file, bump_runner_version)
     sys.exit(bench.run(config, runs, output, cold_runs=cold_runs, arm64=arm64, bump=bump))
 

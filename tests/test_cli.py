@@ -21,6 +21,10 @@ def invoke(*args, config_text=None, tmp_path=None):
     (["render", "-o", "OUT"], "image_name = [", "is not valid TOML"),
     (["render", "-o", "OUT"], "colour = 'blue'", "unknown key 'colour'"),
     (["build", "--runner-source", "file"], None, "needs both runner_file"),
+    (["bench", "--bump-runner-version", "19.4.1"], None, "go together"),
+    (["bench", "--bump-runner-file", "OUT", "--bump-runner-version", "v19"], None, "like 17.5.0"),
+    (["bench", "--bump-runner-file", "OUT", "--bump-runner-version", "19.4.1"], None, "no such file"),
+    (["bench", "--bump-runner-file", "OUT", "--bump-runner-version", "19.4.0"], None, "needs another version"),
 ])
 def test_bad_input_exits_1_with_message(tmp_path, args, config_text, message):
     args = [str(tmp_path / "out") if a == "OUT" else a for a in args]
