@@ -214,18 +214,16 @@ class Outer:
 
     def __init__(self, target: verify.Target):
         self.target = target
-        self.uid = target.labels["io.pipglr.podman-uid"]
+        self.uid = target.labels["io.pipglr.podman-uid"]  # for user podman's /run/user/UID
 
     def as_podman(self, script: str, check: bool = True, detach: bool = False) -> str:
         """A shell script as user podman inside the outer container."""
-        proc = self.target.podman("exec", *(["--detach"] if detach else []), "--user", "podman", "--env",
-                                  f"XDG_RUNTIME_DIR=/run/user/{self.uid}", self.target.container,
-                                  "sh", "-c", script, check=check, timeout=1800)
-        return proc.stdout
+        return self.target.podman(*self.target.exec_args("podman", detach=detach), "sh", "-c", script,
+                                  check=check, timeout=1800).stdout
 
     def load(self, image: str, url: str) -> None:
-        hosts.copy_image(image, ["podman", "exec", "--interactive", "--user", "podman", "--env",
-                                 f"XDG_RUNTIME_DIR=/run/user/{self.uid}", self.target.container,
+        """IMAGE into the storage of the podman service at URL."""
+        hosts.copy_image(image, ["podman", *self.target.exec_args("podman", interactive=True),
                                  "podman", "--url", url, "load", "--quiet"], env=self.target.env)
 
     def memory_mib(self, field: str) -> float:

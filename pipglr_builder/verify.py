@@ -49,10 +49,15 @@ class Target:
         """podman CLI against the storage holding the outer container."""
         return hosts.sh(["podman", *args], check=check, input=input, env=self.env, timeout=timeout)
 
-    def exec(self, *argv: str, user: str = "root", check: bool = False) -> subprocess.CompletedProcess:
+    def exec_args(self, user: str = "root", interactive: bool = False, detach: bool = False) -> list[str]:
+        """`podman exec` arguments that run a command in the outer container as USER."""
         uid = self.labels["io.pipglr.podman-uid"]
         env = ["--env", f"XDG_RUNTIME_DIR=/run/user/{uid}"] if user == "podman" else []
-        return self.podman("exec", "--user", user, *env, self.container, *argv, check=check)
+        return ["exec", *(["--interactive"] if interactive else []), *(["--detach"] if detach else []),
+                "--user", user, *env, self.container]
+
+    def exec(self, *argv: str, user: str = "root", check: bool = False) -> subprocess.CompletedProcess:
+        return self.podman(*self.exec_args(user), *argv, check=check)
 
 
 class _Collector:
@@ -105,9 +110,7 @@ def setup_full(image: str, marker: str, cleanup: list) -> Target:
 
 def _load_nested(target: Target, image: str) -> None:
     """IMAGE into user podman's storage in the outer container (through alice's podman API)."""
-    uid = target.labels["io.pipglr.podman-uid"]
-    hosts.copy_image(image, ["podman", "exec", "--interactive", "--user", "podman", "--env",
-                             f"XDG_RUNTIME_DIR=/run/user/{uid}", target.container, "podman", "load", "--quiet"],
+    hosts.copy_image(image, ["podman", *target.exec_args("podman", interactive=True), "podman", "load", "--quiet"],
                      env=target.env)
 
 
