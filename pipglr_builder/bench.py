@@ -51,12 +51,13 @@ BENCH_ROOT = "/home/podman/.local/share/containers/bench"  # on the pipglr-stora
 # Times N runs of a command inside a shell; prints one duration (ms) per line.
 LOOP = 'for i in $(seq 1 {n}); do s=$(date +%s%N); {cmd} >/dev/null 2>&1 || exit 1; e=$(date +%s%N); ' \
        'echo $(( (e - s) / 1000000 )); done'
-# Many small files: write a tree, pack it, then time unpacking and deleting it.
+# Many small files: write a tree, pack it, then time unpacking and deleting it. `sync` first, so that
+# writing back the previous run's pages does not land in this one's time.
 FILES = ('mkdir -p /tmp/b && cd /tmp/b && mkdir d && for i in $(seq 1 3000); do echo $i > d/f$i; done '
-         '&& tar cf t.tar d && rm -rf d && s=$(date +%s%N) && tar xf t.tar && rm -rf d && e=$(date +%s%N) '
+         '&& tar cf t.tar d && rm -rf d && sync && s=$(date +%s%N) && tar xf t.tar && rm -rf d && e=$(date +%s%N) '
          '&& echo $(( (e - s) / 1000000 ))')
 # N jobs at once (each the file-heavy work), waited for together; prints the wall time (ms).
-CONCURRENT = ('s=$(date +%s%N); pids=; for i in $(seq 1 {n}); do {cmd} >/dev/null 2>&1 & pids="$pids $!"; done; '
+CONCURRENT = ('sync; s=$(date +%s%N); pids=; for i in $(seq 1 {n}); do {cmd} >/dev/null 2>&1 & pids="$pids $!"; done; '
               'fail=0; for p in $pids; do wait $p || fail=1; done; e=$(date +%s%N); '
               '[ $fail = 0 ] && echo $(( (e - s) / 1000000 ))')
 # Memory of every process in the outer container (kB): PSS shares shared pages out, RSS counts them in each process.
@@ -299,11 +300,14 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
         finally:
             outer.as_podman(f"podman --url {SOCKET} rm --force --time 0 bench-job", check=False)
 
-        for n in CONCURRENCY:
-            script = CONCURRENT.format(n=n, cmd=f"podman --url {SOCKET} run --rm --network host {job_image} "
-                                                f"sh -c '{FILES}'")
-            figures[f"concurrent_{n}_jobs_seconds"] = summary(
-                [_ms_lines(outer.as_podman(script), 1, f"{n} concurrent jobs")[0] for _ in range(runs)])
+        concurrent: dict[int, list[float]] = {n: [] for n in CONCURRENCY}
+        job = f"podman --url {SOCKET} run --rm --network host {job_image} sh -c '{FILES}'"
+        for _ in range(runs):  # interleaved, so that drift on the machine spreads over all N alike
+            for n in CONCURRENCY:
+                script = CONCURRENT.format(n=n, cmd=job)
+                concurrent[n].append(_ms_lines(outer.as_podman(script), 1, f"{n} concurrent jobs")[0])
+        for n, samples in concurrent.items():
+            figures[f"concurrent_{n}_jobs_seconds"] = summary(samples)
 
         for name, flags in OTHER_DRIVERS.items():
             tools.say(f"bench: nested jobs with {name} storage, for comparison")
