@@ -283,8 +283,8 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
             hosts.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
             ready.append(time.monotonic() - started)
         figures["ready_seconds"] = summary(ready)
-        figures["idle_memory_mib"] = summary([outer.memory_mib("Pss")])
-        figures["idle_memory_rss_mib"] = summary([outer.memory_mib("Rss")])
+        figures["idle_memory_mib"] = summary([outer.memory_mib("Pss") for _ in range(runs)])
+        figures["idle_memory_rss_mib"] = summary([outer.memory_mib("Rss") for _ in range(runs)])
 
         tools.say("bench: nested jobs with the image's storage (native overlay)")
         outer.load(job_image, SOCKET)
@@ -296,7 +296,7 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
 
         outer.as_podman(f"podman --url {SOCKET} run --detach --name bench-job {job_image} sleep 600")
         try:
-            figures["job_memory_mib"] = summary([outer.memory_mib("Pss")])
+            figures["job_memory_mib"] = summary([outer.memory_mib("Pss") for _ in range(runs)])
         finally:
             outer.as_podman(f"podman --url {SOCKET} rm --force --time 0 bench-job", check=False)
 
