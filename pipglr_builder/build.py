@@ -30,7 +30,8 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, i
              no_cache: bool = False) -> list[str]:
     """The buildah command for one platform (data, so tests can read it)."""
     return [
-        "buildah", "bud", "--layers", *(["--no-cache"] if no_cache else []), "--isolation", "chroot",
+        # --force-rm: a failed step's working container is removed too, not left to fill the disk.
+        "buildah", "bud", "--layers", *(["--no-cache"] if no_cache else []), "--force-rm", "--isolation", "chroot",
         "--arch", arch, "--os", "linux", "--label", f"{INPUTS_LABEL}={inputs}",
         "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
         "--build-arg", f"TARGETARCH={arch}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,10 +39,17 @@ def setting_options(func):
     return wrapper
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 class Cli(click.Group):
-    """Turns PipglrError into a one-paragraph message and exit status 1."""
+    """Turns PipglrError into a one-paragraph message and exit status 1, and
+    SIGTERM (a scheduler's or CI's stop) into an interruption like Ctrl-C, so
+    every command cleans up what it started on the way out."""
 
     def invoke(self, ctx):
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             return super().invoke(ctx)
         except PipglrError as e:

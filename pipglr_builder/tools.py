@@ -7,8 +7,10 @@ run through `run()`, which drives them with the `sh` package.
 from __future__ import annotations
 
 import collections
+import contextlib
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 
@@ -56,15 +58,18 @@ def run(argv: list[str], *, on_line: Callable[[str], None] | None = None, quiet:
         say(f"+ {shlex.join(argv)}")
     last: collections.deque[str] = collections.deque(maxlen=tail)
     lines: list[str] = []
-    kwargs: dict = {"_iter": True, "_err_to_out": True, "_bg_exc": False}
+    # A process group of its own, so that stopping it reaches its children too (buildah's RUN steps).
+    kwargs: dict = {"_iter": True, "_err_to_out": True, "_bg_exc": False, "_new_group": True}
     if stdin is not None:
         kwargs["_in"] = stdin
     if env is not None:
         kwargs["_env"] = env
     if cwd is not None:
         kwargs["_cwd"] = cwd
+    running = None
     try:
-        for raw in sh.Command(argv[0])(*argv[1:], **kwargs):
+        running = sh.Command(argv[0])(*argv[1:], **kwargs)
+        for raw in running:
             line = raw.rstrip("\n")
             lines.append(line)
             last.append(line)
@@ -73,7 +78,25 @@ def run(argv: list[str], *, on_line: Callable[[str], None] | None = None, quiet:
     except sh.ErrorReturnCode as e:
         shown = "\n".join(f"    {l}" for l in last)
         raise CommandFailed(f"`{shlex.join(argv)}` failed with exit code {e.exit_code}. Last output:\n{shown}") from None
+    except KeyboardInterrupt:
+        _stop(running)  # so an interrupted build cannot finish (and tag) behind our back
+        raise
     return "\n".join(lines)
+
+
+def _stop(running) -> None:
+    """Terminate a command started by run() with its children; wait for it (killed after 60 s)."""
+    if running is None or running.process.exit_code is not None:
+        return
+    with contextlib.suppress(OSError):
+        running.process.signal_group(signal.SIGTERM)
+    try:
+        running.wait(timeout=60)
+    except sh.TimeoutException:
+        with contextlib.suppress(OSError):
+            running.process.kill_group()
+    except sh.ErrorReturnCode:
+        pass
 
 
 def capture(argv: list[str]) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import time
 import types
@@ -144,7 +143,6 @@ def verify(image: str, arch: str | None = None) -> Verified:
         raise PipglrError(f"image {image} not found in local storage: build it first (./build.py build)")
     arch = arch or native_arch()
     profile = "full" if arch == native_arch() else "emulated"
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     saved_host = os.environ.get("CONTAINER_HOST")
     cleanup = []
     started = time.monotonic()
@@ -166,7 +164,6 @@ def verify(image: str, arch: str | None = None) -> Verified:
             close()
         if saved_host is None:
             os.environ.pop("CONTAINER_HOST", None)
-        signal.signal(signal.SIGTERM, previous)
     result = Verified(profile, collector.results, time.monotonic() - started)
     if code not in (0, 1) and not result.failed:  # pytest itself failed (usage, collection)
         result.results.append(("check suite", "failed", f"pytest exit code {code}"))
@@ -181,7 +178,3 @@ def _summary(image: str, arch: str, profile: str, results: list[tuple[str, str, 
         tools.say(f"  {mark}  {name}" + (f"  -- {detail}" if detail else ""))
     passed = sum(1 for r in results if r[1] == "passed")
     tools.say(f"{passed} passed, {len(results) - passed} failed")
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

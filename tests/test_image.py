@@ -7,13 +7,16 @@ cold cache, about a minute warm).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+import threading
 
 import pytest
 import testinfra
 
 from pipglr_builder import config, render
-from pipglr_builder.hosts import RootfulBoot, unique
+from pipglr_builder.hosts import RootfulBoot, unique, wait_for
 
 from .conftest import IMAGE_NAME, ROOT, cli, double_args, image_exists, sh
 
@@ -116,15 +119,48 @@ def test_nested_storage_is_native_overlay(booted):
     assert "fuse-overlayfs" not in out
 
 
+def build_leftovers() -> set[str]:
+    """Temporary tags of IMAGE_NAME and buildah working containers (other runs' count as already there)."""
+    tags = sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    containers = sh("buildah", "containers", "--quiet").stdout.split()
+    return {t for t in tags if t.startswith(f"{IMAGE_NAME}:build-")} | set(containers)
+
+
 def test_failed_build_leaves_no_half_tagged_image():
+    before = build_leftovers()
     tag = unique("broken")
     proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--extra-packages", "no-such-package-pipglr",
                *double_args(), check=False)
     assert proc.returncode == 1
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert not image_exists(f"{IMAGE_NAME}:{tag}")
-    leftovers = sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
-    assert ":build-" not in leftovers
+    assert build_leftovers() == before, "a failed build left a temporary tag or a working container"
+
+
+def test_stopped_build_leaves_nothing_behind():
+    """SIGTERM during a build (a CI timeout): exit 130, and no tag, working container or buildah left."""
+    before = build_leftovers()
+    tag = unique("stopped")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), "build", "--image-name", IMAGE_NAME,
+                             "--tags", tag, "--extra-packages", "hello", *double_args()],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: "step 2/" in "".join(lines), 300, what="the build to reach its package step")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+    err = "".join(lines)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    assert not image_exists(f"{IMAGE_NAME}:{tag}")
+    assert build_leftovers() == before, "a stopped build left a temporary tag or a working container"
+    running = sh("pgrep", "-f", f"buildah.*{IMAGE_NAME}:build-", check=False).stdout
+    assert running == "", "buildah kept running after the build was stopped"
 
 
 def test_unchanged_rebuild_is_skipped(image):
