@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipglr_builder import tools
+from pipglr_builder.hosts import wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +75,24 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"build.py {shlex.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def stop_midway(*args: str, when, timeout: float, what: str, exit_within: float) -> tuple[int, str]:
+    """Run build.py ARGS, send it SIGTERM once WHEN(its stderr so far) is true (within TIMEOUT), give it
+    EXIT_WITHIN seconds to exit; return (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: when("".join(lines)), timeout, what=what)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=exit_within)
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+    return proc.returncode, "".join(lines)
 
 
 def double_args() -> list[str]:

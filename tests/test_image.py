@@ -7,18 +7,15 @@ cold cache, about a minute warm).
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
-import threading
 
 import pytest
 import testinfra
 
 from pipglr_builder import config, render
-from pipglr_builder.hosts import RootfulBoot, unique, wait_for
+from pipglr_builder.hosts import RootfulBoot, unique
 
-from .conftest import IMAGE_NAME, ROOT, cli, double_args, image_exists, sh
+from .conftest import IMAGE_NAME, ROOT, cli, double_args, image_exists, sh, stop_midway
 
 pytestmark = pytest.mark.slow
 
@@ -141,21 +138,10 @@ def test_stopped_build_leaves_nothing_behind():
     """SIGTERM during a build (a CI timeout): exit 130, and no tag, working container or buildah left."""
     before = build_leftovers()
     tag = unique("stopped")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), "build", "--image-name", IMAGE_NAME,
-                             "--tags", tag, "--extra-packages", "hello", *double_args()],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
-    try:
-        wait_for(lambda: "step 2/" in "".join(lines), 300, what="the build to reach its package step")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    finally:
-        proc.kill()
-        reader.join(timeout=10)
-    err = "".join(lines)
-    assert proc.returncode == 130, err[-2000:]
+    returncode, err = stop_midway("build", "--image-name", IMAGE_NAME, "--tags", tag, "--extra-packages", "hello",
+                                  *double_args(), when=lambda err: "step 2/" in err, timeout=300,
+                                  what="the build to reach its package step", exit_within=120)
+    assert returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
     assert not image_exists(f"{IMAGE_NAME}:{tag}")
     assert build_leftovers() == before, "a stopped build left a temporary tag or a working container"

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import uuid
 
 import pytest
 
-from pipglr_builder.hosts import wait_for
-
-from .conftest import IMAGE_NAME, ROOT, cli, double_args, sh
+from .conftest import IMAGE_NAME, cli, double_args, sh, stop_midway
 
 pytestmark = pytest.mark.slow
 
@@ -75,22 +69,11 @@ def test_verify_missing_image_is_a_clear_error():
 
 def test_verify_cleans_up_when_interrupted(image):
     """SIGTERM (a scheduler's stop) in the middle of verify: exit non-zero, nothing left behind."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), "verify", image], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
-    try:
-        def standin_running():
-            names = re.findall(r"stand-in user host (pipglr-standin-[0-9a-f]{8})", "".join(lines))
-            return names and sh("podman", "container", "exists", names[0], check=False).returncode == 0
-        wait_for(standin_running, 180, what="verify to start its stand-in host")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=180)
-    finally:
-        proc.kill()
-        reader.join(timeout=10)
-    err = "".join(lines)
-    assert proc.returncode != 0
+    def standin_running(err: str):
+        names = re.findall(r"stand-in user host (pipglr-standin-[0-9a-f]{8})", err)
+        return names and sh("podman", "container", "exists", names[0], check=False).returncode == 0
+    returncode, err = stop_midway("verify", image, when=standin_running, timeout=180,
+                                  what="verify to start its stand-in host", exit_within=180)
+    assert returncode != 0
     assert "Traceback" not in err, err[-2000:]
     assert leftovers(err) == set(), "an interrupted verify left containers or volumes behind"
