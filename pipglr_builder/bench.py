@@ -161,11 +161,14 @@ def bump_build(config: Config, runner_file: str, version: str) -> tuple[float, i
                                  runner_file=runner_file, runner_sha256=runner.sha256_of(path))
     try:
         seconds = _timed(lambda: build.build(bumped))
-        before = json.loads(hosts.sh(["podman", "image", "inspect", config.image_ref]).stdout)[0]["RootFS"]["Layers"]
-        after = json.loads(hosts.sh(["podman", "image", "inspect", bumped.image_ref]).stdout)[0]["RootFS"]["Layers"]
+        before, after = _layers(config.image_ref), _layers(bumped.image_ref)
     finally:
         _remove_image(bumped.image_ref)  # and its new layers, so the next run rebuilds them again
     return seconds, len(after) - shared_layers(before, after)
+
+
+def _layers(ref: str) -> list[str]:
+    return json.loads(hosts.sh(["podman", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref]).stdout)
 
 
 def measure_build(config: Config, runs: int, cold_runs: int, arm64: bool, bump: tuple[str, str] | None) -> dict:
