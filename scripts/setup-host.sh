@@ -13,7 +13,7 @@ fi
 
 PACKAGES=(
     podman buildah skopeo runc crun uidmap fuse-overlayfs slirp4netns passt
-    mmdebstrap debian-archive-keyring qemu-user-static binfmt-support
+    mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support
     docker-registry apache2-utils openssl zstd jq curl iproute2 nftables
     systemd python3-venv golang-go
 )
