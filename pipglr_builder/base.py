@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 from . import tools
 from .config import Config
+from .errors import ToolMissing
 
 KEY_LABEL = "io.pipglr.base-key"
 VARIANT = "minbase"
@@ -53,11 +55,44 @@ def import_argv(config: Config, arch: str, tarball: Path) -> list[str]:
     ]
 
 
+QEMU_NAME = {"amd64": "x86_64", "arm64": "aarch64"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+def foreign_arch_problems(arch: str, bootstrapping: bool = True) -> list[str]:
+    """What this build host lacks to build ARCH under emulation, and to bootstrap its base (empty: nothing)."""
+    if arch == native_arch():
+        return []
+    qemu = QEMU_NAME[arch]
+    problems = []
+    if shutil.which(f"qemu-{qemu}-static") is None:
+        problems.append(f"qemu-{qemu}-static is missing: apt-get install qemu-user-static")
+    if bootstrapping and shutil.which("arch-test") is None:
+        problems.append("arch-test is missing (mmdebstrap needs it for a foreign architecture): "
+                        "apt-get install arch-test")
+    handler = BINFMT_DIR / f"qemu-{qemu}"
+    try:
+        enabled = handler.read_text().splitlines()[0] == "enabled"
+    except (OSError, IndexError):
+        enabled = False
+    if not enabled:
+        problems.append(f"no binfmt_misc handler {handler} is enabled: apt-get install binfmt-support "
+                        f"qemu-user-static, then `update-binfmts --enable qemu-{qemu}` (as root)")
+    return problems
+
+
+def require_foreign_arches(arches, bootstrapping: bool = True) -> None:
+    """Stop before long work when a foreign platform cannot be built here, naming what to install."""
+    problems = [f"linux/{arch}: {p}" for arch in arches for p in foreign_arch_problems(arch, bootstrapping)]
+    if problems:
+        raise ToolMissing("this host cannot build every configured platform:\n  " + "\n  ".join(problems)
+                          + "\n(scripts/setup-host.sh sets all of this up.)")
+
+
 def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
     """Make sure the base image for ARCH exists; return its tag. Cheap when cached."""
     tools.require("mmdebstrap", "podman")
-    if arch != native_arch():
-        tools.require("qemu-aarch64-static" if arch == "arm64" else "qemu-x86_64-static")
+    require_foreign_arches([arch])
     tag = base_tag(config, arch)
     key = base_key(config, arch)
     tarball = cache_dir() / "base" / f"{config.base_suite}-{arch}-{key}.tar"

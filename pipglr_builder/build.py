@@ -114,6 +114,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     tools.require("buildah", "podman")
     if not config.base_image:
         tools.require("mmdebstrap")
+    base.require_foreign_arches(config.arches, bootstrapping=not config.base_image)
     source, binaries = runner.obtain(config)
     for arch in config.arches:
         if not config.base_image:

@@ -78,7 +78,8 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
 
 @main.command("render")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory to write the build context into (replaced if it exists).")
+              help="Directory to write the build context into: new, empty, or one render wrote before "
+                   "(then replaced). Anything else is refused.")
 @setting_options
 def render_cmd(config, output: Path) -> None:
     """Write the build context (Containerfile, units, runlabels) without building."""
@@ -156,11 +157,21 @@ def doctor_cmd(config, image: str | None) -> None:
     Each problem comes with the command that fixes it. Exit status 0 when the
     runner can start. The same check without this tool:
     `podman container runlabel doctor IMAGE | sh`.
+
+    The build side first: whether this host can build every configured
+    platform (qemu, binfmt and arch-test for a foreign one).
     """
-    from . import render
+    from . import base, render
+    build_ok = True
+    for arch in config.arches:
+        problems = base.foreign_arch_problems(arch, bootstrapping=not config.base_image)
+        build_ok = build_ok and not problems
+        how = "natively" if arch == base.native_arch() else "under emulation"
+        for line in problems or [f"this host can build it {how}"]:
+            click.echo(f"{'FAIL' if problems else 'ok  '} build linux/{arch}: {line}")
     script = render.render_file(config, "files/doctor")
     proc = subprocess.run(["sh", "-s", "--", *([image] if image else [])], input=script, text=True, check=False)
-    sys.exit(proc.returncode)
+    sys.exit(proc.returncode or (0 if build_ok else 1))
 
 
 @main.command("quadlet")

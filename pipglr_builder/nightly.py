@@ -77,6 +77,9 @@ def run(config: Config, report_dir: Path, today: datetime.date | None = None) ->
             report["result"] = "ok"
     except PipglrError as e:
         report["error"] = str(e)
+    except KeyboardInterrupt:  # stopped (Ctrl-C, SIGTERM): nothing more is built or pushed, the report says so
+        report["result"] = "interrupted"
+        raise
     finally:
         report["seconds"] = round(time.monotonic() - started, 1)
         _write(report, report_dir)

@@ -1,21 +1,27 @@
 """render: pipglr.toml -> a complete build context (Containerfile + files).
 
-Every template is a file in the repository (Containerfile.j2, systemd/,
-files/, labels/) rendered with StrictUndefined; this module only prepares
-the values they need. Same inputs give byte-identical output.
+Every template is a file under pipglr_builder/templates/ (Containerfile.j2,
+systemd/, files/, labels/, quadlet/; the clone's top level links to them),
+rendered with StrictUndefined; this module only prepares the values they
+need. Same inputs give byte-identical output.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import urllib.parse
 from pathlib import Path
 
 import jinja2
 
 from .config import Config
+from .errors import PipglrError
 
-ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from one
+# render writes this file into every build context, and replaces only a directory holding it.
+MARKER = ".pipglr-build-context"
 RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload")
 
 # Installed into the image on top of the Debian base.
@@ -62,8 +68,10 @@ def containerfile_label(text: str) -> str:
 
 
 def _git(*args: str) -> str:
+    if not (PROJECT / ".git").exists():  # installed (pip/pipx): no clone to ask
+        return "unknown"
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True)
+        out = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True, check=True)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -74,9 +82,17 @@ def git_revision() -> str:
     return _git("rev-parse", "--short=12", "HEAD")
 
 
+def without_credentials(url: str) -> str:
+    """URL without user:password@ (a CI job token or a personal token must never reach a label)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.netloc or "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def git_source() -> str:
     """Where this project's source lives, for the image's source label."""
-    return _git("remote", "get-url", "origin")
+    return without_credentials(_git("remote", "get-url", "origin"))
 
 
 def base_image_for(config: Config, arch: str) -> str:
@@ -112,7 +128,7 @@ def template_values(config: Config) -> dict:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(ROOT)),
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -120,21 +136,32 @@ def _environment() -> jinja2.Environment:
 
 
 def render_file(config: Config, name: str) -> str:
-    """One template of the repository (e.g. files/doctor) rendered for CONFIG."""
+    """One template (e.g. files/doctor) rendered for CONFIG."""
     return _environment().get_template(name).render(template_values(config))
 
 
+def prepare_output(output: Path) -> None:
+    """Make OUTPUT an empty directory; replace only what render made before (it holds MARKER)."""
+    if output.exists() and not output.is_dir():
+        raise PipglrError(f"{output} exists and is not a directory: choose another --output")
+    if output.is_dir() and any(output.iterdir()):
+        if not (output / MARKER).is_file():
+            raise PipglrError(f"{output} is not empty and was not written by `pipglr-build render` "
+                              f"(it has no {MARKER}): nothing was changed. Choose a new or empty directory.")
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / MARKER).write_text("written by pipglr-build render; the next render replaces this directory\n")
+
+
 def render(config: Config, output: Path, runner_binaries: dict[str, Path] | None = None) -> Path:
-    """Write the build context into OUTPUT (replacing what pipglr put there before)."""
+    """Write the build context into OUTPUT (replacing what render put there before, nothing else)."""
     env = _environment()
     values = template_values(config)
-    if output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
+    prepare_output(output)
 
     (output / "Containerfile").write_text(env.get_template("Containerfile.j2").render(values))
     for folder in ("systemd", "files"):
-        for src in sorted((ROOT / folder).iterdir()):
+        for src in sorted((TEMPLATES / folder).iterdir()):
             dest = output / src.name
             dest.write_text(env.get_template(f"{folder}/{src.name}").render(values))
             dest.chmod(src.stat().st_mode & 0o777)

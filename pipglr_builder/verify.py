@@ -158,7 +158,10 @@ def verify(image: str, arch: str | None = None) -> Verified:
             os.environ["CONTAINER_HOST"] = target.env["CONTAINER_HOST"]
         args = [str(CHECKS), "-q", "-p", "no:cacheprovider", "--rootdir", str(CHECKS), "-c", os.devnull,
                 *(["-m", "not full"] if profile == "emulated" else [])]
+        tools.say("verify: running the checks")
         code = pytest.main(args, plugins=[collector, provider])
+        if code == pytest.ExitCode.INTERRUPTED:  # pytest caught our Ctrl-C/SIGTERM: pass the stop on
+            raise KeyboardInterrupt
     finally:
         for close in cleanup:
             close()

@@ -41,16 +41,20 @@ want=""
 if [ -d /sys/fs/cgroup/unified ] && ! grep -q cgroup2 <(stat -f -c %T /sys/fs/cgroup); then
     want+=$'[engine]\nruntime = "runc"\n'
 fi
-# Without CAP_SYS_RESOURCE podman's default ulimits cannot be set here.
-if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 1048576 ]; then
+# Podman raises a container's nofile to 1048576 and nproc to 4194304; without
+# CAP_SYS_RESOURCE above a lower hard limit that fails ("setrlimit ...: Operation
+# not permitted"). Lower defaults only where raising them here really fails.
+if ! (ulimit -Hn 1048576 && ulimit -Hu 4194304) 2>/dev/null; then
     want+=$'[containers]\ndefault_ulimits = ["nofile=10000:10000", "nproc=10000:10000"]\n'
 fi
 if [ -n "$want" ]; then
     if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$(printf '%s' "$want")" ]; then
-        log "writing $conf"
+        log "writing $conf (host podman settings this host needs):"
+        printf '%s' "$want" | sed 's/^/      /'
         printf '%s' "$want" > "$conf"
     fi
-else
+elif [ -f "$conf" ]; then
+    log "removing $conf: this host needs no podman overrides"
     rm -f "$conf"
 fi
 
@@ -66,7 +70,10 @@ fi
 
 # Rootless podman (the stand-in host in the tests) opens these.
 for dev in /dev/fuse /dev/net/tun; do
-    [ -e "$dev" ] && chmod 0666 "$dev"
+    if [ -e "$dev" ] && [ "$(stat -c %a "$dev")" != 666 ]; then
+        log "making $dev usable by every user (chmod 0666; was $(stat -c %a "$dev"))"
+        chmod 0666 "$dev"
+    fi
 done
 
 log "host ready: $(podman --version), $(buildah --version | cut -d' ' -f1-3)"

@@ -5,7 +5,7 @@ from pipglr_builder import build, config, render
 
 def test_bud_argv_builds_one_platform_with_its_base():
     cfg = config.load(None, {"platforms": "linux/amd64,linux/arm64"})
-    argv = build.bud_argv(cfg, "arm64", render.ROOT, "localhost/pipglr:tmp", "2026-01-01T00:00:00Z", "k")
+    argv = build.bud_argv(cfg, "arm64", render.TEMPLATES, "localhost/pipglr:tmp", "2026-01-01T00:00:00Z", "k")
     assert argv[:6] == ["buildah", "bud", "--layers", "--force-rm", "--isolation", "chroot"]
     assert ["--arch", "arm64"] == argv[argv.index("--arch"):argv.index("--arch") + 2]
     assert "BASE_IMAGE=localhost/pipglr-base:trixie-arm64" in argv

@@ -98,5 +98,5 @@ def test_with_the_ca_registration_and_jobs_work(world):
 def test_no_advice_to_disable_tls_verification():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for name in tracked.split():
-        if not name.startswith("tests/"):
+        if not name.startswith("tests/") and (ROOT / name).is_file():  # top-level links to template folders
             assert "GIT_SSL_NO_VERIFY" not in (ROOT / name).read_text(errors="ignore"), f"{name} mentions it"

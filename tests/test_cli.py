@@ -60,3 +60,26 @@ def test_render_writes_context(tmp_path):
     result = invoke("render", "--output", str(tmp_path / "ctx"), "--platform", "linux/arm64")
     assert result.exit_code == 0, result.output
     assert "localhost/pipglr-base:trixie-arm64" in (tmp_path / "ctx" / "Containerfile").read_text()
+
+
+def test_render_refuses_a_work_tree(tmp_path, monkeypatch):
+    """`render --output .` in someone's project: refused, nothing deleted."""
+    (tmp_path / "main.c").write_text("int main;")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("render", "--output", ".")
+    assert result.exit_code == 1 and result.output.startswith("error: ")
+    assert "nothing was changed" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["main.c"]
+
+
+@pytest.mark.parametrize("url, clean", [
+    ("https://gitlab-ci-token:glcbt-64_secret@gitlab.example.com/group/pipglr-builder.git",
+     "https://gitlab.example.com/group/pipglr-builder.git"),
+    ("https://oauth2:glpat-secret@gitlab.example.com:8443/g/p.git", "https://gitlab.example.com:8443/g/p.git"),
+    ("https://gitlab.example.com/g/p.git", "https://gitlab.example.com/g/p.git"),
+    ("git@gitlab.example.com:g/p.git", "git@gitlab.example.com:g/p.git"),  # scp form: a user name, no secret
+    ("unknown", "unknown"),
+])
+def test_source_label_never_carries_credentials(url, clean):
+    from pipglr_builder import render
+    assert render.without_credentials(url) == clean

@@ -16,7 +16,7 @@ import pytest
 
 from pipglr_builder import publish
 
-from .conftest import cli, double_args, need, sh
+from .conftest import cli, double_args, need, sh, stop_midway
 from .registry import start_registry
 
 pytestmark = pytest.mark.slow
@@ -109,3 +109,23 @@ def test_failed_build_pushes_nothing(registry, image_name, tmp_path_factory):
     assert report["result"] == "failed" and "error" in report and report["pushed"] == {}
     assert publish.remote_digest(reg, "pipglr-broken", "latest") is None
     assert "Traceback" not in proc.stderr
+
+
+def test_stopped_nightly_pushes_nothing_and_still_reports(registry, image_name, tmp_path_factory):
+    """SIGTERM while verify runs its checks: exit 130, the report says interrupted, nothing pushed."""
+    report_dir = tmp_path_factory.getbasetemp() / "nightly-stopped"
+    reg = registry.registry
+    returncode, err = stop_midway(
+        "nightly", "--platform", "linux/amd64", "--image-name", image_name + "-stopped",
+        "--publish-repository", f"{registry.address}/pipglr-stopped", "--publish-cert-dir", reg.cert_dir,
+        "--publish-authfile", reg.authfile, "--report", str(report_dir), *double_args(),
+        when=lambda err: "verify: running the checks" in err, timeout=1200, what="nightly to reach the checks",
+        exit_within=180)
+    assert returncode == 130, err[-3000:]
+    assert "Traceback" not in err
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["result"] == "interrupted" and report["pushed"] == {}
+    assert publish.remote_digest(reg, "pipglr-stopped", "latest") is None
+    for ref in sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
+        if ref.startswith(image_name + "-stopped:"):
+            sh("podman", "rmi", "--force", ref, check=False)

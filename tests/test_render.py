@@ -40,12 +40,36 @@ def test_render_is_deterministic(tmp_path):
     assert {p.name: p.stat().st_mode for p in a.iterdir()} == {p.name: p.stat().st_mode for p in b.iterdir()}
 
 
-def test_render_replaces_old_output(tmp_path):
-    out = tmp_path / "ctx"
-    out.mkdir()
+def test_render_replaces_its_own_old_output(tmp_path):
+    out = render.render(config.load(None), tmp_path / "ctx")
     (out / "stale").write_text("x")
     render.render(config.load(None), out)
     assert not (out / "stale").exists()
+    assert (out / "Containerfile").is_file()
+
+
+def test_render_into_an_empty_directory(tmp_path):
+    (tmp_path / "ctx").mkdir()
+    assert (render.render(config.load(None), tmp_path / "ctx") / "Containerfile").is_file()
+
+
+@pytest.mark.parametrize("make", ["work tree", "file"])
+def test_render_never_deletes_what_it_did_not_make(tmp_path, make):
+    """`render --output .` in a work tree must not remove it: no marker, no change."""
+    from pipglr_builder.errors import PipglrError
+    target = tmp_path / "work"
+    if make == "file":
+        target.write_text("precious")
+    else:
+        target.mkdir()
+        (target / "precious.txt").write_text("keep me")
+    with pytest.raises(PipglrError, match="nothing was changed" if make == "work tree" else "not a directory"):
+        render.render(config.load(None), target)
+    if make == "file":
+        assert target.read_text() == "precious"
+    else:
+        assert [p.name for p in target.iterdir()] == ["precious.txt"]
+        assert (target / "precious.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize("podman, runner", [(1000, 1001), (2000, 3000), (1, 65535), (65535, 1)])
