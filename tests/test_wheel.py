@@ -1,0 +1,61 @@
+"""The tool as a user installs it: a wheel in a fresh virtual environment, run from an unrelated directory.
+
+Templates, checks and the stand-in host are package data; pytest and testinfra (which `verify` runs) are
+dependencies. So render, build and verify work with no clone anywhere near.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from .conftest import IMAGE_NAME, ROOT, double_args, sh
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """pipglr-build from a freshly built wheel, in a new venv (dependencies from PyPI)."""
+    work = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "dist"),
+                    str(ROOT)], check=True, timeout=600)
+    wheels = list((work / "dist").glob("pipglr_builder-*.whl"))
+    assert len(wheels) == 1, wheels
+    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True, timeout=300)
+    subprocess.run([str(work / "venv" / "bin" / "pip"), "install", "--quiet", str(wheels[0])], check=True, timeout=900)
+    elsewhere = work / "elsewhere"  # no pipglr.toml, no clone
+    elsewhere.mkdir()
+    return work / "venv" / "bin" / "pipglr-build", elsewhere
+
+
+def run(installed, *args: str, timeout: float = 3000) -> subprocess.CompletedProcess:
+    tool, cwd = installed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([str(tool), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+                          check=False)
+
+
+def test_installed_tool_renders_builds_and_verifies(installed):
+    _, cwd = installed
+    assert str(ROOT) not in run(installed, "--help").stdout
+    proc = run(installed, "render", "--output", "ctx")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("Containerfile", "runner.service", "doctor", "subuid", "register"):
+        assert (cwd / "ctx" / name).is_file(), name
+
+    tag = f"t-wheel-{uuid.uuid4().hex[:8]}"
+    ref = f"{IMAGE_NAME}:{tag}"
+    try:
+        proc = run(installed, "build", "--image-name", IMAGE_NAME, "--tags", tag, *double_args())
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert proc.stdout.strip().splitlines()[-1] == ref
+        proc = run(installed, "verify", ref)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert "0 failed" in proc.stderr
+    finally:
+        sh("podman", "rmi", "--force", ref, check=False)
