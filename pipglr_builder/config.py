@@ -111,6 +111,24 @@ def _helper(value: str) -> str | None:
     return None
 
 
+def _directory(value: str) -> str | None:
+    if value and not Path(value).expanduser().is_dir():
+        return "no such directory"
+    return None
+
+
+PULL_POLICIES = ("always", "if-not-present", "never")
+
+
+def _pull_policy(value: list[str]) -> str | None:
+    if not value:
+        return "at least one policy is needed"
+    for p in value:
+        if p not in PULL_POLICIES:
+            return f"unknown pull policy {p!r}; gitlab-runner knows {', '.join(PULL_POLICIES)}"
+    return None if len(set(value)) == len(value) else "a policy is listed twice"
+
+
 def _url(value: str) -> str | None:
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         return "expected an http:// or https:// URL"
@@ -170,9 +188,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("runner_sha256", str, "", "SHA256 the local gitlab-runner file must have (or amd64=HASH,arm64=HASH).", _sha256),
     Setting("runner_module_version", str, DEFAULT_RUNNER_MODULE_VERSION,
             "Go module version of gitlab.com/gitlab-org/gitlab-runner for runner_source = gomodule."),
+    Setting("runner_nested_module_dir", str, "", "For runner_source = gomodule: a directory holding gitlab-runner's "
+            "nested module helpers/runner_wrapper/api (its module download lacks it). Empty: ../shared/third_party "
+            "beside the clone when there is one, else the published version.", _directory),
     Setting("helper_image", str, "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:{arch}-v{version}",
             "helper_image pinned in config.toml by register ({arch}: x86_64/arm64, {version}: runner_version); "
             "a helper that matches the runner avoids 'permission container ... exit code 127'.", _helper),
+    Setting("pull_policy", list, ["always", "if-not-present"], "gitlab-runner's pull policies for job, service "
+            "and helper images, tried in order (always, if-not-present, never); the default falls back to the local "
+            "image when the registry cannot be reached.", _pull_policy),
     Setting("prune_interval", str, "daily", "systemd OnCalendar value: how often nested storage is pruned.",
             on_calendar_problem),
     Setting("publish_repository", str, "", "Where `nightly` pushes, e.g. registry.example.com/group/pipglr "
@@ -213,7 +237,9 @@ class Config:
     runner_file: str
     runner_sha256: str
     runner_module_version: str
+    runner_nested_module_dir: str
     helper_image: str
+    pull_policy: tuple[str, ...]
     prune_interval: str
     publish_repository: str
     publish_tls_verify: bool

@@ -115,6 +115,14 @@ def from_release(config: Config, arch: str) -> Path:
 
 
 # --- source: gomodule -------------------------------------------------------
+# gitlab-runner and its helper built from the module the Go proxy serves. Where
+# the proxy refuses a dependency, that one module is replaced by this project's
+# stand-in (runner_standins/, each README line says what it turns off).
+
+STANDINS = Path(__file__).resolve().parent / "runner_standins"
+THIRD_PARTY = Path(__file__).resolve().parent.parent.parent / "shared" / "third_party"  # beside a clone
+HELPER_PACKAGE = "./apps/gitlab-runner-helper"
+
 
 def gomodule_ldflags(version: str, revision: str) -> str:
     pkg = f"{MODULE}/common"
@@ -122,13 +130,72 @@ def gomodule_ldflags(version: str, revision: str) -> str:
             f"-X {pkg}.REVISION={revision} -X {pkg}.BRANCH=v{version}")
 
 
+def standin_modules() -> dict[str, Path]:
+    """{module path: directory} of every stand-in module this project has."""
+    found = {}
+    for gomod in sorted(STANDINS.glob("*/go.mod")):
+        for line in gomod.read_text().splitlines():
+            if line.startswith("module "):
+                found[line.split()[1]] = gomod.parent
+    return found
+
+
+def nested_module_dir(config: Config) -> Path | None:
+    if config.runner_nested_module_dir:
+        return Path(config.runner_nested_module_dir).expanduser()
+    beside_clone = THIRD_PARTY / "gitlab-runner" / "helpers" / "runner_wrapper" / "api"
+    return beside_clone if beside_clone.is_dir() else None
+
+
+def _tree_digest(digest, root: Path) -> None:
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def gomodule_key(config: Config) -> str:
+    """Everything the build depends on: module version, Go, stand-ins, nested module."""
+    digest = hashlib.sha256(f"{config.runner_module_version}\0{tools.capture(['go', 'env', 'GOVERSION'])}".encode())
+    _tree_digest(digest, STANDINS)
+    nested = nested_module_dir(config)
+    if nested:
+        _tree_digest(digest, nested)
+    return digest.hexdigest()[:16]
+
+
+def _refused(module: str, version: str) -> bool:
+    """Whether the Go proxy refuses MODULE@VERSION (it then answers 403 'not available')."""
+    try:
+        tools.capture(["go", "mod", "download", "-json", f"{module}@{version}"])
+        return False
+    except CommandFailed as e:
+        if "403" in str(e) or "not available" in str(e):
+            return True
+        raise RunnerSourceError(f"the Go module proxy did not answer for {module}@{version}: {e}") from None
+
+
+def _use_standins(work: Path, nested: Path | None) -> list[str]:
+    """Point go.mod at a stand-in for each refused requirement; return their module paths."""
+    required = {r["Path"]: r["Version"] for r in json.loads(tools.capture(["go", "mod", "edit", "-json"], cwd=work))
+                .get("Require") or []}
+    if nested:
+        tools.run(["go", "mod", "edit", f"-replace={NESTED_MODULE}={nested}"], cwd=str(work), quiet=True)
+    else:  # use the published version (where the proxy serves it)
+        tools.run(["go", "mod", "edit", f"-dropreplace={NESTED_MODULE}"], cwd=str(work), quiet=True)
+    used = []
+    for module, directory in standin_modules().items():
+        if module in required and _refused(module, required[module]):
+            tools.run(["go", "mod", "edit", f"-replace={module}={directory}"], cwd=str(work), quiet=True)
+            used.append(module)
+    return used
+
+
 def from_gomodule(config: Config, arch: str) -> Path:
     tools.require("go")
     module_version = config.runner_module_version
-    dest = cache_dir() / "runner" / "gomodule" / module_version / f"gitlab-runner-{arch}"
-    if dest.exists():
-        return dest
-    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", GOOS="linux", GOARCH=arch)
+    dest = cache_dir() / "runner" / "gomodule" / f"{module_version}-{gomodule_key(config)}"
+    runner_bin = dest / f"gitlab-runner-{arch}"
+    if runner_bin.exists():
+        return runner_bin
     try:
         info = json.loads(tools.capture(["go", "mod", "download", "-json", f"{MODULE}@{module_version}"]))
     except (CommandFailed, json.JSONDecodeError) as e:
@@ -138,30 +205,50 @@ def from_gomodule(config: Config, arch: str) -> Path:
         raise RunnerSourceError(f"{MODULE}@{module_version} is gitlab-runner {src_version}, not {config.runner_version}: "
                                 "set runner_module_version to the module version of that release")
     revision = module_version.rsplit("-", 1)[-1][:8]
-    tools.say(f"runner: building gitlab-runner {src_version} ({revision}) for {arch} from its Go module (takes minutes)")
+    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", GOOS="linux", GOARCH=arch)
     with tempfile.TemporaryDirectory(prefix="pipglr-runner-") as tmp:
         work = Path(tmp) / "src"
         shutil.copytree(info["Dir"], work)
         for p in work.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
+        standins = _use_standins(work, nested_module_dir(config))
+        tools.say(f"runner: building gitlab-runner {src_version} ({revision}) and its helper for {arch} from its "
+                  "Go module (takes minutes)" + (f"; stand-ins for {len(standins)} modules the proxy refuses: "
+                                                 + ", ".join(standins) if standins else ""))
+        out = Path(tmp) / "out"
         try:
-            tools.run(["go", "mod", "edit", f"-dropreplace={NESTED_MODULE}"], cwd=str(work), env=env)
-            out = Path(tmp) / "gitlab-runner"
-            tools.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, revision),
-                       "-o", str(out), "."], cwd=str(work), env=env, tail=400)
+            for package, name in ((".", "gitlab-runner"), (HELPER_PACKAGE, "gitlab-runner-helper")):
+                tools.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, revision),
+                           "-o", str(out / f"{name}-{arch}"), package], cwd=str(work), env=env, tail=400)
         except CommandFailed as e:
             refused = sorted(set(REFUSED.findall(str(e))))
             if refused:
                 raise RunnerSourceError(
-                    f"the Go module proxy refuses {len(refused)} of gitlab-runner's dependencies "
-                    f"({', '.join(m + '@' + v for m, v in refused)}: \"403 Forbidden, This module version is not "
-                    "available\"), so it cannot be built here. Use runner_source = file or release.") from None
+                    f"the Go module proxy refuses {', '.join(m + '@' + v for m, v in refused)} "
+                    "(\"403 Forbidden, This module version is not available\") and this project has no stand-in "
+                    f"for it (stand-ins: {STANDINS}). Use runner_source = file or release.") from None
             last = "\n".join(str(e).splitlines()[-12:])
             raise RunnerSourceError(f"building gitlab-runner from its Go module failed:\n{last}") from None
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(out, dest.with_suffix(".partial"))
-        dest.with_suffix(".partial").rename(dest)
-    return dest
+        (out / "STANDINS").write_text("".join(m + "\n" for m in standins))
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in out.iterdir():  # helper first, runner last: the runner's presence means the whole set is there
+            if f.name != runner_bin.name:
+                shutil.copy2(f, dest / f.name)
+        shutil.copy2(out / runner_bin.name, runner_bin.with_suffix(".partial"))
+        runner_bin.with_suffix(".partial").rename(runner_bin)
+    return runner_bin
+
+
+def helper_binary(runner_binary: Path, arch: str) -> Path | None:
+    """The gitlab-runner-helper built with RUNNER_BINARY (gomodule source), if there is one."""
+    helper = runner_binary.parent / f"gitlab-runner-helper-{arch}"
+    return helper if helper.is_file() else None
+
+
+def standins_in(runner_binary: Path) -> list[str]:
+    """The modules replaced by stand-ins in RUNNER_BINARY (gomodule source); empty for a real release."""
+    listing = runner_binary.parent / "STANDINS"
+    return listing.read_text().split() if listing.is_file() else []
 
 
 SOURCES = {"file": from_file, "release": from_release, "gomodule": from_gomodule}

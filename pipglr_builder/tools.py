@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import sh
 
@@ -99,9 +100,9 @@ def _stop(running) -> None:
         pass
 
 
-def capture(argv: list[str]) -> str:
+def capture(argv: list[str], cwd: Path | None = None) -> str:
     """Run a short query command quietly and return its stripped output."""
-    return run(argv, quiet=True).strip()
+    return run(argv, quiet=True, cwd=None if cwd is None else str(cwd)).strip()
 
 
 def image_field(ref: str, template: str) -> str | None:

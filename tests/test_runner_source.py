@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -116,34 +117,80 @@ def test_gomodule_ldflags_set_version_and_revision():
     assert "common.VERSION=19.4.0" in flags and "common.REVISION=fc1f1862" in flags
 
 
-def test_gomodule_refusal_is_summarised(monkeypatch, tmp_path, cache):
-    """What `go build` prints when the proxy refuses dependencies becomes one readable sentence."""
-    from pipglr_builder import tools
-    from pipglr_builder.errors import CommandFailed
+class FakeGo:
+    """`go` as from_gomodule drives it: the proxy refuses the modules in REFUSED; `go build` prints BUILD_ERROR."""
 
+    def __init__(self, module_dir, refused: set[str], requires: dict[str, str], build_error: str = ""):
+        self.module_dir, self.refused, self.requires, self.build_error = module_dir, refused, requires, build_error
+        self.edits: list[str] = []
+        self.built: list[str] = []
+
+    def capture(self, argv, cwd=None):
+        from pipglr_builder.errors import CommandFailed
+        if argv[:3] == ["go", "env", "GOVERSION"]:
+            return "go1.26.8"
+        if argv[:3] == ["go", "mod", "edit"]:
+            return json.dumps({"Require": [{"Path": p, "Version": v} for p, v in self.requires.items()]})
+        module = argv[-1].split("@")[0]
+        if module in self.refused:
+            raise CommandFailed(f"reading https://proxy.golang.org/{module}/@v/x.info: 403 Forbidden\n"
+                                "server response: This module version is not available.")
+        return json.dumps({"Dir": str(self.module_dir)})
+
+    def run(self, argv, **kwargs):
+        from pipglr_builder.errors import CommandFailed
+        if argv[:3] == ["go", "mod", "edit"]:
+            self.edits.append(argv[3])
+        elif argv[:2] == ["go", "build"]:
+            if self.build_error:
+                raise CommandFailed(self.build_error)
+            out = Path(argv[argv.index("-o") + 1])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text("binary")
+            self.built.append(argv[-1])
+        return ""
+
+
+@pytest.fixture
+def fake_go(monkeypatch, tmp_path, cache):
+    from pipglr_builder import tools
     module_dir = tmp_path / "mod"
     module_dir.mkdir()
     (module_dir / "VERSION").write_text("19.4.0\n")
-    go_output = (
-        "x.go:1:2: gitlab.com/gitlab-org/step-runner@v0.44.0: reading "
-        "https://proxy.golang.org/gitlab.com/gitlab-org/step-runner/@v/v0.44.0.zip: 403 Forbidden\n"
-        "y.go:3:4: gitlab.com/gitlab-org/moa@v0.0.0-2026: reading "
-        "https://proxy.golang.org/gitlab.com/gitlab-org/moa/@v/v0.0.0-2026.zip: 403 Forbidden\n")
+    (module_dir / "go.mod").write_text("module gitlab.com/gitlab-org/gitlab-runner\n")
 
-    def fake_capture(argv):
-        return json.dumps({"Dir": str(module_dir)})
+    def make(refused, requires, build_error=""):
+        go = FakeGo(module_dir, set(refused), requires, build_error)
+        monkeypatch.setattr(tools, "capture", go.capture)
+        monkeypatch.setattr(tools, "run", go.run)
+        monkeypatch.setattr(tools, "require", lambda *a: None)
+        return go
+    return make
 
-    def fake_run(argv, **kwargs):
-        if argv[:2] == ["go", "build"]:
-            raise CommandFailed(go_output)
-        return ""
 
-    monkeypatch.setattr(tools, "capture", fake_capture)
-    monkeypatch.setattr(tools, "run", fake_run)
-    monkeypatch.setattr(tools, "require", lambda *a: None)
+def test_gomodule_replaces_only_refused_modules(fake_go):
+    labkit, moa, step = "gitlab.com/gitlab-org/labkit/v2", "gitlab.com/gitlab-org/moa", "gitlab.com/gitlab-org/step-runner"
+    go = fake_go(refused={labkit, step}, requires={labkit: "v2.29.2", moa: "v0.0.0-1", step: "v0.44.0"})
+    binary = runner.from_gomodule(config.load(None), "amd64")
+    replaced = sorted(e.removeprefix("-replace=").split("=")[0] for e in go.edits if e.startswith("-replace="))
+    assert [r for r in replaced if r != runner.NESTED_MODULE] == [labkit, step]  # moa is served: never replaced
+    for edit in go.edits:
+        if edit.startswith(f"-replace={labkit}="):
+            assert edit.endswith("runner_standins/labkit")
+    assert go.built == [".", "./apps/gitlab-runner-helper"]
+    assert runner.standins_in(binary) == [labkit, step]
+    assert runner.helper_binary(binary, "amd64").name == "gitlab-runner-helper-amd64"
+    assert runner.from_gomodule(config.load(None), "amd64") == binary  # cached: no second build
+    assert go.built == [".", "./apps/gitlab-runner-helper"]
+
+
+def test_gomodule_refused_module_without_stand_in_is_named(fake_go):
+    """A refused dependency this project has no stand-in for: one readable sentence naming it."""
+    fake_go(refused=set(), requires={}, build_error=(
+        "x.go:1:2: gitlab.com/example/newdep@v1.2.3: reading "
+        "https://proxy.golang.org/gitlab.com/example/newdep/@v/v1.2.3.zip: 403 Forbidden\n"))
     with pytest.raises(RunnerSourceError) as err:
         runner.from_gomodule(config.load(None), "amd64")
     text = str(err.value)
-    assert "refuses 2 of gitlab-runner's dependencies" in text
-    assert "gitlab.com/gitlab-org/step-runner@v0.44.0" in text and "gitlab.com/gitlab-org/moa@v0.0.0-2026" in text
+    assert "refuses gitlab.com/example/newdep@v1.2.3" in text and "no stand-in" in text
     assert "runner_source = file" in text
