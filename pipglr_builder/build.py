@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import base, render, runner, tools
+from . import base, helper, render, runner, tools
 from .config import Config
 from .errors import CommandFailed
 
@@ -27,7 +27,7 @@ INPUTS_LABEL = "io.pipglr.inputs"
 
 
 def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "",
-             no_cache: bool = False) -> list[str]:
+             no_cache: bool = False, standins: tuple[str, ...] = ()) -> list[str]:
     """The buildah command for one platform (data, so tests can read it)."""
     return [
         # --force-rm: a failed step's working container is removed too, not left to fill the disk.
@@ -38,6 +38,7 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, i
         "--build-arg", f"CREATED={created}",
         "--build-arg", f"REVISION={render.git_revision()}",
         "--build-arg", f"SOURCE={render.git_source()}",
+        "--build-arg", f"RUNNER_STANDINS={','.join(standins) or 'none'}",
         "--file", str(context / "Containerfile"),
         "--tag", tag,
         str(context),
@@ -89,7 +90,7 @@ def final_refs(config: Config) -> list[str]:
     return [f"{config.image_name}:{tag}" for tag in config.tags]
 
 
-def _remove_quietly(ref: str) -> None:
+def remove_quietly(ref: str) -> None:
     for argv in (["buildah", "manifest", "rm", ref], ["buildah", "rmi", ref]):
         try:
             tools.run(argv, quiet=True)
@@ -119,9 +120,16 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     for arch in config.arches:
         if not config.base_image:
             base.bootstrap(config, arch)
+    standins = tuple(runner.standins_in(next(iter(binaries.values()))))
+    if standins:
+        tools.say("build: NOTE this gitlab-runner is built from its Go module with stand-ins for modules the Go "
+                  f"proxy refuses ({', '.join(standins)}): native steps, the autoscaler executors and usage events "
+                  "are off. Where the release server is reachable, runner_source = release gives the official binary.")
 
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nonce = uuid.uuid4().hex[:8]
+    for arch in config.arches:
+        helper.build_helper(config, arch, binaries[arch], nonce)
     temporary: dict[str, str] = {}
     result = Built([], source)
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:
@@ -139,15 +147,15 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                     tools.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
                 tools.say(f"build: {arch} image (gitlab-runner from {source})")
-                tools.run(bud_argv(config, arch, context, tag, created, key, no_cache), on_line=StepProgress(arch, verbose),
-                          quiet=not verbose)
+                tools.run(bud_argv(config, arch, context, tag, created, key, no_cache, standins),
+                          on_line=StepProgress(arch, verbose), quiet=not verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True
                 tools.say(f"build: {arch} done in {result.seconds[arch]:.0f}s")
             result.refs = _tag(config, temporary)
         finally:
             for tag in temporary.values():
-                _remove_quietly(tag)
+                remove_quietly(tag)
     return result
 
 
@@ -155,7 +163,7 @@ def _tag(config: Config, images: dict[str, str]) -> list[str]:
     """Apply the final names: the image itself (one platform) or a manifest list."""
     refs = final_refs(config)
     for ref in refs:
-        _remove_quietly(ref)
+        remove_quietly(ref)
     if len(images) == 1:
         (image,) = images.values()
         tools.run(["buildah", "tag", image, *refs], quiet=True)
