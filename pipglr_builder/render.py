@@ -111,6 +111,7 @@ def template_values(config: Config) -> dict:
         "runner_release_url": config.runner_release_url,
         "base_suite": config.base_suite,
         "helper_image": config.helper_image,
+        "pull_policy": config.pull_policy,
         "search_registries": config.search_registries,
         "session_server_listen": config.session_server_listen,
         "session_server_advertise": config.session_server_advertise or config.session_server_listen,
