@@ -1,0 +1,3 @@
+module gitlab.com/functions/docker/auth
+
+go 1.24
