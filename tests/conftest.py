@@ -53,14 +53,6 @@ def need(*programs: str) -> None:
         pytest.fail(f"missing {missing}: run `make test` (it runs scripts/setup-host.sh) or install them")
 
 
-def runner_double() -> Path:
-    """The gitlab-runner test double built by `make runner-double` (see Makefile)."""
-    path = os.environ.get("PIPGLR_RUNNER_DOUBLE")
-    if not path or not Path(path.replace("{arch}", "amd64")).exists():
-        pytest.fail("PIPGLR_RUNNER_DOUBLE is not set to a built double: run the tests through `make test`")
-    return Path(path)
-
-
 IMAGE_NAME = "localhost/pipglr-test"
 
 
@@ -95,11 +87,10 @@ def stop_midway(*args: str, when, timeout: float, what: str, exit_within: float)
     return proc.returncode, "".join(lines)
 
 
-def double_args() -> list[str]:
-    pattern = str(runner_double())
-    sums = ",".join(f"{arch}={sh('sha256sum', pattern.replace('{arch}', arch)).stdout.split()[0]}"
-                    for arch in ("amd64", "arm64"))
-    return ["--runner-source", "file", "--runner-file", pattern, "--runner-sha256", sums]
+def runner_args() -> list[str]:
+    """The real gitlab-runner and helper from its Go module (built once by `make test`, then cached), and the
+    pull policy of an air-gapped host: the tests' jobs use preloaded images only."""
+    return ["--runner-source", "gomodule", "--pull-policy", "if-not-present"]
 
 
 def image_exists(ref: str) -> bool:
@@ -111,7 +102,7 @@ def image():
     """The amd64 image, built once per test run and removed at the end."""
     need("buildah", "podman", "mmdebstrap")
     tag = f"t-{uuid.uuid4().hex[:8]}"
-    proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, *double_args())
+    proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, *runner_args())
     ref = f"{IMAGE_NAME}:{tag}"
     assert proc.stdout.strip().splitlines()[-1] == ref
     yield ref

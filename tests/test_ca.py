@@ -14,7 +14,7 @@ import pytest
 from pipglr_builder.hosts import StandIn, wait_for
 
 from .conftest import ROOT
-from .test_e2e import BASE, HELPER, TESTS, World, _answers, build_helper_image
+from .test_e2e import BASE, HELPER, TESTS, World, _answers
 
 pytestmark = pytest.mark.slow
 PORT = 8443
@@ -44,7 +44,6 @@ def world(image, tmp_path_factory):
     certs.chmod(0o755)
     standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro", f"{certs}:/certs:ro"))
     token = f"reg-{uuid.uuid4().hex}"
-    helper = build_helper_image()
     try:
         standin.start()
         subprocess.run(["podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
@@ -55,11 +54,10 @@ def world(image, tmp_path_factory):
         w = World(standin, image, token, port=PORT, scheme="https", context=context)
         wait_for(lambda: _answers(w), 30, what="the HTTPS test coordinator")
         standin.load_image("alice", image)
-        w.ca, w.helper = ca.read_text(), helper
+        w.ca = ca.read_text()
         yield w
     finally:
         standin.close()
-        subprocess.run(["podman", "rmi", "--force", helper], capture_output=True, check=False)
 
 
 def register(world, with_ca: bool):
@@ -88,7 +86,7 @@ def test_with_the_ca_registration_and_jobs_work(world):
     world.alice("sh", "-c", f'PIPGLR_CA_BUNDLE="$(cat /certs/ca.crt)" podman container runlabel run {world.image}')
     world.wait_booted()
     world.load_nested(BASE)
-    world.load_nested(world.helper, tag=HELPER)
+    world.load_nested(HELPER)  # the helper the build made
     marker = [line for line in world.ca.splitlines() if line and not line.startswith("-----")][1]
     job = world.wait_job(world.add_job(f"grep -qF '{marker}' /etc/pipglr/ca-certificates.crt && echo CA-IN-JOB"))
     assert job["state"] == "success", job["trace"][-3000:]

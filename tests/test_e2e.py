@@ -3,16 +3,15 @@
 The user's side is the stand-in host (user alice, rootless podman, subuid
 65539), driven with the commands the README gives. GitLab is the test
 coordinator (gitlab_coordinator.py), running inside the stand-in's network
-namespace; gitlab-runner is this project's protocol double (the real one
-cannot be built here: the Go module proxy refuses several of its
-dependencies). The tests run in order and share one world.
+namespace. gitlab-runner and its helper are the real ones, built from their
+Go module (runner_source gomodule) with the helper image the build makes.
+The tests run in order and share one world.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import ssl
 import tempfile
 import urllib.request
@@ -23,7 +22,7 @@ import pytest
 
 from pipglr_builder.hosts import StandIn, booted_state, wait_for
 
-from .conftest import IMAGE_NAME, cli, double_args, runner_double, sh
+from .conftest import IMAGE_NAME, cli, runner_args, sh
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
@@ -85,14 +84,10 @@ class World:
                 self.outer(*podman, "tag", image, tag, check=True)
             self.outer("rm", "-f", f"/tmp/{Path(inner).name}")
 
-    def preload(self, image: str, name: str) -> None:
+    def preload(self, name: str) -> None:
         """The preload runlabel, as an air-gapped user runs it: podman save NAME | runlabel preload."""
-        sh("podman", "tag", image, name)
         with tempfile.NamedTemporaryFile(dir=self.standin.api_dir, suffix=".tar") as archive:
-            try:
-                sh("podman", "save", "--output", archive.name, name)
-            finally:
-                sh("podman", "rmi", name, check=False)  # only the extra name goes
+            sh("podman", "save", "--output", archive.name, name)
             os.chmod(archive.name, 0o644)
             self.alice("sh", "-c", f"podman container runlabel preload {self.image} < /api/{Path(archive.name).name}")
 
@@ -100,35 +95,8 @@ class World:
         return self.outer("journalctl", "--no-pager", "-u", "runner.service").stdout
 
 
-def build_helper_image() -> str:
-    """A helper image matching the runner, from Debian packages (git, CA certificates) and its binary."""
-    ref = f"localhost/pipglr-test-helper:{uuid.uuid4().hex[:8]}"
-    context = Path(tempfile.mkdtemp(prefix="pipglr-helper-"))
-    try:
-        shutil.copy(str(runner_double()).replace("{arch}", "amd64"), context / "gitlab-runner-helper")
-        (context / "entrypoint").write_text(
-            "#!/bin/sh\n# Trust a custom CA when one is mounted, then run the command.\n"
-            "if [ -f /etc/gitlab-runner/certs/ca.crt ]; then\n"
-            "    cp /etc/gitlab-runner/certs/ca.crt /usr/local/share/ca-certificates/ && update-ca-certificates\n"
-            "fi\nexec \"$@\"\n")
-        (context / "gitlab-runner-build").write_text("#!/bin/bash\numask 0000\nexec /bin/bash\n")
-        (context / "Containerfile").write_text(
-            f"FROM {BASE}\n"
-            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-            "bash ca-certificates dumb-init git && apt-get clean && rm -rf /var/lib/apt/lists/*\n"
-            "COPY gitlab-runner-helper gitlab-runner-build /usr/bin/\n"
-            "COPY entrypoint /entrypoint\n"
-            "RUN chmod 0755 /usr/bin/gitlab-runner-helper /usr/bin/gitlab-runner-build /entrypoint\n"
-            'ENTRYPOINT ["/usr/bin/dumb-init", "/entrypoint"]\nCMD ["sh"]\n')
-        sh("buildah", "bud", "--layers", "--isolation", "chroot", "--tag", ref, str(context))
-    finally:
-        shutil.rmtree(context, ignore_errors=True)
-    return ref
-
-
 @pytest.fixture(scope="module")
 def world(image):
-    helper = build_helper_image()
     standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro",))
     token = f"reg-{uuid.uuid4().hex}"
     try:
@@ -138,11 +106,9 @@ def world(image):
         w = World(standin, image, token)
         wait_for(lambda: _answers(w), 30, what="the test coordinator")
         standin.load_image("alice", image)
-        w.helper = helper
         yield w
     finally:
         standin.close()
-        sh("podman", "rmi", "--force", helper, check=False)
 
 
 def _answers(world: World) -> bool:
@@ -195,7 +161,7 @@ def test_setup_and_run_as_the_readme_says(world):
     world.alice("podman", "secret", "create", "config.toml", "config.toml")
     for label in ("setupstorage", "setupcache"):
         world.alice("podman", "container", "runlabel", label, world.image)
-    world.preload(world.helper, HELPER)  # the pinned helper, into pipglr-storage before the first start
+    world.preload(HELPER)  # the helper the build made, into pipglr-storage before the first start
     world.alice("podman", "container", "runlabel", "run", world.image)
     world.wait_booted()
     world.load_nested(BASE)
@@ -260,7 +226,7 @@ def test_token_rotation_survives_a_restart(world):
 def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
     tag = f"t-upgrade-{uuid.uuid4().hex[:8]}"
     new = f"{IMAGE_NAME}:{tag}"
-    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--prune-interval", "weekly", *double_args())
+    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--prune-interval", "weekly", *runner_args())
     try:
         world.standin.load_image("alice", new)
         system_ids = _system_ids(world)

@@ -15,7 +15,7 @@ import testinfra
 from pipglr_builder import config, render
 from pipglr_builder.hosts import RootfulBoot, unique
 
-from .conftest import IMAGE_NAME, ROOT, cli, double_args, image_exists, sh, stop_midway
+from .conftest import IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def test_failed_build_leaves_no_half_tagged_image():
     before = build_leftovers()
     tag = unique("broken")
     proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--extra-packages", "no-such-package-pipglr",
-               *double_args(), check=False)
+               *runner_args(), check=False)
     assert proc.returncode == 1
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert not image_exists(f"{IMAGE_NAME}:{tag}")
@@ -141,7 +141,7 @@ def test_stopped_build_leaves_nothing_behind():
     # Stopped once apt prints inside the RUN step (-v shows its output): buildah 1.28 dies without removing
     # its working container when SIGTERM lands in the first moment of a step, before it handles signals.
     returncode, err = stop_midway("build", "-v", "--image-name", IMAGE_NAME, "--tags", tag,
-                                  "--extra-packages", "hello", *double_args(),
+                                  "--extra-packages", "hello", *runner_args(),
                                   when=lambda err: "step 2/" in err and "Get:" in err.split("step 2/", 1)[1],
                                   timeout=300, what="apt to run in the build's package step", exit_within=120)
     assert returncode == 130, err[-2000:]
@@ -155,6 +155,6 @@ def test_stopped_build_leaves_nothing_behind():
 def test_unchanged_rebuild_is_skipped(image):
     name, tag = image.rsplit(":", 1)
     before = sh("podman", "image", "inspect", "--format", "{{.Id}}", image).stdout
-    proc = cli("build", "--image-name", name, "--tags", tag, *double_args())
+    proc = cli("build", "--image-name", name, "--tags", tag, *runner_args())
     assert "unchanged" in proc.stderr and "not rebuilt" in proc.stderr, proc.stderr[-2000:]
     assert sh("podman", "image", "inspect", "--format", "{{.Id}}", image).stdout == before

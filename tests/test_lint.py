@@ -30,10 +30,11 @@ def test_shell_scripts_parse():
 
 
 @pytest.mark.tools
-def test_runner_double_go_vet_and_tests():
-    """The gitlab-runner double's own Go tests (fake GitLab on loopback, fake Docker socket)."""
-    env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0")
+@pytest.mark.parametrize("module", ["moa", "phrasestream"])
+def test_runner_stand_ins_go_vet_and_tests(module):
+    """The stand-ins that implement behaviour (expression evaluation, ::add-mask:: masking) and their own tests."""
+    env = dict(os.environ, CGO_ENABLED="0")
     for argv in (["go", "vet", "./..."], ["go", "test", "-count=1", "./..."]):
-        proc = subprocess.run(argv, cwd=ROOT / "runner-double", capture_output=True, text=True, env=env,
-                              timeout=600, check=False)
+        proc = subprocess.run(argv, cwd=ROOT / "pipglr_builder" / "runner_standins" / module, capture_output=True,
+                              text=True, env=env, timeout=600, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -16,7 +16,7 @@ import pytest
 
 from pipglr_builder import publish
 
-from .conftest import cli, double_args, need, sh, stop_midway
+from .conftest import cli, need, runner_args, sh, stop_midway
 from .registry import start_registry
 
 pytestmark = pytest.mark.slow
@@ -48,7 +48,7 @@ def nightly(registry, image_name, report, *extra):
     reg = registry.registry
     return cli("nightly", "--platform", "linux/amd64,linux/arm64", "--image-name", image_name,
                "--publish-repository", f"{registry.address}/pipglr", "--publish-cert-dir", reg.cert_dir,
-               "--publish-authfile", reg.authfile, "--report", str(report), *double_args(), *extra, check=False)
+               "--publish-authfile", reg.authfile, "--report", str(report), *runner_args(), *extra, check=False)
 
 
 def test_nightly_builds_verifies_and_pushes_both_platforms(registry, image_name, tmp_path_factory, fresh_storage):
@@ -103,7 +103,7 @@ def test_failed_build_pushes_nothing(registry, image_name, tmp_path_factory):
     proc = cli("nightly", "--platform", "linux/amd64,linux/arm64", "--image-name", image_name + "-broken",
                "--publish-repository", f"{registry.address}/pipglr-broken", "--publish-cert-dir", reg.cert_dir,
                "--publish-authfile", reg.authfile, "--report", str(report_dir), "--extra-packages",
-               "no-such-package-pipglr", *double_args(), check=False)
+               "no-such-package-pipglr", *runner_args(), check=False)
     assert proc.returncode == 1
     report = json.loads((report_dir / "report.json").read_text())
     assert report["result"] == "failed" and "error" in report and report["pushed"] == {}
@@ -118,7 +118,7 @@ def test_stopped_nightly_pushes_nothing_and_still_reports(registry, image_name, 
     returncode, err = stop_midway(
         "nightly", "--platform", "linux/amd64", "--image-name", image_name + "-stopped",
         "--publish-repository", f"{registry.address}/pipglr-stopped", "--publish-cert-dir", reg.cert_dir,
-        "--publish-authfile", reg.authfile, "--report", str(report_dir), *double_args(),
+        "--publish-authfile", reg.authfile, "--report", str(report_dir), *runner_args(),
         when=lambda err: "verify: running the checks" in err, timeout=1200, what="nightly to reach the checks",
         exit_within=180)
     assert returncode == 130, err[-3000:]

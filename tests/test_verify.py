@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from .conftest import IMAGE_NAME, cli, double_args, sh, stop_midway
+from .conftest import IMAGE_NAME, cli, runner_args, sh, stop_midway
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_verify_image_without_nested_privileges_with_session_server():
     tag = f"t-unpriv-{uuid.uuid4().hex[:8]}"
     ref = f"{IMAGE_NAME}:{tag}"
     cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--nested-privileged", "false",
-        "--session-server-listen", "0.0.0.0:8093", *double_args())
+        "--session-server-listen", "0.0.0.0:8093", *runner_args())
     try:
         labels = sh("podman", "image", "inspect", "--format", "{{index .Labels \"io.pipglr.nested-privileged\"}}",
                     ref).stdout.strip()

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from .conftest import IMAGE_NAME, ROOT, double_args, sh
+from .conftest import IMAGE_NAME, ROOT, runner_args, sh
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def test_installed_tool_renders_builds_and_verifies(installed):
     tag = f"t-wheel-{uuid.uuid4().hex[:8]}"
     ref = f"{IMAGE_NAME}:{tag}"
     try:
-        proc = run(installed, "build", "--image-name", IMAGE_NAME, "--tags", tag, *double_args())
+        proc = run(installed, "build", "--image-name", IMAGE_NAME, "--tags", tag, *runner_args())
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert proc.stdout.strip().splitlines()[-1] == ref
         proc = run(installed, "verify", ref)

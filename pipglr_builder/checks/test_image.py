@@ -136,6 +136,10 @@ def test_no_secret_in_image_or_history(target):
     for text in (history, inspect):
         assert target.secret_marker not in text
         assert not re.search(r"glrt-|REGISTRATION_TOKEN=\S|CI_SERVER_TOKEN=\S|token\s*=\s*\"", text)
+    # No URL with user:password@ in any label (a CI job token in a git remote, say).
+    labels = json.loads(inspect)[0].get("Labels") or {}
+    with_userinfo = {k: v for k, v in labels.items() if re.search(r"[a-z][a-z0-9+.-]*://[^/\s@]+@", v)}
+    assert with_userinfo == {}, f"labels carry credentials: {sorted(with_userinfo)}"
     # The config secret is only where podman mounts it and in the runner's live copy on pipglr-state.
     found = target.exec("grep", "-rlF", target.secret_marker, "/etc", "/usr", "/var/cache", "/var/log", "/var/tmp",
                         "/home", "/opt", "/root").stdout.split()
