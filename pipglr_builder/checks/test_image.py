@@ -53,11 +53,12 @@ def test_subids_exclude_root_podman_runner(host, expect, path):
 
 @pytest.mark.full
 def test_socket_is_for_podman_and_runner_only(host):
-    # One stat, once podman's user manager has made the socket: right after boot it may still be
-    # (re)creating it, and separate stats then saw an owner of '' (seen 2 in 3 runs on a busy machine).
+    # One stat, repeated until it answers in full: right after boot podman's user manager may still be
+    # making the socket, and a stat there once came back as owner '' (2 of 3 verify runs on a busy machine).
     def settled():
         result = host.run(f"stat -c '%U %G %a %F' {SOCKET}")
-        return result.stdout.split(maxsplit=3) if result.rc == 0 else None
+        fields = result.stdout.split(maxsplit=3)
+        return fields if result.rc == 0 and len(fields) == 4 else None
     owner, group, mode, kind = wait_for(settled, 60, what=f"{SOCKET} to exist")
     assert (owner, group, mode, kind) == ("podman", "podman-api", "660", "socket")
     folder = host.file("/run/pipglr")
