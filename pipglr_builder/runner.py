@@ -124,10 +124,16 @@ THIRD_PARTY = Path(__file__).resolve().parent.parent.parent / "shared" / "third_
 HELPER_PACKAGE = "./apps/gitlab-runner-helper"
 
 
-def gomodule_ldflags(version: str, revision: str) -> str:
+def gomodule_ldflags(version: str, module_version: str) -> str:
+    """Stripped, with the version fields gitlab-runner's own release build sets (`--version` shows them).
+    Revision and build time come from the module's pseudo-version (vX.Y.Z-0.YYYYMMDDhhmmss-REVISION)."""
     pkg = f"{MODULE}/common"
-    return (f"-s -w -X {pkg}.NAME=gitlab-runner -X {pkg}.VERSION={version} "
-            f"-X {pkg}.REVISION={revision} -X {pkg}.BRANCH=v{version}")
+    _, stamp, revision = module_version.rsplit("-", 2) if module_version.count("-") >= 2 else ("", "", "unknown")
+    stamp = stamp.rpartition(".")[2]
+    built = (f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]}+00:00"
+             if len(stamp) == 14 and stamp.isdigit() else "unknown")
+    return (f"-s -w -X {pkg}.NAME=gitlab-runner -X {pkg}.VERSION={version} -X {pkg}.REVISION={revision[:8]} "
+            f"-X {pkg}.BRANCH=v{version} -X {pkg}.BUILT={built}")
 
 
 def standin_modules() -> dict[str, Path]:
@@ -154,7 +160,8 @@ def _tree_digest(digest, root: Path) -> None:
 
 def gomodule_key(config: Config) -> str:
     """Everything the build depends on: module version, Go, stand-ins, nested module."""
-    digest = hashlib.sha256(f"{config.runner_module_version}\0{tools.capture(['go', 'env', 'GOVERSION'])}".encode())
+    recipe = gomodule_ldflags(config.runner_version, config.runner_module_version)
+    digest = hashlib.sha256(f"{recipe}\0{tools.capture(['go', 'env', 'GOVERSION'])}".encode())
     _tree_digest(digest, STANDINS)
     nested = nested_module_dir(config)
     if nested:
@@ -204,7 +211,6 @@ def from_gomodule(config: Config, arch: str) -> Path:
     if src_version != config.runner_version:
         raise RunnerSourceError(f"{MODULE}@{module_version} is gitlab-runner {src_version}, not {config.runner_version}: "
                                 "set runner_module_version to the module version of that release")
-    revision = module_version.rsplit("-", 1)[-1][:8]
     env = dict(os.environ, GOFLAGS="-mod=mod", CGO_ENABLED="0", GOOS="linux", GOARCH=arch)
     with tempfile.TemporaryDirectory(prefix="pipglr-runner-") as tmp:
         work = Path(tmp) / "src"
@@ -212,13 +218,13 @@ def from_gomodule(config: Config, arch: str) -> Path:
         for p in work.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
         standins = _use_standins(work, nested_module_dir(config))
-        tools.say(f"runner: building gitlab-runner {src_version} ({revision}) and its helper for {arch} from its "
+        tools.say(f"runner: building gitlab-runner {src_version} ({module_version}) and its helper for {arch} from its "
                   "Go module (takes minutes)" + (f"; stand-ins for {len(standins)} modules the proxy refuses: "
                                                  + ", ".join(standins) if standins else ""))
         out = Path(tmp) / "out"
         try:
             for package, name in ((".", "gitlab-runner"), (HELPER_PACKAGE, "gitlab-runner-helper")):
-                tools.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, revision),
+                tools.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, module_version),
                            "-o", str(out / f"{name}-{arch}"), package], cwd=str(work), env=env, tail=400)
         except CommandFailed as e:
             refused = sorted(set(REFUSED.findall(str(e))))

@@ -113,8 +113,9 @@ def test_auto_prefers_a_given_file_then_says_why_others_failed(tmp_path, cache):
 
 
 def test_gomodule_ldflags_set_version_and_revision():
-    flags = runner.gomodule_ldflags("19.4.0", "fc1f1862")
-    assert "common.VERSION=19.4.0" in flags and "common.REVISION=fc1f1862" in flags
+    flags = runner.gomodule_ldflags("19.4.0", "v1.11.1-0.20260903214710-fc1f1862bd91")
+    assert "common.VERSION=19.4.0" in flags and "common.REVISION=fc1f1862 " in flags
+    assert "common.BUILT=2026-09-03T21:47:10+00:00" in flags and flags.startswith("-s -w ")
 
 
 class FakeGo:
