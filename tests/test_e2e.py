@@ -281,7 +281,7 @@ def test_unreachable_coordinator_is_retried_and_logged(world):
     sh("podman", "exec", world.standin.name, "pkill", "-f", "gitlab_coordinator.py")
     def reported():
         log = world.runner_log()
-        return log if "Cannot get jobs from GitLab at" in log else None
+        return log if "connection refused" in log else None
     log = wait_for(reported, 120, interval=2, what="the runner to report the unreachable coordinator")
-    assert f"Cannot get jobs from GitLab at {URL}" in log and "Still trying" in log, log[-3000:]
+    assert "WARNING: Checking for jobs... failed" in log and f"{URL}/api/v4/jobs/request" in log, log[-3000:]
     assert world.outer("systemctl", "is-active", "runner.service").stdout.strip() == "active"
