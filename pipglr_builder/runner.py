@@ -228,6 +228,12 @@ def from_gomodule(config: Config, arch: str) -> Path:
                            "-o", str(out / f"{name}-{arch}"), package], cwd=str(work), env=env, tail=400)
         except CommandFailed as e:
             refused = sorted(set(REFUSED.findall(str(e))))
+            if any(module == NESTED_MODULE for module, _ in refused):
+                raise RunnerSourceError(
+                    f"gitlab-runner's nested module {NESTED_MODULE} is not in its module download and the Go proxy "
+                    "refuses its published version: set runner_nested_module_dir to a copy of it (gitlab-runner's "
+                    "helpers/runner_wrapper/api at the same release; ../shared/third_party beside a clone is used "
+                    "when present).") from None
             if refused:
                 raise RunnerSourceError(
                     f"the Go module proxy refuses {', '.join(m + '@' + v for m, v in refused)} "

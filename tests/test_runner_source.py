@@ -195,3 +195,12 @@ def test_gomodule_refused_module_without_stand_in_is_named(fake_go):
     text = str(err.value)
     assert "refuses gitlab.com/example/newdep@v1.2.3" in text and "no stand-in" in text
     assert "runner_source = file" in text
+
+
+def test_gomodule_missing_nested_module_says_which_setting(fake_go):
+    fake_go(refused=set(), requires={}, build_error=(
+        "x.go:1:2: gitlab.com/gitlab-org/gitlab-runner/helpers/runner_wrapper/api@v0.1.1: reading "
+        "https://proxy.golang.org/gitlab.com/gitlab-org/gitlab-runner/helpers/runner_wrapper/api/@v/v0.1.1.zip: "
+        "403 Forbidden\n"))
+    with pytest.raises(RunnerSourceError, match="set runner_nested_module_dir"):
+        runner.from_gomodule(config.load(None), "amd64")
