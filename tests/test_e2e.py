@@ -141,6 +141,7 @@ def test_register_twice_through_the_runlabel(world):
         world.alice("podman", "container", "runlabel", "register", world.image, "--", "--url", URL, "--name", name)
     config = world.alice("cat", "config.toml").stdout
     assert runners_in(config) == 2
+    assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
     for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
                      'network_mode = "host"', '"/cache:/cache"', "token_expires_at"):
         assert expected in config, f"{expected} missing from config.toml:\n{config}"
