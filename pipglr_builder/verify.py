@@ -28,6 +28,7 @@ from .errors import PipglrError
 
 CHECKS = Path(__file__).resolve().parent / "checks"
 CONTAINER = "pipglr"  # the name the run runlabel gives the outer container
+METRICS = 'listen_address = "127.0.0.1:9252"'  # top-level (metrics): the session server must not touch it
 
 
 @dataclasses.dataclass
@@ -96,7 +97,7 @@ def setup_full(image: str, marker: str, cleanup: list) -> Target:
         tools.say(f"verify: podman container runlabel {label} {image}  (as alice)")
         standin.as_user("alice", ["podman", "container", "runlabel", label, image])
     standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"],
-                    input=f"# {marker}\nconcurrent = 1\ncheck_interval = 3\n")
+                    input=f"# {marker}\nconcurrent = 1\ncheck_interval = 3\n{METRICS}\n")
     tools.say(f"verify: podman container runlabel run {image}  (as alice)")
     standin.as_user("alice", ["podman", "container", "runlabel", "run", image])
     target.env = standin.start_api("alice")
