@@ -262,7 +262,7 @@ def test_debug_switches_without_rebuilding(world):
 
 def test_logs_runlabel_collects_a_bug_report_without_tokens(world):
     report = world.alice("podman", "container", "runlabel", "logs", world.image).stdout
-    for section in ("image and versions", "pipglr services", "runner config (tokens redacted)",
+    for section in ("image and versions", "pipglr services", "runner config (secrets redacted)",
                     "journal: runner.service", "journal: podman", "journal: system"):
         assert f"===== {section}" in report, section
     assert "[REDACTED]" in report
