@@ -58,7 +58,7 @@ def test_socket_is_for_podman_and_runner_only(host):
     # making the socket, and a stat there once came back as owner '' (2 of 3 verify runs on a busy machine).
     def settled():
         result = host.run(f"stat -c '%U %G %a %F' {SOCKET}")
-        fields = result.stdout.split(maxsplit=3)
+        fields = result.stdout.strip().split(maxsplit=3)
         return fields if result.rc == 0 and len(fields) == 4 else None
     owner, group, mode, kind = wait_for(settled, 60, what=f"{SOCKET} to exist")
     assert (owner, group, mode, kind) == ("podman", "podman-api", "660", "socket")
