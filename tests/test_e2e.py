@@ -244,6 +244,20 @@ def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
         sh("podman", "rmi", "--force", new, check=False)
 
 
+def test_setup_runlabels_again_leave_a_used_volume_alone(world):
+    """setupstorage/setupcache run again on volumes in use: nested image layers keep their owners."""
+    not_podmans = ("find /home/podman/.local/share/containers/storage/overlay /cache -xdev ! -user podman "
+                   "-printf '%u %p\\n' | sort | md5sum; find /home/podman/.local/share/containers/storage/overlay "
+                   "-xdev ! -user podman | wc -l")
+    before = world.outer("sh", "-c", not_podmans).stdout
+    assert int(before.split()[-1]) > 0, "a job image's layers hold files of other users (e.g. _apt)"
+    for label in ("setupstorage", "setupcache"):
+        world.alice("podman", "container", "runlabel", label, world.image)
+    assert world.outer("sh", "-c", not_podmans).stdout == before
+    job = world.wait_job(world.add_job("cat /cache/e2e.txt"))
+    assert job["state"] == "success", job["trace"][-2000:]
+
+
 def test_debug_switches_without_rebuilding(world):
     world.alice("podman", "rm", "--force", "pipglr")
     world.alice("env", "RUNNER_LOG_LEVEL=debug", "PODMAN_LOG_LEVEL=debug",

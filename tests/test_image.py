@@ -71,7 +71,7 @@ def test_image_has_oci_labels(image):
 def test_runlabel_command_expands_image(image):
     # podman's own runlabel, in display mode: proves the label is usable as-is.
     out = sh("podman", "container", "runlabel", "--display", "setupstorage", image).stdout
-    assert f"{image} /usr/bin/chown -R 1000:1000" in out
+    assert f"{image} /usr/bin/chown 1000:1000 /home/podman/.local/share/containers" in out
 
 
 def test_systemd_is_pid1_and_running(booted):

@@ -111,7 +111,7 @@ def test_quadlet_has_the_run_label_container(overrides):
     runner = cfg.runner_uid
     for line in ("[Unit]", "[Container]", f"Image={IMAGE}", "ContainerName=pipglr", "HostName=pipglr",
                  "AddDevice=/dev/fuse", f"Secret=config.toml,type=mount,uid={runner},gid={runner},mode=0400",
-                 *(f"Volume={name}:{path}:Z" for name, path in VOLUMES.items()),
+                 *(f"Volume={name}:{path}:z" for name, path in VOLUMES.items()),
                  "PodmanArgs=--privileged --systemd=always", "PodmanArgs=--env RUNNER_LOG_LEVEL --env PODMAN_LOG_LEVEL --env PIPGLR_CA_BUNDLE",
                  "[Service]", "Restart=on-failure", "SuccessExitStatus=130", "[Install]", "WantedBy=default.target"):
         assert line in text.splitlines(), f"{line!r} missing from the quadlet:\n{text}"
@@ -210,7 +210,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
         for arg in ("--name pipglr", "--hostname pipglr", "--device /dev/fuse", "--privileged", "--systemd=always",
                     f"--secret {secret}", "--env RUNNER_LOG_LEVEL --env PODMAN_LOG_LEVEL --env PIPGLR_CA_BUNDLE",
-                    *(f"-v {name}:{path}:Z" for name, path in VOLUMES.items())):
+                    *(f"-v {name}:{path}:z" for name, path in VOLUMES.items())):
             assert arg in exec_start, f"{arg!r} not in {exec_start}"
         assert exec_start.endswith(f" {image}"), exec_start
 
