@@ -1,0 +1,311 @@
+"""End to end: the job features users rely on, with the real gitlab-runner and helper, nested.
+
+One world for the module, set up as the README tells a user: on the stand-in
+host (user alice, rootless podman), the test coordinator (GitLab's runner API,
+artifacts, and git's dumb HTTP protocol for a bare repository this test
+makes), `runlabel register` with the REGISTRATION_TOKEN secret, the
+config.toml secret, setupstorage, setupcache, the helper image through the
+`preload` runlabel, `runlabel run`; the job image (the Debian base) and a
+service image this test builds are loaded into the nested storage. Then git
+clone and fetch, cache, artifacts, a service, after_script, a job timeout, a
+job cancelled from GitLab and a masked variable, each checked on what the
+coordinator recorded and on the trace, and each leaving no nested container.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipglr_builder.errors import PipglrError
+from pipglr_builder.hosts import StandIn, wait_for
+
+from .conftest import sh
+from .test_e2e import BASE, HELPER, TESTS, World, _answers
+
+pytestmark = pytest.mark.slow
+PORT = 8080
+URL = f"http://host.containers.internal:{PORT}"
+PROJECT = "pipglr/e2e"  # the coordinator's project (job_info, repo_url path)
+SERVICE_PORT = 18080  # the service listens on the outer container's loopback (network_mode host)
+PODMAN = ["runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman"]
+# tini as PID 1 passes SIGTERM on, as a well-behaved service image does (a PID 1 that ignores it costs
+# every job podman's 10 s stop timeout at cleanup). No EXPOSE: see test_a_service_is_reached_by_the_job.
+SERVICE_CONTAINERFILE = f"""FROM {BASE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox tini \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+RUN mkdir -p /srv/www && echo pipglr-service-answers > /srv/www/marker.txt
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["busybox", "httpd", "-f", "-v", "-p", "127.0.0.1:{SERVICE_PORT}", "-h", "/srv/www"]
+"""
+
+
+class Repo:
+    """The bare repository the coordinator serves (ROOT/pipglr/e2e.git) and a work tree to commit from."""
+
+    def __init__(self, root: Path, work: Path):
+        self.bare, self.work = root / f"{PROJECT}.git", work
+        self.env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+                    "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
+                    "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid"}
+        self.git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
+        self.git("init", "--quiet", "--initial-branch=main", str(self.work))
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, env=self.env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    def commit(self, name: str, text: str) -> str:
+        """Commit NAME with TEXT, push it to the served repository, refresh its dumb-HTTP index; the sha."""
+        (self.work / name).write_text(text + "\n")
+        self.git("add", name, cwd=self.work)
+        self.git("commit", "--quiet", "--message", f"add {name}", cwd=self.work)
+        self.git("push", "--quiet", str(self.bare), "main", cwd=self.work)
+        self.git("update-server-info", cwd=self.bare)
+        for directory, _, files in os.walk(self.bare.parent.parent):  # readable for the coordinator
+            os.chmod(directory, 0o755)
+            for f in files:
+                os.chmod(os.path.join(directory, f), 0o644)
+        return self.git("rev-parse", "HEAD", cwd=self.work)
+
+
+@pytest.fixture(scope="module")
+def service_image():
+    """A service image made from the Debian base: busybox httpd answering on 127.0.0.1:SERVICE_PORT."""
+    name = f"localhost/pipglr-e2e-service:{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="pipglr-e2e-service-") as context:
+        (Path(context) / "Containerfile").write_text(SERVICE_CONTAINERFILE)
+        sh("buildah", "bud", "--isolation", "chroot", "--quiet", "--tag", name, context)
+    try:
+        yield name
+    finally:
+        sh("podman", "rmi", "--force", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root, work = tmp_path_factory.mktemp("git-root"), tmp_path_factory.mktemp("git-work")
+    r = Repo(root, work)
+    r.commit("README.md", "pipglr e2e repository, first commit")
+    return r
+
+
+@pytest.fixture(scope="module")
+def world(image, repo, service_image):
+    git_root = repo.bare.parent.parent
+    git_root.chmod(0o755)
+    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro", f"{git_root}:/git:ro"))
+    token = f"reg-{uuid.uuid4().hex}"
+    try:
+        standin.start()
+        sh("podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
+           "--listen", f"0.0.0.0:{PORT}", "--registration-token", token, "--external-url", URL,
+           "--git-root", "/git")
+        w = World(standin, image, token)
+        wait_for(lambda: _answers(w), 30, what="the test coordinator")
+        standin.load_image("alice", image)
+        # As the README says: register with the token secret, the config secret, storage, cache, helper, run.
+        w.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=token + "\n")
+        w.alice("touch", "config.toml")
+        w.alice("podman", "container", "runlabel", "register", image, "--", "--url", URL, "--name", "e2e-jobs")
+        w.alice("podman", "secret", "create", "config.toml", "config.toml")
+        for label in ("setupstorage", "setupcache"):
+            w.alice("podman", "container", "runlabel", label, image)
+        w.preload(HELPER)
+        w.alice("podman", "container", "runlabel", "run", image)
+        w.wait_booted()
+        w.load_nested(BASE)
+        w.load_nested(service_image)
+        yield w
+    finally:
+        standin.close()
+
+
+def queue(world: World, *script: str, **spec) -> int:
+    """Queue a job (the coordinator's /_test/jobs spec: see job_payload in gitlab_coordinator.py)."""
+    return world.coordinator("POST", "/_test/jobs", {"script": list(script), "image": BASE, **spec})["id"]
+
+
+def run_job(world: World, *script: str, **spec) -> dict:
+    job = world.wait_job(queue(world, *script, **spec))
+    assert job["job_token"] not in job["trace"], "the job token leaked into the trace"
+    return job
+
+
+def nested_containers(world: World) -> list[str]:
+    return world.outer(*PODMAN, "ps", "--all", "--format", "{{.Names}}", check=True).stdout.split()
+
+
+def assert_no_job_containers(world: World) -> None:
+    """Nothing the jobs started is left in the nested podman (the runner removes them after the job)."""
+    left: list[str] = []
+
+    def gone() -> bool:
+        left[:] = nested_containers(world)
+        return not left
+    try:
+        wait_for(gone, 60, interval=1, what="the job's nested containers to be removed")
+    except PipglrError:
+        pytest.fail(f"nested containers left behind: {left}")
+
+
+def test_jobs_reach_host_containers_internal_where_the_runner_does(world):
+    """The product fix: pipglr-env gives the nested podman the outer container's address for the name."""
+    hosts = world.outer("cat", "/etc/hosts", check=True).stdout
+    outer = next(line.split()[0] for line in hosts.splitlines()
+                 if "host.containers.internal" in line.split()[1:] and not line.startswith("#"))
+    conf = "/home/podman/.config/containers/containers.conf.d/50-pipglr-host-internal.conf"
+    assert f'host_containers_internal_ip = "{outer}"' in world.outer("cat", conf, check=True).stdout
+    assert world.outer("stat", "--format", "%U:%G", conf, check=True).stdout.strip() == "podman:podman"
+    job = run_job(world, "getent hosts host.containers.internal")
+    assert job["state"] == "success", job["trace"][-3000:]
+    assert f"{outer} " in job["trace"] or f"{outer}\t" in job["trace"], job["trace"][-2000:]
+    assert_no_job_containers(world)
+
+
+def test_git_clone_then_fetch(world, repo):
+    first = repo.git("rev-parse", "HEAD", cwd=repo.work)
+    clone = run_job(world, "cat README.md", git={"sha": first, "ref": "main"}, variables={"GIT_STRATEGY": "clone"})
+    assert clone["state"] == "success", clone["trace"][-3000:]
+    assert "Initialized empty Git repository" in clone["trace"] and "Created fresh repository." in clone["trace"]
+    assert f"Checking out {first[:8]} as detached HEAD (ref is main)" in clone["trace"]
+    assert "pipglr e2e repository, first commit" in clone["trace"]
+    served = [r for r in world.state()["git_requests"] if r["status"] == 200]
+    assert served and {r["job_id"] for r in served} == {clone["id"]}, served
+    assert any(r["path"] == f"/{PROJECT}.git/info/refs" for r in served)
+
+    # A project set to git strategy "fetch": the build directory is kept and fetched into.
+    fetches = []
+    for name in ("second.txt", "third.txt"):
+        sha = repo.commit(name, f"content of {name}")
+        job = run_job(world, f"cat {name}", "cat README.md", git={"sha": sha, "ref": "main"},
+                      allow_git_fetch=True, variables={"GIT_STRATEGY": "fetch"})
+        assert job["state"] == "success", job["trace"][-3000:]
+        assert "Fetching changes..." in job["trace"] and f"Checking out {sha[:8]}" in job["trace"]
+        assert f"content of {name}" in job["trace"] and "first commit" in job["trace"]
+        fetches.append(job)
+    # The second fetch found the repository the first one made (the runner removes .git/config after
+    # each job, so it adds the remote again), and fetched only what was new.
+    assert "Reinitialized existing Git repository" in fetches[1]["trace"], fetches[1]["trace"][-3000:]
+    requests = world.state()["git_requests"]
+    first_commit = f"/{PROJECT}.git/objects/{first[:2]}/{first[2:]}"
+    fetched = [{r["path"] for r in requests if r["job_id"] == job["id"]} for job in fetches]
+    assert first_commit in fetched[0] and first_commit not in fetched[1], fetched
+    assert all(r["job_id"] is not None for r in requests if r["status"] == 200)
+    assert not [r for r in requests if r["status"] == 403], "a clone used a wrong token"
+    assert_no_job_containers(world)
+
+
+CACHE = [{"key": "e2e-deps", "paths": ["deps/"], "policy": "pull-push", "when": "on_success", "untracked": False,
+          "fallback_keys": []}]
+
+
+def test_cache_saved_by_one_job_restored_in_the_next(world):
+    saver = run_job(world, "mkdir -p deps", "echo cached-by-$CI_JOB_ID > deps/value.txt", cache=CACHE)
+    assert saver["state"] == "success", saver["trace"][-3000:]
+    assert "Creating cache e2e-deps" in saver["trace"] and "Created cache" in saver["trace"]
+    reader = run_job(world, "cat deps/value.txt", cache=CACHE)
+    assert reader["state"] == "success", reader["trace"][-3000:]
+    assert "Checking cache for e2e-deps" in reader["trace"]
+    assert "Successfully extracted cache" in reader["trace"]
+    assert f"cached-by-{saver['id']}" in reader["trace"]
+    assert_no_job_containers(world)
+
+
+ARTIFACTS = [{"name": "e2e-out", "paths": ["out/"], "when": "on_success", "artifact_format": "zip",
+              "artifact_type": "archive", "expire_in": "1 day", "untracked": False, "exclude": []}]
+
+
+def test_artifacts_uploaded_then_downloaded_by_a_dependent_job(world):
+    producer = run_job(world, "mkdir -p out", "echo built-by-$CI_JOB_ID > out/result.txt", name="build",
+                       artifacts=ARTIFACTS)
+    assert producer["state"] == "success", producer["trace"][-3000:]
+    assert "Uploading artifacts..." in producer["trace"] and "201 Created" in producer["trace"]
+    uploaded = producer["artifacts"]
+    assert "out/result.txt" in uploaded["files"], uploaded
+    assert uploaded["chunked"] and uploaded["artifact_format"] == "zip" and uploaded["artifact_type"] == "archive"
+    assert uploaded["expire_in"] == "1 day"
+
+    consumer = run_job(world, "cat out/result.txt", name="test", dependencies=[producer["id"]])
+    assert consumer["state"] == "success", consumer["trace"][-3000:]
+    assert f"Downloading artifacts for build ({producer['id']})" in consumer["trace"]
+    assert f"built-by-{producer['id']}" in consumer["trace"]
+    downloads = [e for e in world.state()["events"] if e["kind"] == "artifacts-download"]
+    assert downloads and all(e["allowed"] and e["by"] == consumer["id"] and e["job_id"] == producer["id"]
+                             for e in downloads), downloads
+    assert_no_job_containers(world)
+
+
+def test_a_service_is_reached_by_the_job(world, service_image):
+    # Under network_mode host the service shares the outer container's network: 127.0.0.1, no alias.
+    # The runner's health check cannot reach a service there (it dials the service container's name):
+    # a service without exposed ports costs 10 s and a warning, one with EXPOSE the full 30 s timeout.
+    fetch = (f"for i in $(seq 100); do (: > /dev/tcp/127.0.0.1/{SERVICE_PORT}) 2>/dev/null && break; sleep 0.1; done; "
+             f"exec 3<>/dev/tcp/127.0.0.1/{SERVICE_PORT}; printf 'GET /marker.txt HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3")
+    job = run_job(world, fetch, services=[{"name": service_image, "alias": "web"}])
+    assert job["state"] == "success", job["trace"][-3000:]
+    assert f"Starting service {service_image}" in job["trace"]
+    assert "200 OK" in job["trace"] and "pipglr-service-answers" in job["trace"]
+    assert_no_job_containers(world)
+
+
+def test_after_script_runs_after_a_failing_script(world):
+    job = run_job(world, "echo in-the-script", "exit 3", "echo not-reached",
+                  after_script=["echo after-script-ran status=$CI_JOB_STATUS"])
+    assert job["state"] == "failed"
+    assert job["exit_code"] == 3 and job["failure_reason"] == "script_failure"
+    trace = job["trace"]
+    assert "in-the-script" in trace and "$ echo not-reached" not in trace
+    assert "Running after script..." in trace and "after-script-ran status=failed" in trace
+    assert trace.index("in-the-script") < trace.index("after-script-ran")
+    assert_no_job_containers(world)
+
+
+def test_a_job_over_its_timeout_is_failed_with_the_timeout_reason(world):
+    job = run_job(world, "echo before-the-timeout", "sleep 600", "echo not-reached", timeout=10)
+    assert job["state"] == "failed"
+    assert job["failure_reason"] == "job_execution_timeout", job
+    assert "before-the-timeout" in job["trace"] and "$ echo not-reached" not in job["trace"]
+    assert "execution took longer than 10s seconds" in job["trace"], job["trace"][-2000:]
+    assert_no_job_containers(world)
+
+
+def test_a_job_cancelled_from_gitlab_stops(world):
+    job_id = queue(world, "echo cancel-me", "while true; do echo tick; sleep 1; done")
+    wait_for(lambda: "tick" in world.state()["jobs"][str(job_id)]["trace"], 120, interval=1,
+             what="the job to run and send its trace")
+    world.coordinator("POST", f"/_test/jobs/{job_id}/cancel", {})
+
+    def final_update():
+        job = world.state()["jobs"][str(job_id)]
+        return job if any(u["state"] in ("success", "failed") for u in job.get("updates", [])) else None
+    job = wait_for(final_update, 60, interval=1, what="the runner to stop the cancelled job")
+    assert job["state"] == "canceled"
+    assert [u["state"] for u in job["updates"] if u["state"] != "running"] == ["failed"], job["updates"]
+    assert_no_job_containers(world)
+    # The runner goes on taking jobs.
+    after = run_job(world, "echo after-the-cancel")
+    assert after["state"] == "success", after["trace"][-2000:]
+
+
+def test_a_masked_variable_never_appears_in_the_trace(world):
+    secret = f"pipglr-masked-{uuid.uuid4().hex[:12]}"
+    job = run_job(world, 'echo "secret=$E2E_SECRET"', f'test "${{#E2E_SECRET}}" -eq {len(secret)} && echo secret-is-set',
+                  masked_variables={"E2E_SECRET": secret})
+    assert job["state"] == "success", job["trace"][-2000:]
+    assert "secret=[MASKED]" in job["trace"] and "secret-is-set" in job["trace"]
+    assert secret not in job["trace"]
+    assert_no_job_containers(world)
+
+
+def test_nothing_the_jobs_started_is_left(world):
+    assert nested_containers(world) == []
+    jobs = world.state()["jobs"]
+    assert all(j["state"] in ("success", "failed", "canceled") for j in jobs.values()), jobs
+    assert world.outer("systemctl", "is-active", "runner.service").stdout.strip() == "active"
