@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from pipglr_builder import config, runner
+
 from .conftest import IMAGE_NAME, ROOT, runner_args, sh
 
 pytestmark = pytest.mark.slow
@@ -51,7 +53,11 @@ def test_installed_tool_renders_builds_and_verifies(installed):
     tag = f"t-wheel-{uuid.uuid4().hex[:8]}"
     ref = f"{IMAGE_NAME}:{tag}"
     try:
-        proc = run(installed, "build", "--image-name", IMAGE_NAME, "--tags", tag, *runner_args())
+        # Installed, the tool has no clone beside it: it is told where gitlab-runner's nested module is, as
+        # README says for machines whose Go proxy refuses it (the runner it builds is then the cached one).
+        nested = runner.nested_module_dir(config.load(None))
+        proc = run(installed, "build", "--image-name", IMAGE_NAME, "--tags", tag, *runner_args(),
+                   "--runner-nested-module-dir", str(nested))
         assert proc.returncode == 0, proc.stderr[-4000:]
         assert proc.stdout.strip().splitlines()[-1] == ref
         proc = run(installed, "verify", ref)
