@@ -64,6 +64,8 @@ def test_good_setup_is_ready(standin, image):
     assert code == 0, out
     assert "ok    the config.toml secret parses and has 1 runner(s)" in out
     assert "ready: the pipglr container can start" in out
+    assert f"note  {image} lets jobs run privileged (NESTED_PRIVILEGED=true)" in out, out
+    assert "no syscall filter" in out and "wrong for a shared runner" in out
     # This VM's cgroup2 has no controllers to delegate: a warning with the fix, not a failure.
     assert "WARN  cgroup controllers" in out and "Delegate=" in out
 

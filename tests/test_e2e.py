@@ -138,7 +138,9 @@ def test_register_twice_through_the_runlabel(world):
     world.coordinator("POST", "/_test/config", {"token_ttl": 90})  # tokens GitLab will want rotated
     world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=world.registration_token + "\n")
     for name in ("e2e-1", "e2e-2"):
-        world.alice("podman", "container", "runlabel", "register", world.image, "--", "--url", URL, "--name", name)
+        said = world.alice("podman", "container", "runlabel", "register", world.image, "--", "--url", URL,
+                           "--name", name)
+    assert "may run privileged" in said.stderr and "no syscall filter" in said.stderr, said.stderr
     config = world.alice("cat", "config.toml").stdout
     assert runners_in(config) == 2
     assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
