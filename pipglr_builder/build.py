@@ -27,7 +27,7 @@ INPUTS_LABEL = "io.pipglr.inputs"
 
 
 def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "",
-             no_cache: bool = False, standins: tuple[str, ...] = ()) -> list[str]:
+             no_cache: bool = False, standins: tuple[str, ...] = (), runner_sha256: str = "") -> list[str]:
     """The buildah command for one platform (data, so tests can read it)."""
     return [
         # --force-rm: a failed step's working container is removed too, not left to fill the disk.
@@ -39,6 +39,7 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, i
         "--build-arg", f"REVISION={render.git_revision()}",
         "--build-arg", f"SOURCE={render.git_source()}",
         "--build-arg", f"RUNNER_STANDINS={','.join(standins) or 'none'}",
+        "--build-arg", f"RUNNER_SHA256={runner_sha256}",
         "--file", str(context / "Containerfile"),
         "--tag", tag,
         str(context),
@@ -147,7 +148,8 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                     tools.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
                 tools.say(f"build: {arch} image (gitlab-runner from {source})")
-                tools.run(bud_argv(config, arch, context, tag, created, key, no_cache, standins),
+                tools.run(bud_argv(config, arch, context, tag, created, key, no_cache, standins,
+                                   runner.sha256_of(binaries[arch])),
                           on_line=StepProgress(arch, verbose), quiet=not verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True

@@ -11,6 +11,8 @@ def test_bud_argv_builds_one_platform_with_its_base():
     assert "BASE_IMAGE=localhost/pipglr-base:trixie-arm64" in argv
     assert "TARGETARCH=arm64" in argv and "CREATED=2026-01-01T00:00:00Z" in argv
     assert f"{build.INPUTS_LABEL}=k" in argv
+    argv = build.bud_argv(cfg, "arm64", render.TEMPLATES, "t", "c", "k", runner_sha256="ab" * 32)
+    assert f"RUNNER_SHA256={'ab' * 32}" in argv  # part of the install step's cache key
 
 
 def test_inputs_key_is_stable_and_sees_every_input(tmp_path):

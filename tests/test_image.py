@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 
 import pytest
 import testinfra
@@ -158,3 +159,21 @@ def test_unchanged_rebuild_is_skipped(image):
     proc = cli("build", "--image-name", name, "--tags", tag, *runner_args())
     assert "unchanged" in proc.stderr and "not rebuilt" in proc.stderr, proc.stderr[-2000:]
     assert sh("podman", "image", "inspect", "--format", "{{.Id}}", image).stdout == before
+
+
+def test_another_runner_binary_of_the_same_version_is_installed(image):
+    """The install step mounts the binary (no COPY layer): its checksum keeps buildah's layer cache honest."""
+    from pipglr_builder import config, runner
+    other = runner.helper_binary(runner.from_gomodule(config.load(None), "amd64"), "amd64")  # any other binary
+    digest = runner.sha256_of(other)
+    name, tag = IMAGE_NAME, f"t-other-{uuid.uuid4().hex[:8]}"
+    try:
+        cli("build", "--image-name", name, "--tags", tag, "--runner-source", "file", "--runner-file", str(other),
+            "--runner-sha256", digest, "--pull-policy", "if-not-present")
+        installed = sh("podman", "run", "--rm", "--entrypoint", "sha256sum", f"{name}:{tag}",
+                       "/usr/local/bin/gitlab-runner").stdout.split()[0]
+        assert installed == digest, "a cached install layer kept the previous binary"
+        layers = sh("podman", "history", "--format", "{{.CreatedBy}}", f"{name}:{tag}").stdout
+        assert "/tmp/runner" not in "".join(line for line in layers.splitlines() if "COPY" in line)
+    finally:
+        sh("podman", "rmi", "--force", f"{name}:{tag}", check=False)
