@@ -148,6 +148,18 @@ def _uid(value: int) -> str | None:
     return None
 
 
+def _stop_timeout(value: int) -> str | None:
+    if not 10 <= value <= 86400:
+        return "expected seconds between 10 and 86400"
+    return None
+
+
+def _pids_limit(value: int) -> str | None:
+    if value != 0 and value < 512:
+        return "expected 0 (no limit) or at least 512 tasks (systemd, podman and the runner need a few hundred)"
+    return None
+
+
 def _packages(value: list[str]) -> str | None:
     for p in value:
         if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p):
@@ -215,6 +227,12 @@ SETTINGS: tuple[Setting, ...] = (
             "listen_address, e.g. 0.0.0.0:8093, published on the host by `runlabel run` (empty: off).", _hostport),
     Setting("session_server_advertise", str, "", "The host:port GitLab uses to reach the session server "
             "(default: the listen address).", _hostport),
+    Setting("stop_timeout", int, 600, "Seconds running jobs get to finish when pipglr stops (podman stop, host "
+            "shutdown): gitlab-runner's graceful window; the outer container waits 30 s longer.", _stop_timeout),
+    Setting("pids_limit", int, 0, "Task limit of the whole outer container (systemd, podman, the runner and every "
+            "job), where the host delegates the pids controller: 0 = none, as upstream pipglr (podman's default "
+            "is 2048; -1 is refused: podman then writes pids.max, which fails where pids is not delegated).",
+            _pids_limit),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
     Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
     Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
@@ -250,6 +268,8 @@ class Config:
     registry_mirrors: tuple[str, ...]
     session_server_listen: str
     session_server_advertise: str
+    stop_timeout: int
+    pids_limit: int
     nested_privileged: bool
     podman_uid: int
     runner_uid: int

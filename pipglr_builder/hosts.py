@@ -19,7 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import tools
+from . import render, tools
 from .errors import CommandFailed, PipglrError
 
 HERE = Path(__file__).resolve().parent
@@ -94,8 +94,8 @@ class RootfulBoot:
         platform = ["--arch", self.arch] if self.arch else []
         sh(["podman", "run", "--detach", "--name", self.name, "--hostname", "pipglr", *platform,
             "--privileged", "--cgroupns=private", "--systemd=always", "--device", "/dev/fuse",
-            "--volume", f"{self.volumes[0]}:/home/podman/.local/share/containers",
-            "--volume", f"{self.volumes[1]}:/cache",
+            "--volume", f"{self.volumes[0]}:{render.NESTED_STORAGE}",
+            "--volume", f"{self.volumes[1]}:{render.NESTED_VOLUMES}",
             "--entrypoint", "/bin/sh", self.image, "-c", f"{CGROUP2_PREFIX} {ENTRYPOINT}"])
         wait_for(lambda: booted_state(self.exec_argv()), timeout, what=f"systemd in {self.name} to boot")
         return self
@@ -141,6 +141,8 @@ class StandIn:
         sh(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin", "--no-hosts",
             "--privileged", "--cgroupns=private", "--systemd=always",
             "--device", "/dev/fuse", "--device", "/dev/net/tun",
+            # A host has no task limit of podman's 2048 (this machine's cgroup v1 enforces it).
+            "--pids-limit", "-1",
             # Users' container storage must not be on overlay (no overlay on overlay).
             "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
             *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])

@@ -20,6 +20,13 @@ from .errors import PipglrError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from one
+# The nested podman's storage (volume pipglr-storage) and, inside it, the directory of its named
+# volumes, where volume pipglr-cache is mounted: the jobs' per-project cache volumes live there,
+# apart from images, and need no volume_path setting (podman ignores a changed one on old storage).
+NESTED_STORAGE = "/home/podman/.local/share/containers"
+NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
+# After the runner's graceful window: systemd stops the other units of the outer container.
+OUTER_STOP_MARGIN = 30
 # render writes this file into every build context, and replaces only a directory holding it.
 MARKER = ".pipglr-build-context"
 RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload")
@@ -107,6 +114,9 @@ def template_values(config: Config) -> dict:
         "runner_uid": config.runner_uid,
         "prune_interval": config.prune_interval,
         "nested_privileged": "true" if config.nested_privileged else "false",
+        "stop_timeout": config.stop_timeout,
+        "outer_stop_timeout": config.stop_timeout + OUTER_STOP_MARGIN,
+        "pids_limit": config.pids_limit,
         "runner_version": config.runner_version,
         "runner_release_url": config.runner_release_url,
         "base_suite": config.base_suite,
@@ -121,6 +131,8 @@ def template_values(config: Config) -> dict:
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
         "masked_units": MASKED_UNITS,
         "outer_id_count": OUTER_ID_COUNT,
+        "nested_storage": NESTED_STORAGE,
+        "nested_volumes": NESTED_VOLUMES,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

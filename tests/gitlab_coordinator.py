@@ -112,9 +112,10 @@ def job_payload(job_id: int, token: str, spec: dict, external_url: str, st: Stat
     SPEC: script, image; optional name, variables {KEY: VALUE}, masked_variables {KEY: VALUE},
     timeout (runner_info.timeout, seconds), after_script, git {sha, ref, depth} and allow_git_fetch,
     cache, artifacts, services (lists as GitLab sends them), dependencies (job ids).
+    project: {id, path} of another project (default 42, pipglr/e2e, whose repository is served).
     """
     server = urllib.parse.urlsplit(external_url)
-    project = "pipglr/e2e"
+    project_id, project = spec.get("project", {}).get("id", 42), spec.get("project", {}).get("path", "pipglr/e2e")
     git = spec.get("git") or {}
     sha = git.get("sha", "0" * 40)
     ref = git.get("ref", "main")
@@ -130,8 +131,8 @@ def job_payload(job_id: int, token: str, spec: dict, external_url: str, st: Stat
                  var("CI_SERVER_PROTOCOL", server.scheme),
                  var("CI_JOB_ID", str(job_id)), var("CI_JOB_NAME", spec.get("name", f"job-{job_id}")),
                  var("CI_JOB_STAGE", "test"), var("CI_JOB_TOKEN", token, public=False, masked=True),
-                 var("CI_PROJECT_ID", "42"), var("CI_PROJECT_NAME", "e2e"), var("CI_PROJECT_PATH", project),
-                 var("CI_PROJECT_NAMESPACE", "pipglr"), var("CI_PIPELINE_ID", "7"),
+                 var("CI_PROJECT_ID", str(project_id)), var("CI_PROJECT_NAME", project.rpartition("/")[2]),
+                 var("CI_PROJECT_PATH", project), var("CI_PROJECT_NAMESPACE", project.rpartition("/")[0]), var("CI_PIPELINE_ID", "7"),
                  var("CI_REPOSITORY_URL", repo_url, public=False),
                  var("CI_COMMIT_SHA", sha), var("CI_COMMIT_REF_NAME", ref)]
     if not git:
@@ -153,7 +154,8 @@ def job_payload(job_id: int, token: str, spec: dict, external_url: str, st: Stat
     return {
         "id": job_id, "token": token, "allow_git_fetch": bool(spec.get("allow_git_fetch", False)),
         "job_info": {"id": job_id, "name": spec.get("name", f"job-{job_id}"), "stage": "test",
-                     "project_id": 42, "project_name": "e2e", "project_full_path": project},
+                     "project_id": project_id, "project_name": project.rpartition("/")[2],
+                     "project_full_path": project},
         # Refspecs as GitLab sends them for a branch pipeline with git depth 0 (shallow fetches
         # need git's smart protocol; this coordinator serves the dumb one).
         "git_info": {"repo_url": repo_url, "ref": ref, "sha": sha, "before_sha": "0" * 40, "ref_type": "branch",

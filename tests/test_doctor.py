@@ -68,6 +68,30 @@ def test_good_setup_is_ready(standin, image):
     assert "no syscall filter" in out and "wrong for a shared runner" in out
     # This VM's cgroup2 has no controllers to delegate: a warning with the fix, not a failure.
     assert "WARN  cgroup controllers" in out and "Delegate=" in out
+    assert "/cache:/cache" not in out
+
+
+def test_a_config_sharing_one_cache_directory_is_warned_about(standin, image):
+    """Registered by an older image: every project shares /cache (the image still runs it)."""
+    shared = RUNNER + '  [runners.docker]\n    image = "debian"\n    volumes = ["/cache:/cache"]\n'
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"], check=False)
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = 1\n" + shared)
+    code, out = doctor(standin, "alice", image)
+    assert code == 0, out
+    assert "WARN  config.toml binds /cache:/cache: every project reads and can overwrite" in out, out
+    assert 'change that volumes entry to "/cache"' in out
+    assert "WARN  a runner in config.toml has no pull_policy" in out, out
+
+
+def test_a_container_from_an_older_run_label_is_warned_about(standin, image):
+    """podman's default stop timeout (10 s) kills running jobs at podman stop."""
+    standin.as_user("alice", ["podman", "create", "--name", "pipglr", image])
+    try:
+        _, out = doctor(standin, "alice", image)
+        assert "WARN  container pipglr stops after 10 s: podman stop and host shutdowns kill running jobs" in out, out
+        assert f"podman rm -f pipglr && podman container runlabel run {image}" in out
+    finally:
+        standin.as_user("alice", ["podman", "rm", "--force", "pipglr"])
 
 
 def test_65536_sub_ids_and_missing_linger(standin, image):

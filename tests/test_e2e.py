@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipglr_builder.hosts import StandIn, booted_state, wait_for
+from pipglr_builder.render import NESTED_VOLUMES
 
 from .conftest import IMAGE_NAME, cli, runner_args, sh
 
@@ -137,16 +138,23 @@ def test_register_with_a_wrong_token_is_refused(world):
 def test_register_twice_through_the_runlabel(world):
     world.coordinator("POST", "/_test/config", {"token_ttl": 90})  # tokens GitLab will want rotated
     world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=world.registration_token + "\n")
-    for name in ("e2e-1", "e2e-2"):
-        said = world.alice("podman", "container", "runlabel", "register", world.image, "--", "--url", URL,
-                           "--name", name)
+    bad = world.alice("env", "PIPGLR_PULL_POLICY=sometimes", "podman", "container", "runlabel", "register",
+                      world.image, "--", "--url", URL, check=False)
+    assert bad.returncode != 0 and "'sometimes' is not a pull policy" in bad.stderr, bad.stderr
+    assert world.alice("cat", "config.toml").stdout == ""
+    # e2e-1 as this test image says (if-not-present); e2e-2 with the product's default, given at register.
+    for name, policy in (("e2e-1", ""), ("e2e-2", "always if-not-present")):
+        said = world.alice("env", f"PIPGLR_PULL_POLICY={policy}", "podman", "container", "runlabel", "register",
+                           world.image, "--", "--url", URL, "--name", name)
     assert "may run privileged" in said.stderr and "no syscall filter" in said.stderr, said.stderr
     config = world.alice("cat", "config.toml").stdout
     assert runners_in(config) == 2
     assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
     for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
-                     'network_mode = "host"', '"/cache:/cache"', "token_expires_at"):
+                     'network_mode = "host"', 'volumes = ["/cache", ', "token_expires_at"):
         assert expected in config, f"{expected} missing from config.toml:\n{config}"
+    policies = [line.strip() for line in config.splitlines() if line.strip().startswith("pull_policy")]
+    assert policies == ['pull_policy = ["if-not-present"]', 'pull_policy = ["always", "if-not-present"]'], policies
     assert len(world.state()["runners"]) == 2
     # Two runners, two jobs at a time.
     world.alice("sed", "-i", "s/^concurrent = .*/concurrent = 2/", "config.toml")
@@ -184,6 +192,17 @@ def test_a_job_runs_nested_and_uses_the_cache(world):
     assert "Job succeeded" in job["trace"]
 
 
+def test_offline_the_default_pull_policy_falls_back_to_the_preloaded_images(world):
+    """No registry is reachable: "always" fails for the job image and the helper, "if-not-present" acts."""
+    e2e_2 = next(r["id"] for r in world.state()["runners"] if r["description"] == "e2e-2")
+    job = world.wait_job(world.coordinator("POST", "/_test/jobs", {"script": ["echo offline-ok"], "image": BASE,
+                                                                   "runner_id": e2e_2})["id"])
+    assert job["state"] == "success", job["trace"][-3000:]
+    assert 'Failed to pull image with policy "always"' in job["trace"], job["trace"][-3000:]
+    assert 'Using locally found image version due to "if-not-present" pull policy' in job["trace"]
+    assert "offline-ok" in job["trace"]
+
+
 def test_a_failing_job_is_reported_failed(world):
     job = world.wait_job(world.add_job("echo about to fail", "exit 1"))
     assert job["state"] == "failed"
@@ -200,6 +219,49 @@ def test_two_jobs_run_at_the_same_time(world):
     latest_start = max(j["started_at"] for j in jobs)
     earliest_end = min(j["finished_at"] for j in jobs)
     assert latest_start < earliest_end, f"jobs did not overlap: {jobs}"
+
+
+def test_a_job_may_start_3000_processes(world):
+    """The run label sets no task limit on the outer container (podman's default is 2048 for
+    systemd, podman, the runner and every job together, where the pids controller is delegated)."""
+    job = world.wait_job(world.add_job("for i in $(seq 3000); do sleep 15 & done",
+                                       "echo \"tasks: $(ls /proc | grep -c '^[0-9]')\"", "wait", "echo all-done"))
+    assert job["state"] == "success", job["trace"][-2000:]
+    tasks = int(job["trace"].split("tasks: ")[-1].split()[0])
+    assert tasks >= 3000 and "all-done" in job["trace"]
+    assert world.alice("podman", "inspect", "--format", "{{.HostConfig.PidsLimit}}", "pipglr").stdout.strip() == "0"
+
+
+def nested_leftovers(world) -> list[str]:
+    """Nested containers, and volumes other than the jobs' caches."""
+    podman = ["runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman"]
+    containers = world.outer(*podman, "ps", "--all", "--format", "{{.Names}}", check=True).stdout.split()
+    volumes = world.outer(*podman, "volume", "ls", "--format",
+                          '{{.Name}}={{index .Labels "com.gitlab.gitlab-runner.type"}}', check=True).stdout.split()
+    return containers + [v for v in volumes if not v.endswith("=cache")]
+
+
+def test_stopping_pipglr_lets_a_running_job_finish(world):
+    """podman stop (as a host shutdown does): the runner's graceful stop, within the container's stop timeout."""
+    stop_timeout = world.alice("podman", "inspect", "--format", "{{.Config.StopTimeout}}", "pipglr").stdout.strip()
+    assert int(stop_timeout) > 60, f"podman would kill running jobs after {stop_timeout} s"
+    job_id = world.add_job("echo started", "sleep 20", "echo finished-while-stopping")
+    wait_for(lambda: world.state()["jobs"][str(job_id)]["state"] == "running", 60, interval=1,
+             what="the job to start")
+    stopped = world.alice("podman", "stop", "pipglr")
+    job = world.wait_job(job_id)
+    assert job["state"] == "success", job["trace"][-2000:]
+    assert "finished-while-stopping" in job["trace"], stopped
+    world.alice("podman", "start", "pipglr")
+    world.wait_booted()
+    assert nested_leftovers(world) == [], "the stop left nested containers or volumes behind"
+
+
+def kept_in_cache_volumes(world) -> str:
+    """What jobs wrote to /cache/e2e.txt, read from the nested podman's volumes (on pipglr-cache).
+    gitlab-runner 19 names a cache volume from the runner's token, system ID and project: after a
+    token rotation, or for the other registered runner, a job gets a new volume; the old one stays."""
+    return world.outer("sh", "-c", f"cat {NESTED_VOLUMES}/*/_data/e2e.txt").stdout
 
 
 def _system_ids(world) -> set[str]:
@@ -219,9 +281,9 @@ def test_token_rotation_survives_a_restart(world):
     world.alice("podman", "start", "pipglr")
     world.wait_booted()
     requests_before = len(world.state()["requests"])
-    job = world.wait_job(world.add_job("cat /cache/e2e.txt"))
+    job = world.wait_job(world.add_job("echo after-the-restart"))
     assert job["state"] == "success", job["trace"][-2000:]
-    assert "e2e-cache" in job["trace"], "the cache did not survive the restart"
+    assert "e2e-cache" in kept_in_cache_volumes(world), "the cache volume did not survive the restart"
     after = [r for r in world.state()["requests"][requests_before:] if r["runner_id"]]
     assert after and {r["system_id"] for r in after} == system_ids, "system ID changed across the restart"
 
@@ -238,9 +300,9 @@ def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
         world.wait_booted()
         assert world.outer("grep", "OnCalendar=weekly", "/etc/systemd/system/pipglr-prune.timer").returncode == 0
         # No image is loaded again: the job image and the helper are still in pipglr-storage.
-        job = world.wait_job(world.add_job("cat /cache/e2e.txt"))
+        job = world.wait_job(world.add_job("echo after-the-upgrade"))
         assert job["state"] == "success", job["trace"][-2000:]
-        assert "e2e-cache" in job["trace"]
+        assert "e2e-cache" in kept_in_cache_volumes(world)
         assert _system_ids(world) == system_ids
     finally:
         sh("podman", "rmi", "--force", new, check=False)
@@ -248,7 +310,7 @@ def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
 
 def test_setup_runlabels_again_leave_a_used_volume_alone(world):
     """setupstorage/setupcache run again on volumes in use: nested image layers keep their owners."""
-    not_podmans = ("find /home/podman/.local/share/containers/storage/overlay /cache -xdev ! -user podman "
+    not_podmans = (f"find /home/podman/.local/share/containers/storage/overlay {NESTED_VOLUMES} -xdev ! -user podman "
                    "-printf '%u %p\\n' | sort | md5sum; find /home/podman/.local/share/containers/storage/overlay "
                    "-xdev ! -user podman | wc -l")
     before = world.outer("sh", "-c", not_podmans).stdout
@@ -256,8 +318,9 @@ def test_setup_runlabels_again_leave_a_used_volume_alone(world):
     for label in ("setupstorage", "setupcache"):
         world.alice("podman", "container", "runlabel", label, world.image)
     assert world.outer("sh", "-c", not_podmans).stdout == before
-    job = world.wait_job(world.add_job("cat /cache/e2e.txt"))
+    job = world.wait_job(world.add_job("echo after-setup-again > /cache/setup.txt", "cat /cache/setup.txt"))
     assert job["state"] == "success", job["trace"][-2000:]
+    assert "e2e-cache" in kept_in_cache_volumes(world)
 
 
 def test_debug_switches_without_rebuilding(world):

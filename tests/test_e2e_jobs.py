@@ -24,6 +24,7 @@ import pytest
 
 from pipglr_builder.errors import PipglrError
 from pipglr_builder.hosts import StandIn, wait_for
+from pipglr_builder.render import NESTED_VOLUMES
 
 from .conftest import sh
 from .test_e2e import BASE, HELPER, TESTS, World, _answers
@@ -215,6 +216,65 @@ def test_cache_saved_by_one_job_restored_in_the_next(world):
     assert "Checking cache for e2e-deps" in reader["trace"]
     assert "Successfully extracted cache" in reader["trace"]
     assert f"cached-by-{saver['id']}" in reader["trace"]
+    assert_no_job_containers(world)
+
+
+def nested_podman(world: World, *argv: str) -> str:
+    return world.outer(*PODMAN, *argv, check=True).stdout
+
+
+def test_each_project_has_its_own_cache_volume(world):
+    """Seed 000's configuration, volumes = ["/cache"]: gitlab-runner makes one cache volume per project
+    and opens it to any job user with the helper's permission container; on volume pipglr-cache.
+    Project B neither reads nor poisons what project A keeps there."""
+    a, b = {"id": 42, "path": PROJECT}, {"id": 77, "path": "other/project"}
+    mark = uuid.uuid4().hex
+    saver = run_job(world, f"echo {mark} > /cache/kept-by-a.txt", project=a)
+    assert saver["state"] == "success", saver["trace"][-3000:]
+    other = run_job(world, "ls -la /cache", "test ! -e /cache/kept-by-a.txt",
+                    "echo poisoned-by-b > /cache/kept-by-a.txt", project=b)
+    assert other["state"] == "success", other["trace"][-3000:]
+    assert mark not in other["trace"]
+    again = run_job(world, "cat /cache/kept-by-a.txt", project=a)
+    assert again["state"] == "success", again["trace"][-3000:]
+    assert mark in again["trace"] and "poisoned-by-b" not in again["trace"]
+
+    # gitlab-runner 19 hashes the names; its labels say whose a volume is.
+    volumes = nested_podman(world, "volume", "ls", "--format",
+                            '{{index .Labels "com.gitlab.gitlab-runner.project.id"}} '
+                            '{{index .Labels "com.gitlab.gitlab-runner.type"}} {{.Mountpoint}}').splitlines()
+    caches = {project: [v for v in volumes if v.startswith(f"{project} cache ")] for project in ("42", "77")}
+    assert caches["42"] and caches["77"], volumes
+    assert all(v.split()[2].startswith(NESTED_VOLUMES + "/") for v in caches["42"] + caches["77"]), volumes
+    mounted = world.outer("findmnt", "--noheadings", "--output", "TARGET", NESTED_VOLUMES).stdout.strip()
+    assert mounted == NESTED_VOLUMES, "the cache volumes are not on volume pipglr-cache"
+    assert_no_job_containers(world)
+
+
+# An image under the helper's name that lacks the `gitlab-runner-helper cache-init` this runner
+# calls in its permission container, as a helper of another release or flavour can.
+FOREIGN_HELPER = f"""FROM {BASE}
+ENTRYPOINT ["/bin/sh", "-c", "exec \\"$@\\"", "entrypoint"]
+"""
+
+
+def test_a_helper_not_matching_the_runner_fails_as_in_seed_000_and_the_matching_one_does_not(world, tmp_path):
+    foreign = f"localhost/pipglr-e2e-foreign-helper:{uuid.uuid4().hex[:8]}"
+    (tmp_path / "Containerfile").write_text(FOREIGN_HELPER)
+    sh("buildah", "bud", "--isolation", "chroot", "--quiet", "--tag", foreign, str(tmp_path))
+    try:
+        world.load_nested(foreign, tag=HELPER)
+        failed = run_job(world, "echo never-runs")
+        assert failed["state"] == "failed", failed["trace"][-3000:]
+        assert "set volume permissions: running permission container" in failed["trace"], failed["trace"][-3000:]
+        assert "waiting for permission container to finish: exit code 127" in failed["trace"]
+    finally:
+        world.preload(HELPER)  # the matching helper, back under its name
+        nested_podman(world, "rmi", "--force", foreign)
+        sh("podman", "rmi", "--force", foreign, check=False)
+    job = run_job(world, "echo runs-with-the-matching-helper", cache=CACHE)
+    assert job["state"] == "success", job["trace"][-3000:]
+    assert "permission container" not in job["trace"]
     assert_no_job_containers(world)
 
 

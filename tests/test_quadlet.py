@@ -26,13 +26,14 @@ CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "
 
 # `podman run` flags of labels/run and where the quadlet carries them.
 NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
-          "--volume": "Volume", "--publish": "PublishPort"}
+          "--volume": "Volume", "--publish": "PublishPort", "--stop-timeout": "StopTimeout",
+          "--pids-limit": "PidsLimit"}
 # No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=. `--env NAME` (the
 # caller's value) has none either: Environment= needs NAME=VALUE and quadlet drops a bare NAME.
 PASSED_WITH_VALUE = {"--systemd", "--env"}
 PASSED_ALONE = {"--privileged"}
 IMPLIED = {"--detach"}  # quadlet's ExecStart always runs `podman run ... -d`
-VOLUMES = {"pipglr-storage": "/home/podman/.local/share/containers", "pipglr-cache": "/cache",
+VOLUMES = {"pipglr-storage": "/home/podman/.local/share/containers", "pipglr-cache": "/home/podman/.local/share/containers/storage/volumes",
            "pipglr-state": "/var/lib/pipglr"}
 
 

@@ -115,7 +115,7 @@ def test_run_label_passes_secret_and_volumes():
     text = render.template_values(config.load(None, {"runner_uid": "1234"}))["runlabels"]["run"]
     assert "--secret config.toml,type=mount,uid=1234,gid=1234,mode=0400" in text
     assert "pipglr-storage:/home/podman/.local/share/containers" in text
-    assert "pipglr-cache:/cache" in text
+    assert "pipglr-cache:/home/podman/.local/share/containers/storage/volumes" in text
     assert "--systemd always" in text
 
 
