@@ -1,8 +1,9 @@
 """`build.py verify` on freshly built images: rootless on the stand-in user host, through the runlabels.
 
-Also proves NESTED_PRIVILEGED both ways: the default image (true) lets a
-privileged job run, an image built with false refuses it (the check suite
-asserts whichever the image's label says, so both runs must pass).
+Also proves NESTED_PRIVILEGED both ways: the default image (true) lets a job
+be privileged, add capabilities, drop seccomp and use a host device; an image
+built with false refuses each (the check suite asserts whichever the image's
+label says, so both runs must pass).
 """
 
 from __future__ import annotations
@@ -35,12 +36,25 @@ def assert_verified(proc, image: str) -> str:
     return out
 
 
+# The checks of NESTED_PRIVILEGED (each way of asking, the default capabilities, the marker) and of setuid files.
+PRIVILEGE_CHECKS = tuple(f"test_jobs_asking_for_more_follow_nested_privileged[{ask}]"
+                         for ask in ("privileged", "cap_add", "seccomp_unconfined", "device")) + (
+    "test_hook_knows_podmans_default_capabilities", "test_jobs_are_refused_without_a_readable_marker[missing]",
+    "test_jobs_are_refused_without_a_readable_marker[unreadable]", "test_unprivileged_jobs_always_run",
+    "test_only_the_id_mappers_are_setuid_or_setgid")
+
+
+def assert_passed(out: str, checks) -> None:
+    for check in checks:
+        assert re.search(rf"^  ok    {re.escape(check)}$", out, re.MULTILINE), f"{check} did not pass:\n{out[-3000:]}"
+
+
 def test_verify_default_image(image):
     out = assert_verified(cli("verify", image, check=False), image)
-    for check in ("test_systemd_is_pid1_and_running", "test_job_runs_with_expanded_uid_map", "test_job_has_network",
-                  "test_privileged_jobs_follow_nested_privileged", "test_65536_sub_ids_are_refused_with_the_fix",
-                  "test_no_secret_in_image_or_history", "test_storage_volume_is_native_overlay"):
-        assert re.search(rf"^  ok    {check}", out, re.MULTILINE), f"{check} did not pass:\n{out[-3000:]}"
+    assert_passed(out, ("test_systemd_is_pid1_and_running", "test_job_runs_with_expanded_uid_map",
+                        "test_job_has_network", "test_65536_sub_ids_are_refused_with_the_fix",
+                        "test_no_secret_in_image_or_history", "test_storage_volume_is_native_overlay",
+                        *PRIVILEGE_CHECKS))
     assert "podman container runlabel setupstorage" in out and "runlabel run" in out
     assert re.search(r"pipglr-standin-[0-9a-f]{8}", out)
     assert leftovers(out) == set(), "verify left containers or volumes behind"
@@ -55,7 +69,7 @@ def test_verify_image_without_nested_privileges_with_session_server():
         labels = sh("podman", "image", "inspect", "--format", "{{index .Labels \"io.pipglr.nested-privileged\"}}",
                     ref).stdout.strip()
         assert labels == "false"
-        assert_verified(cli("verify", ref, check=False), ref)
+        assert_passed(assert_verified(cli("verify", ref, check=False), ref), PRIVILEGE_CHECKS)
     finally:
         if not os.environ.get("PIPGLR_KEEP_IMAGES"):
             sh("podman", "rmi", "--force", ref, check=False)

@@ -90,6 +90,16 @@ def test_runner_service_is_active(host, target):
     assert service.is_running, f"runner.service is not running; its log:\n{log[-1500:]}"
 
 
+# Rootless podman needs these setuid to map a job's 65536 IDs; nothing else in the image may raise privileges.
+SETID_ALLOWED = ["/usr/bin/newgidmap", "/usr/bin/newuidmap"]
+
+
+def test_only_the_id_mappers_are_setuid_or_setgid(host):
+    # -xdev: the image's own files, not the volumes (nested image layers carry their own setuid files).
+    found = sorted(host.check_output("find / -xdev -type f -perm /6000").split())
+    assert found == SETID_ALLOWED, f"setuid/setgid files in the image: {found}"
+
+
 def test_versions(host, expect):
     runner_version = host.check_output("gitlab-runner --version")
     assert re.search(rf"Version:\s+{re.escape(expect['runner_version'])}\b", runner_version), runner_version
