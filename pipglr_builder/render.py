@@ -106,6 +106,7 @@ def template_values(config: Config) -> dict:
         "podman_uid": config.podman_uid,
         "runner_uid": config.runner_uid,
         "prune_interval": config.prune_interval,
+        "prune_age": config.prune_age,
         "nested_privileged": "true" if config.nested_privileged else "false",
         "runner_version": config.runner_version,
         "runner_release_url": config.runner_release_url,
