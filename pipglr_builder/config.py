@@ -185,6 +185,13 @@ def on_calendar_problem(value: str) -> str | None:
     return None
 
 
+def prune_age_problem(value: str) -> str | None:
+    # The same forms the image's pipglr-prune and the Containerfile accept.
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[smhd]", value):
+        return "expected a whole number with a unit s, m, h or d, e.g. 72h or 3d"
+    return None
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("image_name", str, "localhost/pipglr", "Name of the built image (without tag).", _image_name),
     Setting("tags", list, ["latest"], "Tags given to the image (a manifest list when several platforms).", _tags),
@@ -211,6 +218,8 @@ SETTINGS: tuple[Setting, ...] = (
             "image when the registry cannot be reached.", _pull_policy),
     Setting("prune_interval", str, "daily", "systemd OnCalendar value: how often nested storage is pruned.",
             on_calendar_problem),
+    Setting("prune_age", str, "72h", "The prune removes only images, cache volumes and stopped containers unused for "
+            "this long (s, m, h or d, e.g. 72h or 3d); never the runner's helper image.", prune_age_problem),
     Setting("publish_repository", str, "", "Where `nightly` pushes, e.g. registry.example.com/group/pipglr "
             "(empty: build and verify only).", _repository),
     Setting("publish_tls_verify", bool, True, "Check the registry's TLS certificate (false only for a plain-HTTP "
@@ -259,6 +268,7 @@ class Config:
     helper_image: str
     pull_policy: tuple[str, ...]
     prune_interval: str
+    prune_age: str
     publish_repository: str
     publish_tls_verify: bool
     publish_cert_dir: str

@@ -113,6 +113,7 @@ def template_values(config: Config) -> dict:
         "podman_uid": config.podman_uid,
         "runner_uid": config.runner_uid,
         "prune_interval": config.prune_interval,
+        "prune_age": config.prune_age,
         "nested_privileged": "true" if config.nested_privileged else "false",
         "stop_timeout": config.stop_timeout,
         "outer_stop_timeout": config.stop_timeout + OUTER_STOP_MARGIN,

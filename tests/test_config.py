@@ -20,6 +20,7 @@ def test_defaults_are_valid():
     assert cfg.platforms == ("linux/amd64",)
     assert cfg.arches == ("amd64",)
     assert cfg.prune_interval == "daily"
+    assert cfg.prune_age == "72h"
 
 
 def test_file_and_flags_override_defaults(tmp_path):
@@ -42,6 +43,11 @@ def test_every_setting_has_a_config_field():
     ('tags = ["no spaces"]', ["tags", "not a valid image tag"]),
     ('frobnicate = 1', ["unknown key 'frobnicate'", "known keys"]),
     ('prune_interval = "every tuesday-ish"', ["prune_interval", "OnCalendar"]),
+    ('prune_age = "3 days"', ["prune_age", "72h or 3d"]),
+    ('prune_age = "0h"', ["prune_age", "s, m, h or d"]),
+    ('prune_age = "72"', ["prune_age", "unit"]),
+    ('prune_age = "1w"', ["prune_age", "unit"]),
+    ('prune_age = 72', ["prune_age", "expected str"]),
     ('runner_version = "latest"', ["runner_version", "17.5.0"]),
     ('runner_source = "ftp"', ["runner_source", "auto, release, file, gomodule"]),
     ('runner_source = "file"', ["runner_file", "runner_sha256"]),

@@ -11,7 +11,8 @@ from pipglr_builder import config, render
 
 GOLDEN = Path(__file__).parent / "golden"
 CUSTOM = {
-    "platforms": "linux/arm64", "prune_interval": "*-*-* 03:30:00", "nested_privileged": "false",
+    "platforms": "linux/arm64", "prune_interval": "*-*-* 03:30:00", "prune_age": "5d",
+    "nested_privileged": "false",
     "podman_uid": "2000", "runner_uid": "3000", "extra_packages": "git,make", "runner_version": "17.5.0",
     "base_suite": "bookworm",
 }
@@ -121,7 +122,7 @@ def test_run_label_passes_secret_and_volumes():
 
 def test_containerfile_honours_pipglr_build_args(tmp_path):
     text = (render.render(config.load(None), tmp_path / "c") / "Containerfile").read_text()
-    for arg in ("PRUNE_INTERVAL", "RUNNER_VERSION", "TARGETARCH", "NESTED_PRIVILEGED"):
+    for arg in ("PRUNE_INTERVAL", "PRUNE_AGE", "RUNNER_VERSION", "TARGETARCH", "NESTED_PRIVILEGED"):
         assert f"ARG {arg}" in text
         assert f"${{{arg}}}" in text
     # The runner comes last so a new version rebuilds only small layers.

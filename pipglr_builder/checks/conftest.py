@@ -28,6 +28,7 @@ def expect(target):
         "podman_uid": int(labels["io.pipglr.podman-uid"]),
         "runner_uid": int(labels["io.pipglr.runner-uid"]),
         "prune_interval": labels["io.pipglr.prune-interval"],
+        "prune_age": labels["io.pipglr.prune-age"],
         "nested_privileged": labels["io.pipglr.nested-privileged"] == "true",
         "runner_version": labels["io.pipglr.runner-version"],
     }

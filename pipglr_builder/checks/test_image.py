@@ -110,6 +110,8 @@ def test_versions(host, expect):
 def test_prune_timer_uses_prune_interval(host, target, expect):
     assert host.service("pipglr-prune.timer").is_enabled
     assert f"OnCalendar={expect['prune_interval']}\n" in host.file("/etc/systemd/system/pipglr-prune.timer").content_string
+    service = host.file("/etc/systemd/system/pipglr-prune.service").content_string
+    assert f"Environment=PRUNE_AGE={expect['prune_age']}\n" in service
     if target.profile == "emulated":
         return
     shown = target.exec("systemctl", "show", "-P", "TimersCalendar", "pipglr-prune.timer").stdout

@@ -1,0 +1,127 @@
+"""The nested podman's prune (pipglr-prune.service) in the booted image, with real podman.
+
+Marked slow: it builds the image (session fixture) and boots it. The prune age
+is set to AGE seconds with a unit drop-in (as an admin would change it), so
+"old" means made before the test waited AGE seconds; nothing is backdated.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from pipglr_builder import config, helper
+from pipglr_builder.hosts import RootfulBoot, copy_image, unique, wait_for
+
+from .conftest import sh
+
+pytestmark = pytest.mark.slow
+HELPER = helper.names(config.load(None), "amd64")[0]  # the one the build made, under the runner's own name
+BASE = "localhost/pipglr-base:trixie-amd64"  # a job image
+PINNED = "registry.example.com/ci/helper:x86_64-v19.4.0"  # helper_image of the live config
+AGE = 30
+VOLUME = "runner-t3st0000-project-{}-concurrent-0-cache-c33bcaa1fd2c77edfc3893b41966cea8"
+
+
+class Box(RootfulBoot):
+    def run(self, *argv: str, user: str = "root", input: str | None = None) -> subprocess.CompletedProcess:
+        interactive = ["--interactive"] if input is not None else []
+        proc = subprocess.run([*self.exec_argv(user)[:2], *interactive, *self.exec_argv(user)[2:], *argv],
+                              input=input, capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, f"{argv}: {proc.stderr[-2000:]}"
+        return proc
+
+    def podman(self, *argv: str) -> str:
+        return self.run("podman", *argv, user="podman").stdout
+
+    def exists(self, kind: str, name: str) -> bool:
+        argv = [*self.exec_argv("podman"), "podman", kind, "exists", name]
+        return sh(*argv, check=False).returncode == 0
+
+    def tiny_image(self, name: str) -> None:
+        """An image of its own (not sharing layers with another): one file, imported."""
+        self.run("sh", "-c", f"mkdir -p /tmp/{name} && echo {name} > /tmp/{name}/id && "
+             f"tar -C /tmp/{name} -c . | podman import --quiet - localhost/{name}:1", user="podman")
+
+
+@pytest.fixture
+def box(image):
+    container = Box(image, name=unique("pipglr-prune"))
+    try:
+        yield container.start()
+    finally:
+        container.close()
+
+
+def test_prune_removes_only_what_was_unused_for_the_age(box):
+    for ref in (HELPER, BASE):
+        copy_image(ref, [*box.exec_argv("podman")[:2], "--interactive", *box.exec_argv("podman")[2:],
+                         "podman", "load", "--quiet"])
+    box.tiny_image("job-old")
+    box.tiny_image("pinned-helper")
+    box.podman("tag", "localhost/pinned-helper:1", PINNED)
+    box.podman("rmi", "localhost/pinned-helper:1")
+    # The live config's helper_image is not the official name (readable by runner only;
+    # the URL is loopback, for a runner that starts with it).
+    box.run("sh", "-c", "umask 077 && printf '%s\\n' 'concurrent = 1' '[[runners]]' 'name = \"t\"' "
+            "'url = \"http://127.0.0.1:9/\"' 'token = \"t\"' 'executor = \"docker\"' '[runners.docker]' "
+            f"'image = \"{BASE}\"' 'helper_image = \"{PINNED}\"' > /var/lib/pipglr/config.toml && "
+            "chown runner:runner /var/lib/pipglr/config.toml")
+    volumes = {use: VOLUME.format(n) for n, use in enumerate(("old", "permission", "written", "mounted"))}
+    for name in volumes.values():
+        box.podman("volume", "create", "--label", "com.gitlab.gitlab-runner.type=cache",
+                   "--label", "com.gitlab.gitlab-runner.reusable=true", name)
+        box.podman("run", "--rm", "--volume", f"{name}:/cache", BASE, "sh", "-c", "echo cached > /cache/file")
+    box.podman("create", "--name", "old-stopped", "localhost/job-old:1", "true")
+    box.podman("run", "--detach", "--name", "still-running", "--volume", f"{volumes['mounted']}:/cache",
+               BASE, "sleep", "infinity")
+    # The event log is on the storage volume (it must outlive restarts) and, so far, reaches back less
+    # than an hour: with that age nothing but stopped containers may go, and the prune says why.
+    box.run("test", "-s", "/home/podman/.local/share/containers/events.log")
+    early = box.run("/usr/local/libexec/pipglr/pipglr-prune", "1h", user="podman").stdout
+    assert "kept all images and volumes: the event log starts at" in early, early
+    assert "kept container old-stopped: created since" in early, early
+    bad = sh(*box.exec_argv("podman"), "/usr/local/libexec/pipglr/pipglr-prune", "3 days", check=False)
+    assert bad.returncode == 2 and "not a whole number with a unit" in bad.stderr, bad
+    made = time.time()
+    # The old things are older than AGE once AGE seconds passed (the clock is the condition).
+    wait_for(lambda: time.time() > made + AGE + 1, AGE + 10, what=f"{AGE} s to pass")
+
+    # Used within AGE: the job image; one cache volume as the runner uses it at the
+    # start of every job (a container named VOLUME-set-permission-ID that chmods
+    # it, as gitlab-runner's cache-init does), one written by a job.
+    box.podman("run", "--rm", "--name", f"{volumes['permission']}-set-permission-0123abcd",
+               "--volume", f"{volumes['permission']}:/gitlab-runner-cache-init", BASE,
+               "chmod", "0777", "/gitlab-runner-cache-init")
+    box.podman("run", "--rm", "--volume", f"{volumes['written']}:/cache", BASE, "sh", "-c", "date > /cache/file")
+
+    box.run("sh", "-c", "mkdir -p /run/systemd/system/pipglr-prune.service.d && printf '[Service]\\n"
+            f"Environment=PRUNE_AGE={AGE}s\\n' > /run/systemd/system/pipglr-prune.service.d/50-test.conf "
+            "&& systemctl daemon-reload")
+    started = time.time()
+    box.run("systemctl", "start", "pipglr-prune.service")  # oneshot: returns when the prune is done
+    assert time.time() - started < AGE, "the prune took longer than AGE: 'recent' was no longer recent"
+    log = box.run("journalctl", "--no-pager", "--output", "cat", "-u", "pipglr-prune.service").stdout
+
+    assert box.exists("image", HELPER), log
+    assert box.exists("image", PINNED), log
+    assert box.exists("image", BASE), log
+    assert not box.exists("container", "old-stopped"), log
+    assert not box.exists("image", "localhost/job-old:1"), log
+    assert box.exists("container", "still-running"), log
+    assert not box.exists("volume", volumes["old"]), log
+    for use in ("permission", "written", "mounted"):
+        assert box.exists("volume", volumes[use]), f"{use}: {log}"
+    for line in (f"kept image {HELPER}: the runner's helper",
+                 f"kept image {PINNED}: helper_image of the live config.toml",
+                 f"kept image {BASE}: used within {AGE}s",
+                 "removed container old-stopped: created since",
+                 "removed image localhost/job-old:1: unused for",
+                 "kept container still-running: running",
+                 f"removed volume {volumes['old']}: unused for {AGE}s",
+                 f"kept volume {volumes['permission']}: used within {AGE}s",
+                 f"kept volume {volumes['written']}: changed within {AGE}s",
+                 f"kept volume {volumes['mounted']}: "):
+        assert line in log, log
