@@ -142,6 +142,19 @@ def _sha256(value: str) -> str | None:
     return None
 
 
+def _keyring(value: str) -> str | None:
+    """An OpenPGP public key file: ASCII-armored, binary (gpg --export) or a keybox (.kbx)."""
+    if not value:
+        return None
+    try:
+        data = Path(value).expanduser().read_bytes()
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" in data or data[8:12] == b"KBXf" or (data and data[0] & 0x80):
+        return None
+    return "holds no OpenPGP public key (armored, binary or keybox), e.g. GitLab's key from `gpg --export`"
+
+
 def _uid(value: int) -> str | None:
     if not 1 <= value <= 65535:
         return "expected a UID between 1 and 65535"
@@ -184,6 +197,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("runner_source", str, "auto", "Where gitlab-runner comes from: auto, release, file, gomodule."),
     Setting("runner_release_url", str, "https://gitlab-runner-downloads.s3.amazonaws.com",
             "Where runner releases are downloaded from (v{version}/binaries/... below it); a mirror works.", _url),
+    Setting("runner_signing_keyring", str, "", "OpenPGP key file with GitLab's release signing key: the release "
+            "source then refuses a release.sha256 whose signature (release.sha256.asc) does not verify with it "
+            "(empty: checksums only).", _keyring),
     Setting("runner_file", str, "", "Local gitlab-runner binary (runner_source = file); {arch} is replaced."),
     Setting("runner_sha256", str, "", "SHA256 the local gitlab-runner file must have (or amd64=HASH,arm64=HASH).", _sha256),
     Setting("runner_module_version", str, DEFAULT_RUNNER_MODULE_VERSION,
@@ -234,6 +250,7 @@ class Config:
     runner_version: str
     runner_source: str
     runner_release_url: str
+    runner_signing_keyring: str
     runner_file: str
     runner_sha256: str
     runner_module_version: str

@@ -21,6 +21,7 @@ def invoke(*args, config_text=None, tmp_path=None):
     (["render", "-o", "OUT"], "image_name = [", "is not valid TOML"),
     (["render", "-o", "OUT"], "colour = 'blue'", "unknown key 'colour'"),
     (["build", "--runner-source", "file"], None, "needs both runner_file"),
+    (["runner", "--runner-signing-keyring", "OUT"], None, "runner_signing_keyring"),
     (["bench", "--bump-runner-version", "19.4.1"], None, "go together"),
     (["bench", "--bump-runner-file", "OUT", "--bump-runner-version", "v19"], None, "like 17.5.0"),
     (["bench", "--bump-runner-file", "OUT", "--bump-runner-version", "19.4.1"], None, "no such file"),

@@ -3,6 +3,9 @@
 import hashlib
 import http.server
 import json
+import shutil
+import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -204,3 +207,85 @@ def test_gomodule_missing_nested_module_says_which_setting(fake_go):
         "403 Forbidden\n"))
     with pytest.raises(RunnerSourceError, match="set runner_nested_module_dir"):
         runner.from_gomodule(config.load(None), "amd64")
+
+
+# --- signed checksums (runner_signing_keyring) --------------------------------
+
+def gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
+                           "--passphrase", "", *args], input=stdin, capture_output=True, check=True).stdout
+
+
+@pytest.fixture(scope="module")
+def signing_keys():
+    """Two keys made here: 'gitlab' (whose public key is the keyring) and 'other'. {name: (home, fingerprint)}."""
+    # Short paths: gpg-agent's socket path must stay under 108 characters.
+    homes = {name: Path(tempfile.mkdtemp(prefix=f"pipglr-gpg-{name}-")) for name in ("gitlab", "other")}
+    keys = {}
+    try:
+        for name, home in homes.items():
+            home.chmod(0o700)
+            gpg(home, "--quick-gen-key", f"{name} test key <{name}@example.invalid>", "ed25519", "sign", "never")
+            listing = gpg(home, "--with-colons", "--list-keys").decode()
+            keys[name] = (home, next(l.split(":")[9] for l in listing.splitlines() if l.startswith("fpr:")))
+        yield keys
+    finally:
+        for home in homes.values():
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def sign(keys, name: str, data: bytes) -> bytes:
+    home, fingerprint = keys[name]
+    return gpg(home, "--local-user", fingerprint, "--armor", "--detach-sign", stdin=data)
+
+
+@pytest.fixture
+def signed_release(release_server, signing_keys, tmp_path):
+    """The release server with release.sha256.asc signed by 'gitlab'; a keyring file holding only gitlab's key."""
+    url, files, _ = release_server
+    files["/v19.4.0/release.sha256.asc"] = sign(signing_keys, "gitlab", files["/v19.4.0/release.sha256"])
+    keyring = tmp_path / "gitlab.asc"
+    keyring.write_bytes(gpg(signing_keys["gitlab"][0], "--armor", "--export"))
+    return url, files, keyring
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("armored", [True, False])
+def test_signed_release_is_accepted(signed_release, signing_keys, cache, armored):
+    url, _, keyring = signed_release
+    if not armored:  # a binary keyring (gpg --export) works the same
+        keyring.write_bytes(gpg(signing_keys["gitlab"][0], "--export"))
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": url,
+                             "runner_signing_keyring": str(keyring)})
+    assert runner.obtain(cfg)[1]["amd64"].read_bytes() == BINARY
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("change, why", [
+    ("tampered", "BAD signature: release.sha256 was changed after it was signed"),
+    ("other key", "signed by a key that is not in the keyring"),
+    ("no signature", "has no signature release.sha256.asc"),
+    ("garbage", "does not verify"),
+])
+def test_bad_signature_is_refused_and_nothing_cached(signed_release, signing_keys, cache, change, why):
+    url, files, keyring = signed_release
+    sums = "/v19.4.0/release.sha256"
+    evil = b"#!/bin/sh\necho evil\n"
+    files["/v19.4.0/binaries/gitlab-runner-linux-amd64"] = evil
+    if change == "tampered":  # the server's checksums now match the evil binary; the signature is the old one
+        files[sums] = files[sums].replace(hashlib.sha256(BINARY).hexdigest().encode(),
+                                          hashlib.sha256(evil).hexdigest().encode())
+    elif change == "other key":
+        files[sums] = f"{hashlib.sha256(evil).hexdigest()}  ./binaries/gitlab-runner-linux-amd64\n".encode()
+        files[sums + ".asc"] = sign(signing_keys, "other", files[sums])
+    elif change == "no signature":
+        del files[sums + ".asc"]
+    else:
+        files[sums + ".asc"] = b"-----BEGIN PGP SIGNATURE-----\n\nbm90IGEgc2lnbmF0dXJl\n-----END PGP SIGNATURE-----\n"
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": url,
+                             "runner_signing_keyring": str(keyring)})
+    with pytest.raises(RunnerSourceError, match=why) as err:
+        runner.obtain(cfg)
+    assert "not trust" in str(err.value)
+    assert not list(cache.rglob("gitlab-runner-amd64*"))
