@@ -191,7 +191,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tags", list, ["latest"], "Tags given to the image (a manifest list when several platforms).", _tags),
     Setting("platforms", list, ["linux/amd64"], "Platforms to build: linux/amd64, linux/arm64.", _platforms),
     Setting("base_suite", str, "trixie", "Debian suite bootstrapped with mmdebstrap for the base.", _suite),
-    Setting("base_mirror", str, "http://deb.debian.org/debian", "Debian mirror used by mmdebstrap and apt."),
+    Setting("base_mirror", str, "http://deb.debian.org/debian", "Debian mirror used by mmdebstrap and apt.", _url),
+    Setting("base_updates", bool, True, "Also install from SUITE-updates (base_mirror) and SUITE-security "
+            "(base_security_mirror), as a Debian stable system does; false for sid or testing."),
+    Setting("base_security_mirror", str, "http://deb.debian.org/debian-security",
+            "Debian security mirror for SUITE-security (base_updates).", _url),
     Setting("base_image", str, "", "Use this Debian-family image reference as base instead of bootstrapping."),
     Setting("runner_version", str, "19.4.0", "gitlab-runner release to install.", _version),
     Setting("runner_source", str, "auto", "Where gitlab-runner comes from: auto, release, file, gomodule."),
@@ -246,6 +250,8 @@ class Config:
     platforms: tuple[str, ...]
     base_suite: str
     base_mirror: str
+    base_updates: bool
+    base_security_mirror: str
     base_image: str
     runner_version: str
     runner_source: str
