@@ -11,6 +11,7 @@ update bootstraps a fresh base, and every layer above it is rebuilt.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import hashlib
 import json
@@ -21,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import tools
+from . import signatures, tools
 from .config import Config
 from .errors import MirrorError, ToolMissing
 
@@ -54,31 +55,46 @@ def sources(config: Config) -> list[tuple[str, str]]:
 
 def archive_state(config: Config, arch: str) -> dict[str, dict[str, str]]:
     """{suite: {date, packages}}: each suite's Release date and the SHA256 of main's Packages index for ARCH,
-    read from its InRelease. The index hash changes exactly when a package for ARCH (or all) does; the date
-    also changes when Debian merely re-signs. Only a cache key: mmdebstrap checks the archive's signatures."""
+    from its InRelease. The index hash changes exactly when a package for ARCH (or all) does; the date also
+    when Debian merely re-signs. InRelease must be signed by base_keyring and not past its Valid-Until: a
+    stale or forged one would otherwise keep an old base forever."""
     state = {}
     for mirror, suite in sources(config):
         url = f"{mirror.rstrip('/')}/dists/{suite}/InRelease"
         try:
             with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT) as response:
-                text = response.read().decode("utf-8", "replace")
+                raw = response.read()
         except (urllib.error.URLError, OSError) as e:
             raise MirrorError(f"cannot read {url} ({getattr(e, 'reason', e)}): the base is keyed by the "
                               "archive's state. Check base_mirror, base_security_mirror and base_suite "
                               "(base_updates = false for sid or testing, which have no -updates or -security)."
                               ) from None
-        date = re.search(r"^Date: *(.+)$", text, re.MULTILINE)
+        try:
+            text = signatures.verify(Path(config.base_keyring), raw).decode("utf-8", "replace")
+        except signatures.BadSignature as e:
+            raise MirrorError(f"{url} does not verify with base_keyring {config.base_keyring}: {e}") from None
+        fields = dict(re.findall(r"^([\w-]+): *(.*)$", text, re.MULTILINE))
         # SHA256 lines (64 hex digits; the MD5Sum section has 32) of Packages, Packages.gz, Packages.xz.
         index = re.findall(rf"^ ([0-9a-f]{{64}}) +\d+ main/binary-{arch}/Packages(?:\.\w+)?$", text,
                            re.MULTILINE)
-        if not (date and index):
+        if not ("Date" in fields and index):
             raise MirrorError(f"{url} lists no main/binary-{arch}/Packages index: is {arch} in {suite}?")
-        try:
-            when = email.utils.parsedate_to_datetime(date.group(1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        except ValueError:
-            when = date.group(1).strip()
-        state[suite] = {"date": when, "packages": ",".join(sorted(index))}
+        valid_until = _when(fields.get("Valid-Until", ""))
+        if valid_until and valid_until < datetime.datetime.now(datetime.UTC):
+            raise MirrorError(f"{url} expired at {valid_until:%Y-%m-%d %H:%M} UTC (Valid-Until): the mirror is stale "
+                              "and would hide Debian's updates. Use another base_mirror or base_security_mirror.")
+        when = _when(fields["Date"])
+        state[suite] = {"date": f"{when:%Y-%m-%dT%H:%M:%SZ}" if when else fields["Date"],
+                        "packages": ",".join(sorted(index))}
     return state
+
+
+def _when(value: str) -> datetime.datetime | None:
+    """A Release file's date (RFC 2822, UTC), or None."""
+    try:
+        return email.utils.parsedate_to_datetime(value).astimezone(datetime.UTC)
+    except (TypeError, ValueError):
+        return None
 
 
 def base_key(config: Config, arch: str, state: dict[str, dict[str, str]]) -> str:
@@ -95,7 +111,7 @@ def archive_label(state: dict[str, dict[str, str]]) -> str:
 def mmdebstrap_argv(config: Config, arch: str, tarball: Path) -> list[str]:
     return [
         "mmdebstrap", f"--variant={VARIANT}", f"--arch={arch}", "--format=tar", "--verbose",
-        "--include=ca-certificates", "--aptopt=Acquire::Retries \"3\"",
+        "--include=ca-certificates", "--aptopt=Acquire::Retries \"3\"", f"--keyring={config.base_keyring}",
         config.base_suite, str(tarball), *(f"deb {mirror} {suite} main" for mirror, suite in sources(config)),
     ]
 

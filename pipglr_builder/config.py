@@ -194,6 +194,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("base_mirror", str, "http://deb.debian.org/debian", "Debian mirror used by mmdebstrap and apt.", _url),
     Setting("base_updates", bool, True, "Also install from SUITE-updates (base_mirror) and SUITE-security "
             "(base_security_mirror), as a Debian stable system does; false for sid or testing."),
+    Setting("base_keyring", str, "/usr/share/keyrings/debian-archive-keyring.gpg",
+            "The archive's signing keys (debian-archive-keyring): mmdebstrap checks the packages with it, and the "
+            "build checks each suite's InRelease with it before trusting what it says changed."),
     Setting("base_security_mirror", str, "http://deb.debian.org/debian-security",
             "Debian security mirror for SUITE-security (base_updates).", _url),
     Setting("base_image", str, "", "Use this Debian-family image reference as base instead of bootstrapping."),
@@ -251,6 +254,7 @@ class Config:
     base_suite: str
     base_mirror: str
     base_updates: bool
+    base_keyring: str
     base_security_mirror: str
     base_image: str
     runner_version: str

@@ -7,7 +7,6 @@ order and says which it used and why the others could not.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -18,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import tools
+from . import signatures, tools
 from .base import cache_dir
 from .config import Config
 from .errors import CommandFailed, RunnerSourceError
@@ -90,57 +89,18 @@ def release_url(config: Config) -> str:
     return f"{config.runner_release_url.rstrip('/')}/v{config.runner_version}"
 
 
-def _dearmored(data: bytes) -> bytes:
-    """Binary keys from ASCII-armored key blocks: gpgv 2.2 reads only binary keyrings and keyboxes
-    ("invalid packet (ctb=2d)" for an .asc)."""
-    blocks = re.findall(rb"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(.*?)-----END PGP PUBLIC KEY BLOCK-----",
-                        data, re.DOTALL)
-    if not blocks:
-        return data
-    out = b""
-    for block in blocks:
-        body = block.replace(b"\r", b"").partition(b"\n\n")[2] or block  # armor headers end at a blank line
-        try:
-            out += base64.b64decode(b"".join(l for l in body.split() if not l.startswith(b"=")))  # "=XXXX": CRC
-        except ValueError:
-            raise RunnerSourceError("runner_signing_keyring: a PGP PUBLIC KEY BLOCK in it is damaged "
-                                    "(not base64)") from None
-    return out
-
-
-# What gpgv's status lines mean to someone reading the error.
-GPGV_PROBLEMS = {"BADSIG": "BAD signature: release.sha256 was changed after it was signed",
-                 "NO_PUBKEY": "signed by a key that is not in the keyring",
-                 "EXPKEYSIG": "signed by an expired key", "REVKEYSIG": "signed by a revoked key",
-                 "NODATA": "release.sha256.asc holds no signature"}
-
-
 def check_signature(config: Config, sums: bytes) -> None:
     """Trust SUMS (release.sha256) only with a good signature by a key in runner_signing_keyring, and no other."""
     url = release_url(config) + "/release.sha256.asc"
     keyring = Path(config.runner_signing_keyring).expanduser()
     signature = _fetch(url, missing=f"gitlab-runner {config.runner_version} has no signature release.sha256.asc, "
                                     "and runner_signing_keyring asks for one: not trusting its checksums")
-    tools.require("gpgv")
-    with tempfile.TemporaryDirectory(prefix="pipglr-gpgv-") as tmp:
-        # An empty home of its own: gpgv must not fall back to any trustedkeys.kbx of this user.
-        files = {"keyring.gpg": _dearmored(keyring.read_bytes()), "release.sha256.asc": signature,
-                 "release.sha256": sums}
-        for name, data in files.items():
-            (Path(tmp) / name).write_bytes(data)
-        argv = ["gpgv", "--homedir", tmp, "--status-fd", "1", "--keyring", f"{tmp}/keyring.gpg",
-                f"{tmp}/release.sha256.asc", f"{tmp}/release.sha256"]
-        try:
-            status, ok = tools.capture(argv), True
-        except CommandFailed as e:
-            status, ok = str(e), False
-    if ok and "[GNUPG:] VALIDSIG " in status:
-        tools.say(f"runner: release.sha256 of {config.runner_version} is signed by a key in {keyring}")
-        return
-    why = [text for word, text in GPGV_PROBLEMS.items() if f"[GNUPG:] {word}" in status] or \
-        [status.strip().splitlines()[-1].strip()]
-    raise RunnerSourceError(f"the signature {url} does not verify with runner_signing_keyring {keyring}: "
-                            f"{'; '.join(why)}. Its checksums are not trusted; no binary was downloaded or used.")
+    try:
+        signatures.verify(keyring, signature, sums)
+    except signatures.BadSignature as e:
+        raise RunnerSourceError(f"the signature {url} does not verify with runner_signing_keyring {keyring}: {e}. "
+                                "Its checksums are not trusted; no binary was downloaded or used.") from None
+    tools.say(f"runner: release.sha256 of {config.runner_version} is signed by a key in {keyring}")
 
 
 def published_sha256(config: Config, arch: str) -> str:

@@ -3,9 +3,6 @@
 import hashlib
 import http.server
 import json
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -13,6 +10,8 @@ import pytest
 
 from pipglr_builder import config, runner
 from pipglr_builder.errors import RunnerSourceError
+
+from .conftest import keyring, sign
 
 BINARY = b"#!/bin/sh\necho gitlab-runner\n"
 
@@ -211,65 +210,34 @@ def test_gomodule_missing_nested_module_says_which_setting(fake_go):
 
 # --- signed checksums (runner_signing_keyring) --------------------------------
 
-def gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
-                           "--passphrase", "", *args], input=stdin, capture_output=True, check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def signing_keys():
-    """Two keys made here: 'gitlab' (whose public key is the keyring) and 'other'. {name: (home, fingerprint)}."""
-    # Short paths: gpg-agent's socket path must stay under 108 characters.
-    homes = {name: Path(tempfile.mkdtemp(prefix=f"pipglr-gpg-{name}-")) for name in ("gitlab", "other")}
-    keys = {}
-    try:
-        for name, home in homes.items():
-            home.chmod(0o700)
-            gpg(home, "--quick-gen-key", f"{name} test key <{name}@example.invalid>", "ed25519", "sign", "never")
-            listing = gpg(home, "--with-colons", "--list-keys").decode()
-            keys[name] = (home, next(l.split(":")[9] for l in listing.splitlines() if l.startswith("fpr:")))
-        yield keys
-    finally:
-        for home in homes.values():
-            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
-            shutil.rmtree(home, ignore_errors=True)
-
-
-def sign(keys, name: str, data: bytes) -> bytes:
-    home, fingerprint = keys[name]
-    return gpg(home, "--local-user", fingerprint, "--armor", "--detach-sign", stdin=data)
-
-
 @pytest.fixture
 def signed_release(release_server, signing_keys, tmp_path):
-    """The release server with release.sha256.asc signed by 'gitlab'; a keyring file holding only gitlab's key."""
+    """The release server with release.sha256.asc signed by 'trusted'; a keyring file holding only that key."""
     url, files, _ = release_server
-    files["/v19.4.0/release.sha256.asc"] = sign(signing_keys, "gitlab", files["/v19.4.0/release.sha256"])
-    keyring = tmp_path / "gitlab.asc"
-    keyring.write_bytes(gpg(signing_keys["gitlab"][0], "--armor", "--export"))
-    return url, files, keyring
+    files["/v19.4.0/release.sha256.asc"] = sign(signing_keys, "trusted", files["/v19.4.0/release.sha256"])
+    return url, files, keyring(signing_keys, tmp_path / "gitlab.asc")
 
 
 @pytest.mark.tools
 @pytest.mark.parametrize("armored", [True, False])
 def test_signed_release_is_accepted(signed_release, signing_keys, cache, armored):
-    url, _, keyring = signed_release
+    url, _, keys = signed_release
     if not armored:  # a binary keyring (gpg --export) works the same
-        keyring.write_bytes(gpg(signing_keys["gitlab"][0], "--export"))
+        keyring(signing_keys, keys, armored=False)
     cfg = config.load(None, {"runner_source": "release", "runner_release_url": url,
-                             "runner_signing_keyring": str(keyring)})
+                             "runner_signing_keyring": str(keys)})
     assert runner.obtain(cfg)[1]["amd64"].read_bytes() == BINARY
 
 
 @pytest.mark.tools
 @pytest.mark.parametrize("change, why", [
-    ("tampered", "BAD signature: release.sha256 was changed after it was signed"),
+    ("tampered", "BAD signature: the file was changed after it was signed"),
     ("other key", "signed by a key that is not in the keyring"),
     ("no signature", "has no signature release.sha256.asc"),
-    ("garbage", "does not verify"),
+    ("garbage", "no signature in it"),
 ])
 def test_bad_signature_is_refused_and_nothing_cached(signed_release, signing_keys, cache, change, why):
-    url, files, keyring = signed_release
+    url, files, keys = signed_release
     sums = "/v19.4.0/release.sha256"
     evil = b"#!/bin/sh\necho evil\n"
     files["/v19.4.0/binaries/gitlab-runner-linux-amd64"] = evil
@@ -284,7 +252,7 @@ def test_bad_signature_is_refused_and_nothing_cached(signed_release, signing_key
     else:
         files[sums + ".asc"] = b"-----BEGIN PGP SIGNATURE-----\n\nbm90IGEgc2lnbmF0dXJl\n-----END PGP SIGNATURE-----\n"
     cfg = config.load(None, {"runner_source": "release", "runner_release_url": url,
-                             "runner_signing_keyring": str(keyring)})
+                             "runner_signing_keyring": str(keys)})
     with pytest.raises(RunnerSourceError, match=why) as err:
         runner.obtain(cfg)
     assert "not trust" in str(err.value)
