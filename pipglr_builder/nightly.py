@@ -22,10 +22,11 @@ from . import base, build, hosts, publish, render, tools, verify
 from .config import Config
 from .errors import PipglrError
 
+PACKAGES_MARK = "--- packages ---"
 VERSION_SCRIPT = (
     "podman --version; gitlab-runner --version | sed -n 's/^Version: *//p'; "
     "systemctl --version | head -n1; . /etc/os-release; echo \"$VERSION_CODENAME\"; "
-    f"echo; cat {render.PACKAGE_LIST}"
+    f"echo {PACKAGES_MARK}; cat {render.PACKAGE_LIST}"
 )
 
 
@@ -33,17 +34,18 @@ def nightly_tags(config: Config, today: datetime.date) -> list[str]:
     return ["latest", config.runner_version, today.strftime("%Y%m%d")]
 
 
-def versions_inside(ref: str, arch: str) -> dict[str, str]:
-    out = hosts.sh(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c", VERSION_SCRIPT],
-                   timeout=600).stdout.splitlines()
-    podman, runner, systemd, suite, _ = (out + [""] * 5)[:5]
+def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The versions the report shows, and the image's package list {name: version}."""
+    out, _, listed = hosts.sh(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c",
+                               VERSION_SCRIPT], timeout=600).stdout.partition(PACKAGES_MARK + "\n")
+    podman, runner, systemd, suite = (out.splitlines() + [""] * 4)[:4]
     return {
         "podman": podman.removeprefix("podman version ").strip(),
         "gitlab-runner": runner.strip(),
         "systemd": (re.findall(r"\d+", systemd) or [""])[0],
         "base_suite": suite.strip(),
         "base_snapshot": tools.image_label(ref, base.ARCHIVE_LABEL) or "none",
-    }, dict(line.split(" ", 1) for line in out[5:] if " " in line)
+    }, dict(line.split(" ", 1) for line in listed.splitlines())
 
 
 def package_changes(old: dict[str, str] | None, new: dict[str, str]) -> list[list[str | None]] | None:
