@@ -142,6 +142,19 @@ def _sha256(value: str) -> str | None:
     return None
 
 
+def _keyring(value: str) -> str | None:
+    """An OpenPGP public key file: ASCII-armored, binary (gpg --export) or a keybox (.kbx)."""
+    if not value:
+        return None
+    try:
+        data = Path(value).expanduser().read_bytes()
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" in data or data[8:12] == b"KBXf" or (data and data[0] & 0x80):
+        return None
+    return "holds no OpenPGP public key (armored, binary or keybox), e.g. GitLab's key from `gpg --export`"
+
+
 def _uid(value: int) -> str | None:
     if not 1 <= value <= 65535:
         return "expected a UID between 1 and 65535"
@@ -197,12 +210,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tags", list, ["latest"], "Tags given to the image (a manifest list when several platforms).", _tags),
     Setting("platforms", list, ["linux/amd64"], "Platforms to build: linux/amd64, linux/arm64.", _platforms),
     Setting("base_suite", str, "trixie", "Debian suite bootstrapped with mmdebstrap for the base.", _suite),
-    Setting("base_mirror", str, "http://deb.debian.org/debian", "Debian mirror used by mmdebstrap and apt."),
+    Setting("base_mirror", str, "http://deb.debian.org/debian", "Debian mirror used by mmdebstrap and apt.", _url),
+    Setting("base_updates", bool, True, "Also install from SUITE-updates (base_mirror) and SUITE-security "
+            "(base_security_mirror), as a Debian stable system does; false for sid or testing."),
+    Setting("base_keyring", str, "/usr/share/keyrings/debian-archive-keyring.gpg",
+            "The archive's signing keys (debian-archive-keyring): mmdebstrap checks the packages with it, and the "
+            "build checks each suite's InRelease with it before trusting what it says changed."),
+    Setting("base_security_mirror", str, "http://deb.debian.org/debian-security",
+            "Debian security mirror for SUITE-security (base_updates).", _url),
     Setting("base_image", str, "", "Use this Debian-family image reference as base instead of bootstrapping."),
     Setting("runner_version", str, "19.4.0", "gitlab-runner release to install.", _version),
     Setting("runner_source", str, "auto", "Where gitlab-runner comes from: auto, release, file, gomodule."),
     Setting("runner_release_url", str, "https://gitlab-runner-downloads.s3.amazonaws.com",
             "Where runner releases are downloaded from (v{version}/binaries/... below it); a mirror works.", _url),
+    Setting("runner_signing_keyring", str, "", "OpenPGP key file with GitLab's release signing key: the release "
+            "source then refuses a release.sha256 whose signature (release.sha256.asc) does not verify with it "
+            "(empty: checksums only).", _keyring),
     Setting("runner_file", str, "", "Local gitlab-runner binary (runner_source = file); {arch} is replaced."),
     Setting("runner_sha256", str, "", "SHA256 the local gitlab-runner file must have (or amd64=HASH,arm64=HASH).", _sha256),
     Setting("runner_module_version", str, DEFAULT_RUNNER_MODULE_VERSION,
@@ -257,10 +280,14 @@ class Config:
     platforms: tuple[str, ...]
     base_suite: str
     base_mirror: str
+    base_updates: bool
+    base_keyring: str
+    base_security_mirror: str
     base_image: str
     runner_version: str
     runner_source: str
     runner_release_url: str
+    runner_signing_keyring: str
     runner_file: str
     runner_sha256: str
     runner_module_version: str

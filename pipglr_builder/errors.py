@@ -19,3 +19,7 @@ class CommandFailed(PipglrError):
 
 class RunnerSourceError(PipglrError):
     """gitlab-runner could not be obtained or failed verification."""
+
+
+class MirrorError(PipglrError):
+    """The Debian mirror did not say what its archive holds."""

@@ -18,14 +18,15 @@ import re
 import time
 from pathlib import Path
 
-from . import build, hosts, publish, tools, verify
+from . import base, build, hosts, publish, render, tools, verify
 from .config import Config
 from .errors import PipglrError
 
+PACKAGES_MARK = "--- packages ---"
 VERSION_SCRIPT = (
     "podman --version; gitlab-runner --version | sed -n 's/^Version: *//p'; "
     "systemctl --version | head -n1; . /etc/os-release; echo \"$VERSION_CODENAME\"; "
-    "cat /etc/pipglr/base-snapshot 2>/dev/null || echo none"
+    f"echo {PACKAGES_MARK}; cat {render.PACKAGE_LIST}"
 )
 
 
@@ -33,17 +34,27 @@ def nightly_tags(config: Config, today: datetime.date) -> list[str]:
     return ["latest", config.runner_version, today.strftime("%Y%m%d")]
 
 
-def versions_inside(ref: str, arch: str) -> dict[str, str]:
-    out = hosts.sh(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c", VERSION_SCRIPT],
-                   timeout=600).stdout.splitlines()
-    podman, runner, systemd, suite, snapshot = (out + [""] * 5)[:5]
+def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The versions the report shows, and the image's package list {name: version}."""
+    out, _, listed = hosts.sh(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c",
+                               VERSION_SCRIPT], timeout=600).stdout.partition(PACKAGES_MARK + "\n")
+    podman, runner, systemd, suite = (out.splitlines() + [""] * 4)[:4]
     return {
         "podman": podman.removeprefix("podman version ").strip(),
         "gitlab-runner": runner.strip(),
         "systemd": (re.findall(r"\d+", systemd) or [""])[0],
         "base_suite": suite.strip(),
-        "base_snapshot": snapshot.strip(),
-    }
+        "base_snapshot": tools.image_label(ref, base.ARCHIVE_LABEL) or "none",
+    }, dict(line.split(" ", 1) for line in listed.splitlines())
+
+
+def package_changes(old: dict[str, str] | None, new: dict[str, str]) -> list[list[str | None]] | None:
+    """[name, old version, new version] for each package added (old None), removed (new None) or changed;
+    None when there is no previous list to compare with."""
+    if old is None:
+        return None
+    return [[name, old.get(name), new.get(name)] for name in sorted(old.keys() | new.keys())
+            if old.get(name) != new.get(name)]
 
 
 def image_size(ref: str) -> int:
@@ -69,11 +80,11 @@ def run(config: Config, report_dir: Path, today: datetime.date | None = None) ->
                     "image": config.image_name, "tags": tags, "repository": config.publish_repository, "platforms": {},
                     "pushed": {}, "result": "failed"}
     started = time.monotonic()
-    previous = load_previous(report_dir).get("pushed", {})
+    previous = load_previous(report_dir)
     try:
-        _build_and_verify(config, report)
+        _build_and_verify(config, report, previous.get("platforms", {}))
         if all(p.get("verified") for p in report["platforms"].values()):
-            _publish(config, registry, repository, tags, report, previous)
+            _publish(config, registry, repository, tags, report, previous.get("pushed", {}))
             report["result"] = "ok"
     except PipglrError as e:
         report["error"] = str(e)
@@ -86,14 +97,16 @@ def run(config: Config, report_dir: Path, today: datetime.date | None = None) ->
     return 0 if report["result"] == "ok" else 1
 
 
-def _build_and_verify(config: Config, report: dict) -> None:
-    built = build.build(config)
+def _build_and_verify(config: Config, report: dict, previous: dict) -> None:
+    built = build.build(config)  # refreshes the base first when the Debian archive changed
     report["runner_source"] = built.runner_source
     for arch in config.arches:
         ref = build.platform_ref(config, arch)
+        versions, packages = versions_inside(ref, arch)
         report["platforms"][f"linux/{arch}"] = {
             "image": ref, "build_seconds": round(built.seconds[arch], 1), "rebuilt": built.rebuilt[arch],
-            "size_bytes": image_size(ref), "versions": versions_inside(ref, arch)}
+            "size_bytes": image_size(ref), "versions": versions, "packages": packages,
+            "package_changes": package_changes(previous.get(f"linux/{arch}", {}).get("packages"), packages)}
     for arch in config.arches:
         entry = report["platforms"][f"linux/{arch}"]
         checked = verify.verify(entry["image"], arch)
@@ -141,7 +154,13 @@ def summarize(report: dict) -> str:
                      + (f" ({p.get('verify_profile')} profile, {p.get('verify_seconds', 0):.0f}s)"
                         if "verify_seconds" in p else ""))
         lines.append(f"    podman {v.get('podman')}, gitlab-runner {v.get('gitlab-runner')}, systemd "
-                     f"{v.get('systemd')}, base {v.get('base_suite')} (snapshot {v.get('base_snapshot')})")
+                     f"{v.get('systemd')}, base {v.get('base_suite')} (archive {v.get('base_snapshot')})")
+        changes = p.get("package_changes")
+        if changes is None:
+            lines.append(f"    packages: {len(p.get('packages') or {})} (no previous report to compare with)")
+        else:
+            lines.append(f"    packages: {len(changes)} changed since the previous report")
+            lines += [f"      {name} {old or '(new)'} -> {new or '(removed)'}" for name, old, new in changes]
     if report.get("push"):
         lines.append(f"  push: {report['push']}")
     for tag, digest in sorted(report.get("pushed", {}).items()):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import urllib.parse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import jinja2
 
@@ -36,6 +36,11 @@ PACKAGES = (
     "ca-certificates", "curl", "dbus", "dbus-user-session", "iproute2", "jq", "libpam-systemd",
     "nftables", "passt", "podman", "crun", "procps", "systemd", "systemd-sysv", "uidmap",
 )
+
+# The image's package list for scanners ("NAME VERSION" lines, installed packages only), and the query making it.
+PACKAGE_LIST = "/usr/share/pipglr/packages.txt"
+PACKAGE_QUERY = ("dpkg-query -W -f='${db:Status-Abbrev} ${Package} ${Version}\\n' "
+                 "| awk '$1 == \"ii\" {print $2, $3}' | LC_ALL=C sort")
 
 # Units that fail or make no sense inside a container.
 MASKED_UNITS = (
@@ -130,6 +135,9 @@ def template_values(config: Config) -> dict:
         "registry_mirrors": [tuple(m.split("=", 1)) for m in config.registry_mirrors],
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
+        "package_list": PACKAGE_LIST,
+        "package_list_dir": str(PurePosixPath(PACKAGE_LIST).parent),
+        "package_query": PACKAGE_QUERY,
         "masked_units": MASKED_UNITS,
         "outer_id_count": OUTER_ID_COUNT,
         "nested_storage": NESTED_STORAGE,

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import tools
+from . import signatures, tools
 from .base import cache_dir
 from .config import Config
 from .errors import CommandFailed, RunnerSourceError
@@ -67,11 +67,14 @@ def from_file(config: Config, arch: str) -> Path:
 
 # --- source: release --------------------------------------------------------
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, missing: str = "") -> bytes:
+    """URL's body; MISSING is the error for a 403/404 (default: no such release)."""
     try:
         with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT) as response:
             return response.read()
     except urllib.error.HTTPError as e:
+        if e.code in (403, 404) and missing:
+            raise RunnerSourceError(f"{missing} (HTTP {e.code} for {url})") from None
         if e.code in (403, 404):
             raise RunnerSourceError(f"gitlab-runner release not found at {url} (HTTP {e.code}): "
                                     "check runner_version against the runner's release list") from None
@@ -86,8 +89,25 @@ def release_url(config: Config) -> str:
     return f"{config.runner_release_url.rstrip('/')}/v{config.runner_version}"
 
 
+def check_signature(config: Config, sums: bytes) -> None:
+    """Trust SUMS (release.sha256) only with a good signature by a key in runner_signing_keyring, and no other."""
+    url = release_url(config) + "/release.sha256.asc"
+    keyring = Path(config.runner_signing_keyring).expanduser()
+    signature = _fetch(url, missing=f"gitlab-runner {config.runner_version} has no signature release.sha256.asc, "
+                                    "and runner_signing_keyring asks for one: not trusting its checksums")
+    try:
+        signatures.verify(keyring, signature, sums)
+    except signatures.BadSignature as e:
+        raise RunnerSourceError(f"the signature {url} does not verify with runner_signing_keyring {keyring}: {e}. "
+                                "Its checksums are not trusted; no binary was downloaded or used.") from None
+    tools.say(f"runner: release.sha256 of {config.runner_version} is signed by a key in {keyring}")
+
+
 def published_sha256(config: Config, arch: str) -> str:
-    sums = _fetch(release_url(config) + "/release.sha256").decode()
+    raw = _fetch(release_url(config) + "/release.sha256")
+    if config.runner_signing_keyring:
+        check_signature(config, raw)
+    sums = raw.decode()
     for line in sums.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].lstrip("*./").endswith(f"binaries/gitlab-runner-linux-{arch}"):

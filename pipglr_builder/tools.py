@@ -29,6 +29,7 @@ PACKAGE_OF = {
     "go": "golang-go",
     "qemu-aarch64-static": "qemu-user-static",
     "newuidmap": "uidmap",
+    "gpgv": "gpgv",
 }
 
 

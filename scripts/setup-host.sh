@@ -15,8 +15,10 @@ PACKAGES=(
     podman buildah skopeo runc crun uidmap fuse-overlayfs slirp4netns passt
     mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support
     docker-registry apache2-utils openssl zstd jq curl iproute2 nftables
-    systemd python3-venv golang-go
+    systemd python3-venv golang-go gpgv gpg gpg-agent
 )
+# gpgv checks a release's signed checksums (runner_signing_keyring); gpg and
+# gpg-agent only make the tests' keys (gpg merely recommends its agent).
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -126,3 +126,42 @@ def fresh_storage():
         yield podman
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- OpenPGP keys made by the tests (signed releases, signed archives) ---------
+
+def gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
+                           "--passphrase", "", *args], input=stdin, capture_output=True, check=True).stdout
+
+
+@pytest.fixture(scope="session")
+def signing_keys():
+    """Two keys made here: 'trusted' (the tests' keyrings hold it) and 'other'. {name: (home, fingerprint)}."""
+    # Short paths: gpg-agent's socket path must stay under 108 characters.
+    homes = {name: Path(tempfile.mkdtemp(prefix=f"pipglr-gpg-{name}-")) for name in ("trusted", "other")}
+    keys = {}
+    try:
+        for name, home in homes.items():
+            home.chmod(0o700)
+            gpg(home, "--quick-gen-key", f"{name} test key <{name}@example.invalid>", "ed25519", "sign", "never")
+            listing = gpg(home, "--with-colons", "--list-keys").decode()
+            keys[name] = (home, next(l.split(":")[9] for l in listing.splitlines() if l.startswith("fpr:")))
+        yield keys
+    finally:
+        for home in homes.values():
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def sign(keys, name: str, data: bytes, clear: bool = False) -> bytes:
+    """A detached armored signature of DATA, or DATA clearsigned (like Debian's InRelease)."""
+    home, fingerprint = keys[name]
+    return gpg(home, "--local-user", fingerprint, *(["--clearsign"] if clear else ["--armor", "--detach-sign"]),
+               stdin=data)
+
+
+def keyring(keys, path: Path, armored: bool = True) -> Path:
+    """PATH holding the public key of 'trusted' only."""
+    path.write_bytes(gpg(keys["trusted"][0], *(["--armor"] if armored else []), "--export"))
+    return path

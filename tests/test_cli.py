@@ -21,6 +21,7 @@ def invoke(*args, config_text=None, tmp_path=None):
     (["render", "-o", "OUT"], "image_name = [", "is not valid TOML"),
     (["render", "-o", "OUT"], "colour = 'blue'", "unknown key 'colour'"),
     (["build", "--runner-source", "file"], None, "needs both runner_file"),
+    (["runner", "--runner-signing-keyring", "OUT"], None, "runner_signing_keyring"),
     (["bench", "--bump-runner-version", "19.4.1"], None, "go together"),
     (["bench", "--bump-runner-file", "OUT", "--bump-runner-version", "v19"], None, "like 17.5.0"),
     (["bench", "--bump-runner-file", "OUT", "--bump-runner-version", "19.4.1"], None, "no such file"),
@@ -83,3 +84,12 @@ def test_render_refuses_a_work_tree(tmp_path, monkeypatch):
 def test_source_label_never_carries_credentials(url, clean):
     from pipglr_builder import render
     assert render.without_credentials(url) == clean
+
+
+@pytest.mark.tools
+def test_unreachable_mirror_stops_bootstrap_with_the_reason():
+    # No base image of this suite exists, so there is none to fall back on; port 9 on loopback refuses at once.
+    result = invoke("bootstrap-base", "--base-suite", "nosuchsuite", "--base-mirror", "http://127.0.0.1:9/debian")
+    assert result.exit_code == 1, result.output
+    assert "cannot read http://127.0.0.1:9/debian/dists/nosuchsuite/InRelease" in result.output
+    assert "Traceback" not in result.output

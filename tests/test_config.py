@@ -58,6 +58,8 @@ def test_every_setting_has_a_config_field():
     ('nested_privileged = "yes"', ["nested_privileged", "expected bool"]),
     ('extra_packages = ["vim; rm -rf /"]', ["extra_packages", "not a Debian package name"]),
     ('base_suite = "Trixie 13"', ["base_suite", "suite"]),
+    ('runner_signing_keyring = "/nonexistent/gitlab.asc"', ["runner_signing_keyring", "cannot read it"]),
+    ('runner_signing_keyring = "/etc/passwd"', ["runner_signing_keyring", "holds no OpenPGP public key"]),
 ])
 def test_bad_values_are_refused(tmp_path, text, words):
     with pytest.raises(ConfigError) as err:

@@ -7,6 +7,7 @@ cold cache, about a minute warm).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 
@@ -48,6 +49,15 @@ def test_bootstrap_base_second_call_does_no_work():
     assert "up to date" in second.stderr, second.stderr
     assert "mmdebstrap" not in second.stderr
     assert first.stdout == second.stdout == "localhost/pipglr-base:trixie-amd64\n"
+
+
+def test_image_lists_its_packages_and_archive(booted, image):
+    """verify's package list check, on the booted image; the base's archive dates reach the image's labels."""
+    from pipglr_builder import base
+    from pipglr_builder.checks import test_image as checks
+    checks.test_package_list_matches_dpkg(testinfra.get_host(f"podman://{booted.name}"))
+    archive = labels(image)[base.ARCHIVE_LABEL]
+    assert re.fullmatch(r"trixie \S+Z, trixie-updates \S+Z, trixie-security \S+Z", archive), archive
 
 
 def test_image_has_every_runlabel_verbatim(image):

@@ -11,6 +11,8 @@ import pytest
 from pipglr_builder import config, runner
 from pipglr_builder.errors import RunnerSourceError
 
+from .conftest import keyring, sign
+
 BINARY = b"#!/bin/sh\necho gitlab-runner\n"
 
 
@@ -204,3 +206,54 @@ def test_gomodule_missing_nested_module_says_which_setting(fake_go):
         "403 Forbidden\n"))
     with pytest.raises(RunnerSourceError, match="set runner_nested_module_dir"):
         runner.from_gomodule(config.load(None), "amd64")
+
+
+# --- signed checksums (runner_signing_keyring) --------------------------------
+
+@pytest.fixture
+def signed_release(release_server, signing_keys, tmp_path):
+    """The release server with release.sha256.asc signed by 'trusted'; a keyring file holding only that key."""
+    url, files, _ = release_server
+    files["/v19.4.0/release.sha256.asc"] = sign(signing_keys, "trusted", files["/v19.4.0/release.sha256"])
+    return url, files, keyring(signing_keys, tmp_path / "gitlab.asc")
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("armored", [True, False])
+def test_signed_release_is_accepted(signed_release, signing_keys, cache, armored):
+    url, _, keys = signed_release
+    if not armored:  # a binary keyring (gpg --export) works the same
+        keyring(signing_keys, keys, armored=False)
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": url,
+                             "runner_signing_keyring": str(keys)})
+    assert runner.obtain(cfg)[1]["amd64"].read_bytes() == BINARY
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("change, why", [
+    ("tampered", "BAD signature: the file was changed after it was signed"),
+    ("other key", "signed by a key that is not in the keyring"),
+    ("no signature", "has no signature release.sha256.asc"),
+    ("garbage", "no signature in it"),
+])
+def test_bad_signature_is_refused_and_nothing_cached(signed_release, signing_keys, cache, change, why):
+    url, files, keys = signed_release
+    sums = "/v19.4.0/release.sha256"
+    evil = b"#!/bin/sh\necho evil\n"
+    files["/v19.4.0/binaries/gitlab-runner-linux-amd64"] = evil
+    if change == "tampered":  # the server's checksums now match the evil binary; the signature is the old one
+        files[sums] = files[sums].replace(hashlib.sha256(BINARY).hexdigest().encode(),
+                                          hashlib.sha256(evil).hexdigest().encode())
+    elif change == "other key":
+        files[sums] = f"{hashlib.sha256(evil).hexdigest()}  ./binaries/gitlab-runner-linux-amd64\n".encode()
+        files[sums + ".asc"] = sign(signing_keys, "other", files[sums])
+    elif change == "no signature":
+        del files[sums + ".asc"]
+    else:
+        files[sums + ".asc"] = b"-----BEGIN PGP SIGNATURE-----\n\nbm90IGEgc2lnbmF0dXJl\n-----END PGP SIGNATURE-----\n"
+    cfg = config.load(None, {"runner_source": "release", "runner_release_url": url,
+                             "runner_signing_keyring": str(keys)})
+    with pytest.raises(RunnerSourceError, match=why) as err:
+        runner.obtain(cfg)
+    assert "not trust" in str(err.value)
+    assert not list(cache.rglob("gitlab-runner-amd64*"))

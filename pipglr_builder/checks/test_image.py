@@ -6,6 +6,7 @@ import re
 import pytest
 
 from pipglr_builder.hosts import wait_for
+from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY
 from pipglr_builder.verify import METRICS
 
 SOCKET = "/run/pipglr/podman.sock"
@@ -105,6 +106,16 @@ def test_versions(host, expect):
     assert re.search(rf"Version:\s+{re.escape(expect['runner_version'])}\b", runner_version), runner_version
     assert host.check_output("podman --version").startswith("podman version ")
     assert host.check_output("systemctl --version").startswith("systemd ")
+
+
+def test_package_list_matches_dpkg(host):
+    """The list scanners read (NAME VERSION per line) is exactly what dpkg has installed."""
+    listed = dict(line.split(" ", 1) for line in host.file(PACKAGE_LIST).content_string.splitlines())
+    installed = dict(line.split(" ", 1) for line in host.check_output(PACKAGE_QUERY).splitlines())
+    differ = {name: (listed.get(name), installed.get(name)) for name in listed.keys() | installed.keys()
+              if listed.get(name) != installed.get(name)}
+    assert differ == {}, f"{PACKAGE_LIST} (listed, installed) differs from dpkg: {differ}"
+    assert {"podman", "systemd", "uidmap"} <= listed.keys()
 
 
 def test_prune_timer_uses_prune_interval(host, target, expect):
