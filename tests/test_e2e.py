@@ -358,6 +358,7 @@ def test_both_kinds_of_token_register_through_the_runlabel(world):
     verified = [e for e in world.state()["events"] if e["kind"] == "verify"][verified_before:]
     assert [e["runner_id"] for e in verified] == [created["id"]]
     assert verified[0]["system_id"].startswith("s_") and {"token", "system_id", "info"} <= set(verified[0]["fields"])
+    assert {"name", "version", "executor", "features"} <= set(verified[0]["info"])
     world.alice("podman", "secret", "rm", "REGISTRATION_TOKEN")
 
 
@@ -373,6 +374,13 @@ def test_jobs_run_with_the_config_register_wrote_unedited(world):
         job = world.wait_job(world.add_job("echo ran", runner_id=runners[description]))
         assert job["state"] == "success", job["trace"][-2000:]
         assert job["runner_id"] == runners[description]
+    # Unregistering a runner created in GitLab removes this machine (its runner manager), not the runner.
+    world.alice("podman", "container", "runlabel", "unregister", world.image, "--", "--name", "created-in-ui")
+    created_id = runners["created in GitLab's UI"]
+    assert any(e["kind"] == "unregister-manager" and e["runner_id"] == created_id for e in world.state()["events"])
+    assert created_id in [r["id"] for r in world.state()["runners"]]
+    live = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
+    assert runners_in(live) == 1 and 'name = "legacy"' in live
 
 
 def test_unreachable_coordinator_is_retried_and_logged(world):
