@@ -344,6 +344,8 @@ def test_both_kinds_of_token_register_through_the_runlabel(world):
     assert refused.returncode != 0 and "failed: exit status 2" in refused.stderr, refused.stdout + refused.stderr
     assert "--tag-list --locked --paused" in refused.stderr and "GitLab's UI" in refused.stderr, refused.stderr
     assert world.alice("cat", f"{SECOND}/config.toml").stdout == first
+    on_the_command_line = register_in(world, "--token", "glrt-x", check=False)
+    assert "give the token in the secret REGISTRATION_TOKEN, not as --token" in on_the_command_line.stderr
 
     said = register_in(world, "--name", "created-in-ui")
     output = said.stdout + said.stderr
