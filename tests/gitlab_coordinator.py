@@ -7,8 +7,8 @@ artifacts (upload and download, as gitlab-runner 19.4's network/gitlab.go
 calls them) and git's dumb HTTP protocol for bare repositories under
 --git-root (behind the job token, as GitLab serves clones to jobs), and
 records everything a runner sends. Tests drive it through /_test/ endpoints:
-queue jobs, cancel one, read what was recorded, set the registration token
-and token lifetime. Standard library only, so it runs inside the stand-in
+create a runner as GitLab's UI does (its glrt- token), queue jobs, cancel
+one, read what was recorded, set the registration token and token lifetime. Standard library only, so it runs inside the stand-in
 host. It must listen only on loopback or inside a network namespace the
 tests created.
 """
@@ -71,7 +71,9 @@ class State:
         self.events.append({"kind": kind, "at": iso(now()), **data})
 
     def new_token(self, runner: dict) -> dict:
-        token = "glrt-" + secrets.token_urlsafe(15)
+        # GitLab gives the glrt- prefix only to runners created in its UI or API, not to
+        # runners registered with a registration token (gitlab-runner tells them apart by it).
+        token = ("glrt-" if runner.get("created_in_ui") else "") + secrets.token_urlsafe(15)
         expires = now() + datetime.timedelta(seconds=self.token_ttl) if self.token_ttl else None
         runner.update(token=token, token_expires_at=iso(expires))
         self.runners[token] = runner
@@ -294,7 +296,9 @@ class Handler(BaseHTTPRequestHandler):
         runner = st.runner_for(data.get("token"))
         if runner is None:
             return self.reply(403, {"message": "403 Forbidden"})
-        st.event("verify", runner_id=runner["id"], system_id=data.get("system_id"))
+        # What gitlab-runner sent (field names only: the token is a secret).
+        st.event("verify", runner_id=runner["id"], system_id=data.get("system_id"), fields=sorted(data),
+                 info=sorted(data.get("info") or {}))
         self.reply(200, {"id": runner["id"], "token": runner["token"],
                          "token_expires_at": runner["token_expires_at"]})
 
@@ -304,6 +308,15 @@ class Handler(BaseHTTPRequestHandler):
         if runner is None:
             return self.reply(403, {"message": "403 Forbidden"})
         st.event("unregister", runner_id=runner["id"], system_id=data.get("system_id"))
+        self.reply(204)
+
+    def unregister_manager(self):
+        """DELETE /runners/managers (a glrt- runner): only this machine's manager goes, the runner stays."""
+        data, st = self.json_body(), self.state
+        runner = st.runner_for(data.get("token"))
+        if runner is None:
+            return self.reply(403, {"message": "403 Forbidden"})
+        st.event("unregister-manager", runner_id=runner["id"], system_id=data.get("system_id"))
         self.reply(204)
 
     def reset_token(self):
@@ -445,6 +458,15 @@ class Handler(BaseHTTPRequestHandler):
                                "dependencies": spec.get("dependencies", [])}
         self.reply(201, {"id": spec["id"]})
 
+    def test_create_runner(self):
+        """A runner created in GitLab's UI (or POST /user/runners): its authentication token (glrt-)."""
+        data, st = self.json_body(), self.state
+        runner = {"id": st.next_runner_id, "description": data.get("description"), "created_in_ui": True,
+                  "tag_list": data.get("tag_list", []), "run_untagged": data.get("run_untagged", True)}
+        st.next_runner_id += 1
+        st.event("runner-created", runner_id=runner["id"])
+        self.reply(201, st.new_token(runner))
+
     def test_cancel_job(self, job_id: int):
         """Cancel from GitLab: the job's next trace PATCH or update PUT is answered Job-Status: canceled."""
         job = self.state.jobs.get(job_id)
@@ -470,7 +492,7 @@ ROUTES = {
     ("POST", "/api/v4/runners"): Handler.register,
     ("POST", "/api/v4/runners/verify"): Handler.verify,
     ("DELETE", "/api/v4/runners"): Handler.unregister,
-    ("DELETE", "/api/v4/runners/managers"): Handler.unregister,
+    ("DELETE", "/api/v4/runners/managers"): Handler.unregister_manager,
     ("POST", "/api/v4/runners/reset_authentication_token"): Handler.reset_token,
     ("POST", "/api/v4/jobs/request"): Handler.request_job,
     ("PATCH", "/api/v4/jobs/:id/trace"): Handler.trace,
@@ -479,6 +501,7 @@ ROUTES = {
     ("GET", "/api/v4/jobs/:id/artifacts"): Handler.download_artifacts,
     ("POST", "/_test/jobs"): Handler.test_add_job,
     ("POST", "/_test/jobs/:id/cancel"): Handler.test_cancel_job,
+    ("POST", "/_test/runners"): Handler.test_create_runner,
     ("POST", "/_test/config"): Handler.test_config,
     ("GET", "/_test/state"): Handler.test_state,
 }

@@ -58,8 +58,10 @@ class World:
     def state(self) -> dict:
         return self.coordinator("GET", "/_test/state")
 
-    def add_job(self, *script: str, image: str = BASE) -> int:
-        return self.coordinator("POST", "/_test/jobs", {"script": list(script), "image": image})["id"]
+    def add_job(self, *script: str, image: str = BASE, runner_id: int | None = None) -> int:
+        """Queue a job (for any runner, or only the runner with RUNNER_ID); return its id."""
+        spec = {"script": list(script), "image": image, "runner_id": runner_id}
+        return self.coordinator("POST", "/_test/jobs", spec)["id"]
 
     def wait_job(self, job_id: int, timeout: float = 180) -> dict:
         def finished():
@@ -124,6 +126,11 @@ def runners_in(config_text: str) -> int:
     return config_text.count("[[runners]]")
 
 
+def runner_blocks(config_text: str) -> list[str]:
+    """Each [[runners]] table of a config.toml as written, the top-level settings first."""
+    return [block.strip() for block in config_text.split("[[runners]]")]
+
+
 def test_register_with_a_wrong_token_is_refused(world):
     world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input="not-the-token\n")
     world.alice("touch", "config.toml")
@@ -146,9 +153,13 @@ def test_register_twice_through_the_runlabel(world):
     for name, policy in (("e2e-1", ""), ("e2e-2", "always if-not-present")):
         said = world.alice("env", f"PIPGLR_PULL_POLICY={policy}", "podman", "container", "runlabel", "register",
                            world.image, "--", "--url", URL, "--name", name)
+        if name == "e2e-1":
+            first = world.alice("cat", "config.toml").stdout
     assert "may run privileged" in said.stderr and "no syscall filter" in said.stderr, said.stderr
+    assert "registration token in secret REGISTRATION_TOKEN (deprecated" in said.stderr, said.stderr
     config = world.alice("cat", "config.toml").stdout
     assert runners_in(config) == 2
+    assert runner_blocks(config)[:2] == runner_blocks(first), "the second register changed the first runner"
     assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
     for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
                      'network_mode = "host"', 'volumes = ["/cache", ', "token_expires_at"):
@@ -355,6 +366,86 @@ def test_unregister_runlabel_removes_the_runner_everywhere(world):
     assert any(e["kind"] == "unregister" and e["runner_id"] == 2 for e in world.state()["events"])
     live = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
     assert runners_in(live) == 1 and 'name = "e2e-1"' in live
+
+
+SECOND = "second"  # another directory of alice's: a config.toml registered into from nothing
+
+
+def register_in(world, *args: str, check: bool = True):
+    """The register runlabel run in SECOND (the runlabel writes ./config.toml)."""
+    return world.alice("env", "-C", SECOND, "podman", "container", "runlabel", "register", world.image,
+                       "--", "--url", URL, *args, check=check)
+
+
+def token_secret(world, token: str) -> None:
+    """The REGISTRATION_TOKEN secret, holding TOKEN as `echo TOKEN | podman secret create` leaves it."""
+    world.alice("sh", "-c", "podman secret rm REGISTRATION_TOKEN >/dev/null 2>&1; true")
+    world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=token + "\n")
+
+
+def test_both_kinds_of_token_register_through_the_runlabel(world):
+    """A registration token (deprecated), then a runner created in GitLab (glrt-), into one new config.toml:
+    the glrt- token takes gitlab-runner's verify path; server-side settings are refused before anything is
+    written; the first runner stays as it was."""
+    world.coordinator("POST", "/_test/config", {"token_ttl": None})
+    world.alice("mkdir", "-p", SECOND)
+    world.alice("touch", f"{SECOND}/config.toml")
+    token_secret(world, world.registration_token)
+    said = register_in(world, "--name", "legacy")
+    assert "registration token in secret REGISTRATION_TOKEN (deprecated" in said.stderr, said.stderr
+    first = world.alice("cat", f"{SECOND}/config.toml").stdout
+    assert runners_in(first) == 1
+
+    verified_before = sum(e["kind"] == "verify" for e in world.state()["events"])
+    created = world.coordinator("POST", "/_test/runners", {"description": "created in GitLab's UI"})
+    token_secret(world, "glrt-not-this-runner")
+    wrong = register_in(world, "--name", "wrong", check=False)
+    assert wrong.returncode != 0 and "Failed to verify the runner" in wrong.stdout + wrong.stderr
+    token_secret(world, created["token"])
+    refused = register_in(world, "--name", "tagged", "--tag-list", "a,b", "--locked=false", "--paused", check=False)
+    # runlabel exits 125 whenever its command fails, and names the command's own status.
+    assert refused.returncode != 0 and "failed: exit status 2" in refused.stderr, refused.stdout + refused.stderr
+    assert "--tag-list --locked --paused" in refused.stderr and "GitLab's UI" in refused.stderr, refused.stderr
+    assert world.alice("cat", f"{SECOND}/config.toml").stdout == first
+    on_the_command_line = register_in(world, "--token", "glrt-x", check=False)
+    assert "give the token in the secret REGISTRATION_TOKEN, not as --token" in on_the_command_line.stderr
+
+    said = register_in(world, "--name", "created-in-ui")
+    output = said.stdout + said.stderr
+    assert "runner authentication token (glrt-) in secret REGISTRATION_TOKEN" in said.stderr, said.stderr
+    assert "legacy-compatible" not in output and "Verifying runner... is valid" in output, output
+    config = world.alice("cat", f"{SECOND}/config.toml").stdout
+    assert runners_in(config) == 2
+    assert runner_blocks(config)[:2] == runner_blocks(first), "the second register changed the first runner"
+    glrt = runner_blocks(config)[2]
+    assert f"id = {created['id']}\n" in glrt and f'token = "{created["token"]}"' in glrt, "not the created runner"
+    # One verify: the refused attempt never reached GitLab; no POST /runners with the glrt- token.
+    verified = [e for e in world.state()["events"] if e["kind"] == "verify"][verified_before:]
+    assert [e["runner_id"] for e in verified] == [created["id"]]
+    assert verified[0]["system_id"].startswith("s_") and {"token", "system_id", "info"} <= set(verified[0]["fields"])
+    assert {"name", "version", "executor", "features"} <= set(verified[0]["info"])
+    world.alice("podman", "secret", "rm", "REGISTRATION_TOKEN")
+
+
+def test_jobs_run_with_the_config_register_wrote_unedited(world):
+    """SECOND/config.toml exactly as register wrote it becomes the config.toml secret: both runners take jobs."""
+    world.alice("podman", "rm", "--force", "pipglr")
+    world.alice("podman", "secret", "rm", "config.toml")
+    world.alice("podman", "secret", "create", "config.toml", f"{SECOND}/config.toml")
+    world.alice("podman", "container", "runlabel", "run", world.image)
+    world.wait_booted()
+    runners = {r["description"]: r["id"] for r in world.state()["runners"]}
+    for description in ("legacy", "created in GitLab's UI"):
+        job = world.wait_job(world.add_job("echo ran", runner_id=runners[description]))
+        assert job["state"] == "success", job["trace"][-2000:]
+        assert job["runner_id"] == runners[description]
+    # Unregistering a runner created in GitLab removes this machine (its runner manager), not the runner.
+    world.alice("podman", "container", "runlabel", "unregister", world.image, "--", "--name", "created-in-ui")
+    created_id = runners["created in GitLab's UI"]
+    assert any(e["kind"] == "unregister-manager" and e["runner_id"] == created_id for e in world.state()["events"])
+    assert created_id in [r["id"] for r in world.state()["runners"]]
+    live = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
+    assert runners_in(live) == 1 and 'name = "legacy"' in live
 
 
 def test_unreachable_coordinator_is_retried_and_logged(world):
