@@ -219,6 +219,20 @@ def test_cache_saved_by_one_job_restored_in_the_next(world):
     assert_no_job_containers(world)
 
 
+def test_after_a_prune_the_next_job_finds_its_helper_and_its_cache(world):
+    """The daily prune (pipglr-prune.service, prune_age) keeps what jobs use: before, it ran
+    `system prune --all --volumes` and air-gapped jobs lost their helper and every cache."""
+    saver = run_job(world, "mkdir -p deps", "echo before-the-prune > deps/value.txt", cache=CACHE)
+    assert saver["state"] == "success", saver["trace"][-3000:]
+    pruned = world.outer("systemctl", "start", "pipglr-prune.service")
+    assert pruned.returncode == 0, pruned.stderr
+    assert HELPER in nested_podman(world, "images", "--format", "{{.Repository}}:{{.Tag}}")
+    reader = run_job(world, "cat deps/value.txt", cache=CACHE)
+    assert reader["state"] == "success", reader["trace"][-3000:]
+    assert "Successfully extracted cache" in reader["trace"] and "before-the-prune" in reader["trace"]
+    assert_no_job_containers(world)
+
+
 def nested_podman(world: World, *argv: str) -> str:
     return world.outer(*PODMAN, *argv, check=True).stdout
 
