@@ -145,8 +145,9 @@ def test_register_twice_through_the_runlabel(world):
     assert runners_in(config) == 2
     assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
     for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
-                     'network_mode = "host"', '"/cache:/cache"', "token_expires_at"):
+                     "FF_NETWORK_PER_BUILD = true", '"/cache:/cache"', "token_expires_at"):
         assert expected in config, f"{expected} missing from config.toml:\n{config}"
+    assert "network_mode" not in config, "a network_mode would turn the network per job off"
     assert len(world.state()["runners"]) == 2
     # Two runners, two jobs at a time.
     world.alice("sed", "-i", "s/^concurrent = .*/concurrent = 2/", "config.toml")
