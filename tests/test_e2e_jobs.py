@@ -166,9 +166,13 @@ def test_jobs_reach_host_containers_internal_where_the_runner_does(world):
     conf = "/home/podman/.config/containers/containers.conf.d/50-pipglr-host-internal.conf"
     assert f'host_containers_internal_ip = "{outer}"' in world.outer("cat", conf, check=True).stdout
     assert world.outer("stat", "--format", "%U:%G", conf, check=True).stdout.strip() == "podman:podman"
-    job = run_job(world, "getent hosts host.containers.internal")
+    # And a connection there reaches GitLab (from the job's own network, through the nested pasta).
+    job = run_job(world, "getent hosts host.containers.internal",
+                  f"exec 3<>/dev/tcp/host.containers.internal/{PORT}; printf 'GET /_test/state HTTP/1.0\\r\\n\\r\\n' >&3; "
+                  "head -n 1 <&3")
     assert job["state"] == "success", job["trace"][-3000:]
     assert f"{outer} " in job["trace"] or f"{outer}\t" in job["trace"], job["trace"][-2000:]
+    assert "HTTP/1.0 200 OK" in job["trace"] or "HTTP/1.1 200 OK" in job["trace"], job["trace"][-2000:]
     assert_no_job_containers(world)
 
 
