@@ -68,6 +68,18 @@ def test_good_setup_is_ready(standin, image):
     assert "no syscall filter" in out and "wrong for a shared runner" in out
     # This VM's cgroup2 has no controllers to delegate: a warning with the fix, not a failure.
     assert "WARN  cgroup controllers" in out and "Delegate=" in out
+    assert "network_mode" not in out, out
+
+
+def test_host_network_mode_is_warned_about(standin, image):
+    """A runner registered with --docker-network-mode host (or an old config): the services problem, the fix."""
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"])
+    host_mode = RUNNER + '  [runners.docker]\n    network_mode = "host"\n'
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = 1\n" + host_mode)
+    code, out = doctor(standin, "alice", image)
+    assert code == 0, out
+    assert 'WARN  the config.toml secret has 1 runner(s) with network_mode = "host"' in out, out
+    assert "service aliases do not resolve" in out and "delete its network_mode lines" in out
 
 
 def test_65536_sub_ids_and_missing_linger(standin, image):
