@@ -33,7 +33,7 @@ RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doc
 
 # Installed into the image on top of the Debian base.
 PACKAGES = (
-    "ca-certificates", "curl", "dbus", "dbus-user-session", "iproute2", "jq", "libpam-systemd",
+    "aardvark-dns", "ca-certificates", "curl", "dbus", "dbus-user-session", "iproute2", "jq", "libpam-systemd",
     "nftables", "passt", "podman", "crun", "procps", "systemd", "systemd-sysv", "uidmap",
 )
 

@@ -93,6 +93,18 @@ def test_a_container_from_an_older_run_label_is_warned_about(standin, image):
         assert f"podman rm -f pipglr && podman container runlabel run {image}" in out
     finally:
         standin.as_user("alice", ["podman", "rm", "--force", "pipglr"])
+    assert "network_mode" not in out, out
+
+
+def test_host_network_mode_is_warned_about(standin, image):
+    """A runner registered with --docker-network-mode host (or an old config): the services problem, the fix."""
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"])
+    host_mode = RUNNER + '  [runners.docker]\n    network_mode = "host"\n'
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = 1\n" + host_mode)
+    code, out = doctor(standin, "alice", image)
+    assert code == 0, out
+    assert 'WARN  the config.toml secret has 1 runner(s) with network_mode = "host"' in out, out
+    assert "service aliases do not resolve" in out and "delete its network_mode lines" in out
 
 
 def test_65536_sub_ids_and_missing_linger(standin, image):

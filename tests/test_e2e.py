@@ -145,10 +145,12 @@ def test_register_with_a_wrong_token_is_refused(world):
 def test_register_twice_through_the_runlabel(world):
     world.coordinator("POST", "/_test/config", {"token_ttl": 90})  # tokens GitLab will want rotated
     world.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=world.registration_token + "\n")
+    # Two runners, two jobs at a time: `concurrent` before register, as the README says.
+    world.alice("sh", "-c", "echo 'concurrent = 2' > config.toml")
     bad = world.alice("env", "PIPGLR_PULL_POLICY=sometimes", "podman", "container", "runlabel", "register",
                       world.image, "--", "--url", URL, check=False)
     assert bad.returncode != 0 and "'sometimes' is not a pull policy" in bad.stderr, bad.stderr
-    assert world.alice("cat", "config.toml").stdout == ""
+    assert world.alice("cat", "config.toml").stdout == "concurrent = 2\n"
     # e2e-1 as this test image says (if-not-present); e2e-2 with the product's default, given at register.
     for name, policy in (("e2e-1", ""), ("e2e-2", "always if-not-present")):
         said = world.alice("env", f"PIPGLR_PULL_POLICY={policy}", "podman", "container", "runlabel", "register",
@@ -162,13 +164,13 @@ def test_register_twice_through_the_runlabel(world):
     assert runner_blocks(config)[:2] == runner_blocks(first), "the second register changed the first runner"
     assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
     for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
-                     'network_mode = "host"', 'volumes = ["/cache", ', "token_expires_at"):
+                     "FF_NETWORK_PER_BUILD = true", 'volumes = ["/cache", ', "token_expires_at"):
         assert expected in config, f"{expected} missing from config.toml:\n{config}"
+    assert "network_mode" not in config, "a network_mode would turn the network per job off"
     policies = [line.strip() for line in config.splitlines() if line.strip().startswith("pull_policy")]
     assert policies == ['pull_policy = ["if-not-present"]', 'pull_policy = ["always", "if-not-present"]'], policies
     assert len(world.state()["runners"]) == 2
-    # Two runners, two jobs at a time.
-    world.alice("sed", "-i", "s/^concurrent = .*/concurrent = 2/", "config.toml")
+    assert config.startswith("concurrent = 2\n"), config[:200]
     world.alice("podman", "secret", "rm", "REGISTRATION_TOKEN")
 
 

@@ -7,7 +7,7 @@ makes), `runlabel register` with the REGISTRATION_TOKEN secret, the
 config.toml secret, setupstorage, setupcache, the helper image through the
 `preload` runlabel, `runlabel run`; the job image (the Debian base) and a
 service image this test builds are loaded into the nested storage. Then git
-clone and fetch, cache, artifacts, a service, after_script, a job timeout, a
+clone and fetch, cache, artifacts, services of two jobs at once, after_script, a job timeout, a
 job cancelled from GitLab and a masked variable, each checked on what the
 coordinator recorded and on the trace, and each leaving no nested container.
 """
@@ -33,17 +33,19 @@ pytestmark = pytest.mark.slow
 PORT = 8080
 URL = f"http://host.containers.internal:{PORT}"
 PROJECT = "pipglr/e2e"  # the coordinator's project (job_info, repo_url path)
-SERVICE_PORT = 18080  # the service listens on the outer container's loopback (network_mode host)
+SERVICE_PORT = 18080  # every job's service listens on this port, on its job's own network
 PODMAN = ["runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman"]
 # tini as PID 1 passes SIGTERM on, as a well-behaved service image does (a PID 1 that ignores it costs
-# every job podman's 10 s stop timeout at cleanup). No EXPOSE: see test_a_service_is_reached_by_the_job.
+# every job podman's 10 s stop timeout at cleanup). EXPOSE: the runner's health check waits for that port.
+# The page names the job that started the service (SERVICE_MARKER, a service variable).
 SERVICE_CONTAINERFILE = f"""FROM {BASE}
 RUN apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox tini \\
  && apt-get clean && rm -rf /var/lib/apt/lists/*
-RUN mkdir -p /srv/www && echo pipglr-service-answers > /srv/www/marker.txt
+RUN mkdir -p /srv/www
+EXPOSE {SERVICE_PORT}
 ENTRYPOINT ["/usr/bin/tini", "--"]
-CMD ["busybox", "httpd", "-f", "-v", "-p", "127.0.0.1:{SERVICE_PORT}", "-h", "/srv/www"]
+CMD ["sh", "-c", "echo service-of-$SERVICE_MARKER > /srv/www/marker.txt && exec busybox httpd -f -v -p 0.0.0.0:{SERVICE_PORT} -h /srv/www"]
 """
 
 
@@ -78,7 +80,7 @@ class Repo:
 
 @pytest.fixture(scope="module")
 def service_image():
-    """A service image made from the Debian base: busybox httpd answering on 127.0.0.1:SERVICE_PORT."""
+    """A service image made from the Debian base: busybox httpd answering on SERVICE_PORT."""
     name = f"localhost/pipglr-e2e-service:{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="pipglr-e2e-service-") as context:
         (Path(context) / "Containerfile").write_text(SERVICE_CONTAINERFILE)
@@ -111,9 +113,10 @@ def world(image, repo, service_image):
         w = World(standin, image, token)
         wait_for(lambda: _answers(w), 30, what="the test coordinator")
         standin.load_image("alice", image)
-        # As the README says: register with the token secret, the config secret, storage, cache, helper, run.
+        # As the README says: register with the token secret, the config secret, storage, cache, helper, run;
+        # two jobs at a time (the README's `concurrent = 2` line before register).
         w.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=token + "\n")
-        w.alice("touch", "config.toml")
+        w.alice("sh", "-c", "echo 'concurrent = 2' > config.toml")
         w.alice("podman", "container", "runlabel", "register", image, "--", "--url", URL, "--name", "e2e-jobs")
         w.alice("podman", "secret", "create", "config.toml", "config.toml")
         for label in ("setupstorage", "setupcache"):
@@ -164,9 +167,13 @@ def test_jobs_reach_host_containers_internal_where_the_runner_does(world):
     conf = "/home/podman/.config/containers/containers.conf.d/50-pipglr-host-internal.conf"
     assert f'host_containers_internal_ip = "{outer}"' in world.outer("cat", conf, check=True).stdout
     assert world.outer("stat", "--format", "%U:%G", conf, check=True).stdout.strip() == "podman:podman"
-    job = run_job(world, "getent hosts host.containers.internal")
+    # And a connection there reaches GitLab (from the job's own network, through the nested pasta).
+    job = run_job(world, "getent hosts host.containers.internal",
+                  f"exec 3<>/dev/tcp/host.containers.internal/{PORT}; printf 'GET /_test/state HTTP/1.0\\r\\n\\r\\n' >&3; "
+                  "head -n 1 <&3")
     assert job["state"] == "success", job["trace"][-3000:]
     assert f"{outer} " in job["trace"] or f"{outer}\t" in job["trace"], job["trace"][-2000:]
+    assert "HTTP/1.0 200 OK" in job["trace"] or "HTTP/1.1 200 OK" in job["trace"], job["trace"][-2000:]
     assert_no_job_containers(world)
 
 
@@ -316,17 +323,30 @@ def test_artifacts_uploaded_then_downloaded_by_a_dependent_job(world):
     assert_no_job_containers(world)
 
 
-def test_a_service_is_reached_by_the_job(world, service_image):
-    # Under network_mode host the service shares the outer container's network: 127.0.0.1, no alias.
-    # The runner's health check cannot reach a service there (it dials the service container's name):
-    # a service without exposed ports costs 10 s and a warning, one with EXPOSE the full 30 s timeout.
-    fetch = (f"for i in $(seq 100); do (: > /dev/tcp/127.0.0.1/{SERVICE_PORT}) 2>/dev/null && break; sleep 0.1; done; "
-             f"exec 3<>/dev/tcp/127.0.0.1/{SERVICE_PORT}; printf 'GET /marker.txt HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3")
-    job = run_job(world, fetch, services=[{"name": service_image, "alias": "web"}])
-    assert job["state"] == "success", job["trace"][-3000:]
-    assert f"Starting service {service_image}" in job["trace"]
-    assert "200 OK" in job["trace"] and "pipglr-service-answers" in job["trace"]
+def nested_networks(world: World) -> list[str]:
+    return world.outer(*PODMAN, "network", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+
+
+def test_services_of_two_jobs_at_once_each_on_its_own_network(world, service_image):
+    """register's default, a network per job: two jobs at once, each with a service on the same port, each
+    reaching its own by its alias; the runner's health check reaches them (no 30 s timeout warning)."""
+    fetch = (f"for i in $(seq 100); do (: > /dev/tcp/web/{SERVICE_PORT}) 2>/dev/null && break; sleep 0.1; done; "
+             f"exec 3<>/dev/tcp/web/{SERVICE_PORT}; printf 'GET /marker.txt HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3")
+    # sleep: the two jobs overlap (checked below), so their services run side by side.
+    ids = [queue(world, "getent hosts web", fetch, "sleep 5", name=f"service-{who}",
+                 services=[{"name": service_image, "alias": "web",
+                            "variables": [{"key": "SERVICE_MARKER", "value": f"job-{who}"}]}])
+           for who in ("a", "b")]
+    jobs = [world.wait_job(i) for i in ids]
+    for who, job in zip(("a", "b"), jobs):
+        trace = job["trace"]
+        assert job["state"] == "success", trace[-3000:]
+        assert f"Starting service {service_image}" in trace
+        assert "200 OK" in trace and f"service-of-job-{who}" in trace, trace[-3000:]
+        assert "probably didn't start properly" not in trace and "Health check error" not in trace, trace[-3000:]
+    assert max(j["started_at"] for j in jobs) < min(j["finished_at"] for j in jobs), f"jobs did not overlap: {jobs}"
     assert_no_job_containers(world)
+    assert nested_networks(world) == ["podman"], "a job's network was left behind"
 
 
 def test_after_script_runs_after_a_failing_script(world):
@@ -380,6 +400,7 @@ def test_a_masked_variable_never_appears_in_the_trace(world):
 
 def test_nothing_the_jobs_started_is_left(world):
     assert nested_containers(world) == []
+    assert nested_networks(world) == ["podman"]
     jobs = world.state()["jobs"]
     assert all(j["state"] in ("success", "failed", "canceled") for j in jobs.values()), jobs
     assert world.outer("systemctl", "is-active", "runner.service").stdout.strip() == "active"

@@ -26,18 +26,26 @@ def api(target, method: str, path: str, body: dict | None = None) -> tuple[int, 
     return int(status), text
 
 
-def run_job(target, script: str, host_config: dict | None = None, tty: bool = True) -> tuple[int, str, str]:
-    """Create, start, wait for and remove a job container (HOST_CONFIG added to the runner's
-    usual HostConfig); return (exit code, logs or the start error, id)."""
+def create(target, script: str, host_config: dict | None = None, tty: bool = True, network: str = "host",
+           aliases: tuple = ()) -> str:
+    """Create a job container on NETWORK (with ALIASES there; HOST_CONFIG added to the runner's usual
+    HostConfig); its id."""
     name = f"pipglr-check-{uuid.uuid4().hex[:8]}"
     status, body = api(target, "POST", f"/containers/create?name={name}", {
         # Tty: plain logs (without it the Docker API multiplexes them in frames). But with a
         # terminal podman 5.4 loses a failed hook's error in about 1 start of 4 ("conmon bytes").
         "Image": target.job_image, "Entrypoint": ["/bin/sh", "-c"], "Cmd": [script], "Tty": tty,
-        "HostConfig": {"NetworkMode": "host", **(host_config or {})},
+        "HostConfig": {"NetworkMode": network, **(host_config or {})},
+        "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": list(aliases)}}} if aliases else {},
     })
     assert status == 201, body
-    cid = json.loads(body)["Id"]
+    return json.loads(body)["Id"]
+
+
+def run_job(target, script: str, host_config: dict | None = None, tty: bool = True,
+            network: str = "host") -> tuple[int, str, str]:
+    """Create, start, wait for and remove a job container; return (exit code, logs or the start error, id)."""
+    cid = create(target, script, host_config, tty, network)
     try:
         status, body = api(target, "POST", f"/containers/{cid}/start")
         if status != 204:
@@ -62,8 +70,8 @@ def test_job_runs_with_expanded_uid_map(target):
 
 
 def test_job_has_network(target):
-    # A server on the outer container's loopback; the job (network mode host,
-    # as register configures) must reach it. No traffic leaves the machine.
+    # A server on the outer container's loopback; a job in network mode host
+    # must reach it. No traffic leaves the machine.
     port = 18000 + uuid.uuid4().int % 1000
     uid = target.labels["io.pipglr.podman-uid"]
     service = f"pipglr-check-api-{port}"
@@ -76,6 +84,25 @@ def test_job_has_network(target):
         assert code == 0 and logs.strip().endswith("OK"), logs
     finally:
         target.exec("systemctl", "stop", service)
+
+
+def test_job_network_resolves_a_service_by_alias(target):
+    # What register configures (FF_NETWORK_PER_BUILD): a network per job, where
+    # netavark and aardvark-dns give a service its alias; removed afterwards.
+    network = f"pipglr-check-net-{uuid.uuid4().hex[:8]}"
+    status, body = api(target, "POST", "/networks/create", {"Name": network})
+    assert status == 201, body
+    # Stops at SIGTERM (a PID 1 that ignores it costs podman's 10 s stop timeout).
+    service = create(target, "trap 'exit 0' TERM; sleep 120 & wait", network=network, aliases=("web",))
+    try:
+        status, body = api(target, "POST", f"/containers/{service}/start")
+        assert status == 204, body
+        code, logs, _ = run_job(target, "getent hosts web", network=network)
+        assert code == 0 and "web" in logs, logs
+    finally:
+        api(target, "DELETE", f"/containers/{service}?force=1&v=1")
+        status, body = api(target, "DELETE", f"/networks/{network}")
+    assert status == 204, f"the job network was not removed: {body}"
 
 
 def hook_lines(target, text: str) -> list[str]:
