@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import base, build, hosts, runner, tools, verify
+from . import base, build, hosts, render, runner, tools, verify
 from .config import Config
 from .errors import CommandFailed, PipglrError
 
@@ -39,7 +39,7 @@ TARGETS = (
 # The bench image carries fuse-overlayfs (a few hundred KB) so the storage comparison can run.
 BENCH_PACKAGES = ("fuse-overlayfs",)
 CONCURRENCY = (1, 2, 4)
-SOCKET = "unix:///run/pipglr/podman.sock"
+SOCKET = f"unix://{render.NESTED_SOCKET}"
 # Storage drivers other images choose: each gets a podman service of user podman of its own, with its
 # storage on the same pipglr-storage volume as the image's native overlay.
 OTHER_DRIVERS = {
@@ -236,7 +236,7 @@ class Outer:
 
     def ready(self) -> bool:
         probe = self.target.exec("sh", "-c", "systemctl is-active --quiet runner.service && "
-                                 "curl -sf --unix-socket /run/pipglr/podman.sock http://d/_ping")
+                                 f"curl -sf --unix-socket {render.NESTED_SOCKET} http://d/_ping")
         return probe.stdout.strip() == "OK"
 
     def start_service(self, name: str, flags: list[str]) -> str:

@@ -101,7 +101,7 @@ class RootfulBoot:
         return self
 
     def exec_argv(self, user: str = "root") -> list[str]:
-        env = ["--env", "XDG_RUNTIME_DIR=/run/user/1000"] if user == "podman" else []
+        env = ["--env", f"XDG_RUNTIME_DIR={render.PODMAN_RUNTIME_DIR}"] if user == "podman" else []
         return ["podman", "exec", "--user", user, *env, self.name]
 
     def close(self) -> None:
