@@ -33,8 +33,7 @@ USERS = {"alice": 2000, "bob": 2001}  # see standin/Containerfile
 def sh(argv: list[str], *, check: bool = True, input: str | bytes | None = None,
        timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a short command and capture its output (text unless INPUT is bytes)."""
-    proc = subprocess.run(argv, capture_output=True, text=not isinstance(input, bytes), input=input,
-                          timeout=timeout, env=env or local_env(), check=False)
+    proc = tools.call(argv, input=input, binary=isinstance(input, bytes), timeout=timeout, env=env or local_env())
     if check and proc.returncode != 0:
         raise CommandFailed(f"`{' '.join(argv)}` failed ({proc.returncode}): {_text(proc.stderr)[-2000:]}")
     return proc

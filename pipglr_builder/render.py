@@ -9,12 +9,12 @@ need. Same inputs give byte-identical output.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
 import jinja2
 
+from . import tools
 from .config import SETTINGS_BY_KEY, Config
 from .errors import PipglrError
 
@@ -89,10 +89,10 @@ def _git(*args: str) -> str:
     if not (PROJECT / ".git").exists():  # installed (pip/pipx): no clone to ask
         return "unknown"
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True, check=True)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.CalledProcessError):
+        out = tools.call(["git", "-C", str(PROJECT), *args])
+    except OSError:
         return "unknown"
+    return (out.returncode == 0 and out.stdout.strip()) or "unknown"
 
 
 def git_revision() -> str:

@@ -1,7 +1,9 @@
 """Running host programs: one place that logs, streams, and explains failures.
 
 Commands are built as argv lists (data, testable without running them) and
-run through `run()`, which drives them with the `sh` package.
+run through `run()`, which drives them with the `sh` package and streams their
+output, or through `call()` for short queries whose output the caller reads
+whole (stdout and stderr apart, or bytes).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +102,19 @@ def _stop(running) -> None:
             running.process.kill_group()
     except sh.ErrorReturnCode:
         pass
+
+
+def call(argv: list[str], *, input: str | bytes | None = None, binary: bool = False, capture: bool = True,
+         timeout: float | None = None, env: dict[str, str] | None = None,
+         cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """Run a short command to its end, quietly; the caller judges its exit code.
+
+    Output is captured (stdout and stderr apart; bytes when BINARY) unless CAPTURE is false,
+    when it goes to this process's own stdout and stderr. Raises subprocess.TimeoutExpired
+    after TIMEOUT seconds, and OSError when the program cannot be started.
+    """
+    return subprocess.run(argv, capture_output=capture, text=not binary, input=input, timeout=timeout, env=env,
+                          cwd=cwd, check=False)
 
 
 def capture(argv: list[str], cwd: Path | None = None) -> str:
