@@ -2,6 +2,13 @@
 
 Marked slow: it runs mmdebstrap, buildah and podman for real (minutes on a
 cold cache, about a minute warm).
+
+The `booted` tests resemble checks in pipglr_builder/checks/ but are not duplicates:
+they boot the image with rootful podman (hosts.RootfulBoot, the emulated profile's
+boot) on amd64, where the checks run in the test run only on the rootless stand-in
+(tests/test_verify.py) or under emulation with the runtime checks skipped
+(tests/test_nightly.py); and they assert more (no failed units on a rootful boot,
+pipglr-prune.service verified, the timer's normalised OnCalendar, no fuse-overlayfs).
 """
 
 from __future__ import annotations
