@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import base, build, hosts, runner, tools, verify
+from . import base, build, hosts, render, runner, tools, verify
 from .config import Config
 from .errors import CommandFailed, PipglrError
 
@@ -39,7 +39,7 @@ TARGETS = (
 # The bench image carries fuse-overlayfs (a few hundred KB) so the storage comparison can run.
 BENCH_PACKAGES = ("fuse-overlayfs",)
 CONCURRENCY = (1, 2, 4)
-SOCKET = "unix:///run/pipglr/podman.sock"
+SOCKET = f"unix://{render.NESTED_SOCKET}"
 # Storage drivers other images choose: each gets a podman service of user podman of its own, with its
 # storage on the same pipglr-storage volume as the image's native overlay.
 OTHER_DRIVERS = {
@@ -116,7 +116,7 @@ def _timed(action) -> float:
 
 def _remove_image(ref: str) -> None:
     """podman rmi also removes the image's build-cache parents that nothing else uses."""
-    hosts.sh(["podman", "rmi", "--force", ref], check=False)
+    tools.execute(["podman", "rmi", "--force", ref], check=False)
 
 
 def pushed_size(manifest: dict, manifest_bytes: int) -> int:
@@ -168,7 +168,7 @@ def bump_build(config: Config, runner_file: str, version: str) -> tuple[float, i
 
 
 def _layers(ref: str) -> list[str]:
-    return json.loads(hosts.sh(["podman", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref]).stdout)
+    return json.loads(tools.execute(["podman", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref]).stdout)
 
 
 def measure_build(config: Config, runs: int, cold_runs: int, arm64: bool, bump: tuple[str, str] | None) -> dict:
@@ -197,10 +197,10 @@ def measure_build(config: Config, runs: int, cold_runs: int, arm64: bool, bump: 
 # --- image ------------------------------------------------------------------
 
 def measure_image(image: str) -> dict:
-    inspect = json.loads(hosts.sh(["podman", "image", "inspect", image]).stdout)[0]
+    inspect = json.loads(tools.execute(["podman", "image", "inspect", image]).stdout)[0]
     with tempfile.TemporaryDirectory(prefix="pipglr-bench-") as tmp:
         # A registry push compresses the layers with gzip; an OCI layout holds the same blobs.
-        hosts.sh(["podman", "push", "--quiet", "--compression-format", "gzip", image, f"oci:{tmp}:bench"])
+        tools.execute(["podman", "push", "--quiet", "--compression-format", "gzip", image, f"oci:{tmp}:bench"])
         blobs = Path(tmp) / "blobs" / "sha256"
         index = json.loads((Path(tmp) / "index.json").read_text())
         digest = index["manifests"][0]["digest"].split(":", 1)[1]
@@ -227,8 +227,8 @@ class Outer:
 
     def load(self, image: str, url: str) -> None:
         """IMAGE into the storage of the podman service at URL."""
-        hosts.copy_image(image, ["podman", *self.target.exec_args("podman", interactive=True),
-                                 "podman", "--url", url, "load", "--quiet"], env=self.target.env)
+        tools.copy_image(image, ["podman", *self.target.exec_args("podman", interactive=True),
+                                  "podman", "--url", url, "load", "--quiet"], env=self.target.env)
 
     def memory_mib(self, field: str) -> float:
         out = self.target.exec("sh", "-c", MEMORY.format(field=field), check=True).stdout.strip()
@@ -236,7 +236,7 @@ class Outer:
 
     def ready(self) -> bool:
         probe = self.target.exec("sh", "-c", "systemctl is-active --quiet runner.service && "
-                                 "curl -sf --unix-socket /run/pipglr/podman.sock http://d/_ping")
+                                 f"curl -sf --unix-socket {render.NESTED_SOCKET} http://d/_ping")
         return probe.stdout.strip() == "OK"
 
     def start_service(self, name: str, flags: list[str]) -> str:
@@ -263,9 +263,9 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
     image = config.image_ref
     figures: dict[str, dict[str, float]] = {}
     host_run = f"podman run --rm --network host {job_image}"
-    host_true = _ms_lines(hosts.sh(["sh", "-c", LOOP.format(n=runs, cmd=f"{host_run} true")]).stdout, runs,
+    host_true = _ms_lines(tools.execute(["sh", "-c", LOOP.format(n=runs, cmd=f"{host_run} true")]).stdout, runs,
                           "host run true")
-    host_files = [_ms_lines(hosts.sh([*host_run.split(), "sh", "-c", FILES]).stdout, 1, "host file-heavy job")[0]
+    host_files = [_ms_lines(tools.execute([*host_run.split(), "sh", "-c", FILES]).stdout, 1, "host file-heavy job")[0]
                   for _ in range(runs)]
     figures["host_run_true_seconds"] = summary(host_true)
     figures["host_files_seconds"] = summary(host_files)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import tools
 from .errors import ConfigError
 
 ARCHES = ("amd64", "arm64")
@@ -34,6 +34,23 @@ class Setting:
     check: Callable[[Any], str | None] | None = None  # returns a problem or None
 
 
+def _matches(pattern: str, problem: str, optional: bool = False) -> Callable[[str], str | None]:
+    """A check: the value must match PATTERN in full (OPTIONAL: or be empty), else PROBLEM."""
+    def check(value: str) -> str | None:
+        if optional and not value:
+            return None
+        return None if re.fullmatch(pattern, value) else problem
+    return check
+
+
+def _each_matches(pattern: str, problem: str) -> Callable[[list[str]], str | None]:
+    """A check of a list: every item must match PATTERN in full, else "'ITEM' PROBLEM"."""
+    def check(value: list[str]) -> str | None:
+        bad = next((item for item in value if not re.fullmatch(pattern, item)), None)
+        return None if bad is None else f"{bad!r} {problem}"
+    return check
+
+
 def _platforms(value: list[str]) -> str | None:
     if not value:
         return "at least one platform is needed"
@@ -44,10 +61,8 @@ def _platforms(value: list[str]) -> str | None:
     return None
 
 
-def _image_name(value: str) -> str | None:
-    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*", value):
-        return "not a valid image name (lower case, no tag; e.g. localhost/pipglr)"
-    return None
+_image_name = _matches(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*",
+                       "not a valid image name (lower case, no tag; e.g. localhost/pipglr)")
 
 
 def _tags(value: list[str]) -> str | None:
@@ -57,10 +72,7 @@ def _tags(value: list[str]) -> str | None:
     return None if value else "at least one tag is needed"
 
 
-def _version(value: str) -> str | None:
-    if not re.fullmatch(r"\d+\.\d+\.\d+", value):
-        return "expected a release number like 17.5.0 (without a leading v)"
-    return None
+_version = _matches(r"\d+\.\d+\.\d+", "expected a release number like 17.5.0 (without a leading v)")
 
 
 def _repository(value: str) -> str | None:
@@ -69,10 +81,7 @@ def _repository(value: str) -> str | None:
     return None
 
 
-def _hostport(value: str) -> str | None:
-    if value and not re.fullmatch(r"[A-Za-z0-9.-]+:([1-9][0-9]{0,4})", value):
-        return "expected HOST:PORT, e.g. 0.0.0.0:8093"
-    return None
+_hostport = _matches(r"[A-Za-z0-9.-]+:([1-9][0-9]{0,4})", "expected HOST:PORT, e.g. 0.0.0.0:8093", optional=True)
 
 
 def _ca_bundle(value: str) -> str | None:
@@ -88,11 +97,7 @@ def _ca_bundle(value: str) -> str | None:
 _HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9._/-]+)?"
 
 
-def _registries(value: list[str]) -> str | None:
-    for r in value:
-        if not re.fullmatch(_HOST, r):
-            return f"{r!r} is not a registry host[:port]"
-    return None
+_registries = _each_matches(_HOST, "is not a registry host[:port]")
 
 
 def _mirrors(value: list[str]) -> str | None:
@@ -129,17 +134,12 @@ def _pull_policy(value: list[str]) -> str | None:
     return None if len(set(value)) == len(value) else "a policy is listed twice"
 
 
-def _url(value: str) -> str | None:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        return "expected an http:// or https:// URL"
-    return None
+_url = _matches(r"https?://[^\s/]+(/\S*)?", "expected an http:// or https:// URL")
 
 
-def _sha256(value: str) -> str | None:
-    one = r"[0-9a-f]{64}"
-    if value and not re.fullmatch(rf"{one}|(amd64|arm64)={one}(,(amd64|arm64)={one})*", value):
-        return "expected 64 lower-case hex digits, or amd64=HASH,arm64=HASH"
-    return None
+_SHA256 = r"[0-9a-f]{64}"
+_sha256 = _matches(rf"{_SHA256}|(amd64|arm64)={_SHA256}(,(amd64|arm64)={_SHA256})*",
+                   "expected 64 lower-case hex digits, or amd64=HASH,arm64=HASH", optional=True)
 
 
 def _keyring(value: str) -> str | None:
@@ -173,17 +173,10 @@ def _pids_limit(value: int) -> str | None:
     return None
 
 
-def _packages(value: list[str]) -> str | None:
-    for p in value:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p):
-            return f"{p!r} is not a Debian package name"
-    return None
+_packages = _each_matches(r"[a-z0-9][a-z0-9+.-]+", "is not a Debian package name")
 
 
-def _suite(value: str) -> str | None:
-    if not re.fullmatch(r"[a-z]+", value):
-        return "expected a Debian suite name such as trixie"
-    return None
+_suite = _matches(r"[a-z]+", "expected a Debian suite name such as trixie")
 
 
 def on_calendar_problem(value: str) -> str | None:
@@ -191,18 +184,15 @@ def on_calendar_problem(value: str) -> str | None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         return "cannot check it: systemd-analyze is missing (install the Debian package systemd)"
-    proc = subprocess.run([tool, "calendar", value], capture_output=True, text=True, check=False)
+    proc = tools.call([tool, "calendar", value])
     if proc.returncode != 0:
         reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "rejected"
         return f"not a systemd OnCalendar value ({reason}); examples: daily, weekly, *-*-* 03:00:00"
     return None
 
 
-def prune_age_problem(value: str) -> str | None:
-    # The same forms the image's pipglr-prune and the Containerfile accept.
-    if not re.fullmatch(r"[1-9][0-9]{0,5}[smhd]", value):
-        return "expected a whole number with a unit s, m, h or d, e.g. 72h or 3d"
-    return None
+# The same forms the image's pipglr-prune and the Containerfile accept.
+prune_age_problem = _matches(r"[1-9][0-9]{0,5}[smhd]", "expected a whole number with a unit s, m, h or d, e.g. 72h or 3d")
 
 
 SETTINGS: tuple[Setting, ...] = (

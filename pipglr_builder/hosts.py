@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from . import render, tools
-from .errors import CommandFailed, PipglrError
+from .errors import PipglrError
 
 HERE = Path(__file__).resolve().parent
 # systemd 257 needs a cgroup2 hierarchy: on cgroup v1 hosts give the container
@@ -28,36 +28,6 @@ HERE = Path(__file__).resolve().parent
 CGROUP2_PREFIX = "umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 none /sys/fs/cgroup && exec"
 ENTRYPOINT = "/usr/local/libexec/pipglr/entrypoint"
 USERS = {"alice": 2000, "bob": 2001}  # see standin/Containerfile
-
-
-def sh(argv: list[str], *, check: bool = True, input: str | bytes | None = None,
-       timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a short command and capture its output (text unless INPUT is bytes)."""
-    proc = subprocess.run(argv, capture_output=True, text=not isinstance(input, bytes), input=input,
-                          timeout=timeout, env=env or local_env(), check=False)
-    if check and proc.returncode != 0:
-        raise CommandFailed(f"`{' '.join(argv)}` failed ({proc.returncode}): {_text(proc.stderr)[-2000:]}")
-    return proc
-
-
-def local_env() -> dict[str, str]:
-    """This machine's environment for its own podman (never a remote CONTAINER_HOST)."""
-    return {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
-
-
-def _text(data) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
-
-
-def copy_image(ref: str, load_argv: list[str], env: dict[str, str] | None = None) -> None:
-    """`podman save REF | LOAD_ARGV`: copy an image from this machine's storage into another one.
-    LOAD_ARGV ends in `podman load` run where the image should go (env: for a remote podman)."""
-    save = subprocess.Popen(["podman", "save", ref], stdout=subprocess.PIPE, env=local_env())
-    load = subprocess.run(load_argv, stdin=save.stdout, capture_output=True, text=True, env=env or local_env(),
-                          check=False)
-    save.stdout.close()
-    if save.wait() != 0 or load.returncode != 0:
-        raise CommandFailed(f"copying {ref} with `{' '.join(load_argv)}` failed: {load.stderr[-1500:]}")
 
 
 def unique(prefix: str) -> str:
@@ -78,7 +48,7 @@ def wait_for(condition, timeout: float, interval: float = 0.5, what: str = "cond
 
 def booted_state(exec_argv: list[str], env: dict[str, str] | None = None) -> str | None:
     """systemctl is-system-running through EXEC_ARGV, when booting has finished."""
-    state = sh([*exec_argv, "systemctl", "is-system-running"], check=False, env=env).stdout.strip()
+    state = tools.execute([*exec_argv, "systemctl", "is-system-running"], check=False, env=env).stdout.strip()
     return state if state in ("running", "degraded") else None
 
 
@@ -92,21 +62,21 @@ class RootfulBoot:
 
     def start(self, timeout: float = 180) -> RootfulBoot:
         platform = ["--arch", self.arch] if self.arch else []
-        sh(["podman", "run", "--detach", "--name", self.name, "--hostname", "pipglr", *platform,
-            "--privileged", "--cgroupns=private", "--systemd=always", "--device", "/dev/fuse",
-            "--volume", f"{self.volumes[0]}:{render.NESTED_STORAGE}",
-            "--volume", f"{self.volumes[1]}:{render.NESTED_VOLUMES}",
-            "--entrypoint", "/bin/sh", self.image, "-c", f"{CGROUP2_PREFIX} {ENTRYPOINT}"])
+        tools.execute(["podman", "run", "--detach", "--name", self.name, "--hostname", "pipglr", *platform,
+                       "--privileged", "--cgroupns=private", "--systemd=always", "--device", "/dev/fuse",
+                       "--volume", f"{self.volumes[0]}:{render.NESTED_STORAGE}",
+                       "--volume", f"{self.volumes[1]}:{render.NESTED_VOLUMES}",
+                       "--entrypoint", "/bin/sh", self.image, "-c", f"{CGROUP2_PREFIX} {ENTRYPOINT}"])
         wait_for(lambda: booted_state(self.exec_argv()), timeout, what=f"systemd in {self.name} to boot")
         return self
 
     def exec_argv(self, user: str = "root") -> list[str]:
-        env = ["--env", "XDG_RUNTIME_DIR=/run/user/1000"] if user == "podman" else []
+        env = ["--env", f"XDG_RUNTIME_DIR={render.PODMAN_RUNTIME_DIR}"] if user == "podman" else []
         return ["podman", "exec", "--user", user, *env, self.name]
 
     def close(self) -> None:
-        sh(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
-        sh(["podman", "volume", "rm", "--force", *self.volumes], check=False)
+        tools.execute(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
+        tools.execute(["podman", "volume", "rm", "--force", *self.volumes], check=False)
 
 
 class StandIn:
@@ -126,7 +96,7 @@ class StandIn:
         return f"localhost/pipglr-standin:{key}"
 
     def _ensure_image(self) -> None:
-        if sh(["podman", "image", "exists", self.image], check=False).returncode == 0:
+        if tools.execute(["podman", "image", "exists", self.image], check=False).returncode == 0:
             return
         tools.say(f"stand-in: building {self.image} (a cgroup v2 host with rootless podman)")
         tools.run(["buildah", "bud", "--layers", "--isolation", "chroot", "--build-arg", f"BASE_IMAGE={self.base_image}",
@@ -138,18 +108,19 @@ class StandIn:
         os.chmod(self.api_dir, 0o777)
         # --no-hosts: this machine's /etc/hosts entries (host.containers.internal
         # pointing at this machine) must not leak into the user's containers.
-        sh(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin", "--no-hosts",
-            "--privileged", "--cgroupns=private", "--systemd=always",
-            "--device", "/dev/fuse", "--device", "/dev/net/tun",
-            # A host has no task limit of podman's 2048 (this machine's cgroup v1 enforces it).
-            "--pids-limit", "-1",
-            # Users' container storage must not be on overlay (no overlay on overlay).
-            "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
-            *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])
+        tools.execute(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin", "--no-hosts",
+                       "--privileged", "--cgroupns=private", "--systemd=always",
+                       "--device", "/dev/fuse", "--device", "/dev/net/tun",
+                       # A host has no task limit of podman's 2048 (this machine's cgroup v1 enforces it).
+                       "--pids-limit", "-1",
+                       # Users' container storage must not be on overlay (no overlay on overlay).
+                       "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
+                       *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])
         wait_for(lambda: booted_state(["podman", "exec", self.name]), timeout, what="the stand-in host to boot")
         for user, uid in USERS.items():
-            wait_for(lambda uid=uid: sh(["podman", "exec", self.name, "test", "-S", f"/run/user/{uid}/bus"],
-                                        check=False).returncode == 0, 60, what=f"{user}'s user manager")
+            bus = f"/run/user/{uid}/bus"
+            wait_for(lambda bus=bus: tools.execute(["podman", "exec", self.name, "test", "-S", bus],
+                                                   check=False).returncode == 0, 60, what=f"{user}'s user manager")
         return self
 
     def user_argv(self, user: str, interactive: bool = False) -> list[str]:
@@ -161,12 +132,12 @@ class StandIn:
     def as_user(self, user: str, argv: list[str], *, check: bool = True, input: str | None = None,
                 timeout: float = 600) -> subprocess.CompletedProcess:
         """Run ARGV in the stand-in host as USER in a login-like environment."""
-        return sh([*self.user_argv(user, interactive=input is not None), *argv], check=check, input=input,
-                  timeout=timeout)
+        return tools.execute([*self.user_argv(user, interactive=input is not None), *argv], check=check,
+                             input=input, timeout=timeout)
 
     def load_image(self, user: str, ref: str) -> None:
         """Copy IMAGE from host storage into USER's rootless storage (podman save | podman load)."""
-        copy_image(ref, [*self.user_argv(user, interactive=True), "podman", "load", "--quiet"])
+        tools.copy_image(ref, [*self.user_argv(user, interactive=True), "podman", "load", "--quiet"])
 
     def start_api(self, user: str = "alice") -> dict[str, str]:
         """Serve USER's podman API on a socket this machine can reach; return the env for the podman CLI."""
@@ -179,9 +150,10 @@ class StandIn:
 
     def address(self) -> str:
         """The stand-in's IP address on the bridge network this machine's podman made for it."""
-        return sh(["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.name]).stdout.strip()
+        argv = ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.name]
+        return tools.execute(argv).stdout.strip()
 
     def close(self) -> None:
-        sh(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
-        sh(["podman", "volume", "rm", "--force", self.home_volume], check=False)
+        tools.execute(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
+        tools.execute(["podman", "volume", "rm", "--force", self.home_volume], check=False)
         shutil.rmtree(self.api_dir, ignore_errors=True)

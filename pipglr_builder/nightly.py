@@ -18,7 +18,7 @@ import re
 import time
 from pathlib import Path
 
-from . import base, build, hosts, publish, render, tools, verify
+from . import base, build, publish, render, tools, verify
 from .config import Config
 from .errors import PipglrError
 
@@ -36,8 +36,8 @@ def nightly_tags(config: Config, today: datetime.date) -> list[str]:
 
 def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]]:
     """The versions the report shows, and the image's package list {name: version}."""
-    out, _, listed = hosts.sh(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c",
-                               VERSION_SCRIPT], timeout=600).stdout.partition(PACKAGES_MARK + "\n")
+    out, _, listed = tools.execute(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c",
+                                    VERSION_SCRIPT], timeout=600).stdout.partition(PACKAGES_MARK + "\n")
     podman, runner, systemd, suite = (out.splitlines() + [""] * 4)[:4]
     return {
         "podman": podman.removeprefix("podman version ").strip(),
@@ -58,7 +58,7 @@ def package_changes(old: dict[str, str] | None, new: dict[str, str]) -> list[lis
 
 
 def image_size(ref: str) -> int:
-    return int(hosts.sh(["podman", "image", "inspect", "--format", "{{.Size}}", ref]).stdout.strip())
+    return int(tools.execute(["podman", "image", "inspect", "--format", "{{.Size}}", ref]).stdout.strip())
 
 
 def registry_of(config: Config) -> tuple[publish.Registry | None, str]:

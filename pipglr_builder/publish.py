@@ -209,7 +209,7 @@ def _run_raw(argv: list[str]) -> tuple[int, bytes, str]:
     """Run a query whose stdout must be kept byte for byte (tools.run works in text lines and merges stderr)."""
     tools.require(argv[0])
     try:
-        proc = subprocess.run(argv, capture_output=True, check=False, timeout=300)
+        proc = tools.call(argv, binary=True, timeout=300)
     except subprocess.TimeoutExpired:
         raise PublishError(f"`{shlex.join(argv)}` did not finish within 300s: is the registry answering?") from None
     return proc.returncode, proc.stdout, proc.stderr.decode(errors="replace")

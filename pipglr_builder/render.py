@@ -9,13 +9,13 @@ need. Same inputs give byte-identical output.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from .config import Config
+from . import tools
+from .config import SETTINGS_BY_KEY, Config
 from .errors import PipglrError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -25,6 +25,12 @@ PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from
 # apart from images, and need no volume_path setting (podman ignores a changed one on old storage).
 NESTED_STORAGE = "/home/podman/.local/share/containers"
 NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
+# The nested podman's API socket (user podman's podman.socket, moved by a drop-in): runner's DOCKER_HOST.
+NESTED_SOCKET = "/run/pipglr/podman.sock"
+# User podman's uid and runtime directory in an image built with the default podman_uid (as the tests
+# build it); for an image built otherwise read its io.pipglr.podman-uid label.
+DEFAULT_PODMAN_UID = SETTINGS_BY_KEY["podman_uid"].default
+PODMAN_RUNTIME_DIR = f"/run/user/{DEFAULT_PODMAN_UID}"
 # After the runner's graceful window: systemd stops the other units of the outer container.
 OUTER_STOP_MARGIN = 30
 # render writes this file into every build context, and replaces only a directory holding it.
@@ -83,10 +89,10 @@ def _git(*args: str) -> str:
     if not (PROJECT / ".git").exists():  # installed (pip/pipx): no clone to ask
         return "unknown"
     try:
-        out = subprocess.run(["git", "-C", str(PROJECT), *args], capture_output=True, text=True, check=True)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.CalledProcessError):
+        out = tools.call(["git", "-C", str(PROJECT), *args])
+    except OSError:
         return "unknown"
+    return (out.returncode == 0 and out.stdout.strip()) or "unknown"
 
 
 def git_revision() -> str:
@@ -142,6 +148,7 @@ def template_values(config: Config) -> dict:
         "outer_id_count": OUTER_ID_COUNT,
         "nested_storage": NESTED_STORAGE,
         "nested_volumes": NESTED_VOLUMES,
+        "nested_socket": NESTED_SOCKET,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

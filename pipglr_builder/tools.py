@@ -1,16 +1,22 @@
 """Running host programs: one place that logs, streams, and explains failures.
 
 Commands are built as argv lists (data, testable without running them) and
-run through `run()`, which drives them with the `sh` package.
+run through `run()`, which drives them with the `sh` package and streams their
+output, or through `call()` for short queries whose output the caller reads
+whole (stdout and stderr apart, or bytes). `execute()` is `call()` against this
+machine's own podman that raises CommandFailed on failure; `copy_image()` pipes
+`podman save` into a `podman load` elsewhere.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +105,49 @@ def _stop(running) -> None:
             running.process.kill_group()
     except sh.ErrorReturnCode:
         pass
+
+
+def call(argv: list[str], *, input: str | bytes | None = None, binary: bool = False, capture: bool = True,
+         timeout: float | None = None, env: dict[str, str] | None = None,
+         cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """Run a short command to its end, quietly; the caller judges its exit code.
+
+    Output is captured (stdout and stderr apart; bytes when BINARY) unless CAPTURE is false,
+    when it goes to this process's own stdout and stderr. Raises subprocess.TimeoutExpired
+    after TIMEOUT seconds, and OSError when the program cannot be started.
+    """
+    return subprocess.run(argv, capture_output=capture, text=not binary, input=input, timeout=timeout, env=env,
+                          cwd=cwd, check=False)
+
+
+def execute(argv: list[str], *, check: bool = True, input: str | bytes | None = None,
+            timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a short command and capture its output (text unless INPUT is bytes), by default with
+    this machine's own podman; on failure (CHECK) raise CommandFailed with the end of its stderr."""
+    proc = call(argv, input=input, binary=isinstance(input, bytes), timeout=timeout, env=env or local_env())
+    if check and proc.returncode != 0:
+        raise CommandFailed(f"`{' '.join(argv)}` failed ({proc.returncode}): {_text(proc.stderr)[-2000:]}")
+    return proc
+
+
+def local_env() -> dict[str, str]:
+    """This machine's environment for its own podman (never a remote CONTAINER_HOST)."""
+    return {k: v for k, v in os.environ.items() if k != "CONTAINER_HOST"}
+
+
+def _text(data) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
+def copy_image(ref: str, load_argv: list[str], env: dict[str, str] | None = None) -> None:
+    """`podman save REF | LOAD_ARGV`: copy an image from this machine's storage into another one.
+    LOAD_ARGV ends in `podman load` run where the image should go (env: for a remote podman)."""
+    save = subprocess.Popen(["podman", "save", ref], stdout=subprocess.PIPE, env=local_env())
+    load = subprocess.run(load_argv, stdin=save.stdout, capture_output=True, text=True, env=env or local_env(),
+                          check=False)
+    save.stdout.close()
+    if save.wait() != 0 or load.returncode != 0:
+        raise CommandFailed(f"copying {ref} with `{' '.join(load_argv)}` failed: {load.stderr[-1500:]}")
 
 
 def capture(argv: list[str], cwd: Path | None = None) -> str:

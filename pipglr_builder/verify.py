@@ -47,7 +47,7 @@ class Target:
     def podman(self, *args: str, check: bool = False, input: str | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
         """podman CLI against the storage holding the outer container."""
-        return hosts.sh(["podman", *args], check=check, input=input, env=self.env, timeout=timeout)
+        return tools.execute(["podman", *args], check=check, input=input, env=self.env, timeout=timeout)
 
     def exec_args(self, user: str = "root", interactive: bool = False, detach: bool = False) -> list[str]:
         """`podman exec` arguments that run a command in the outer container as USER."""
@@ -77,15 +77,15 @@ class _Collector:
 
 
 def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
-    out = hosts.sh(["podman", "image", "inspect", image], env=env).stdout
+    out = tools.execute(["podman", "image", "inspect", image], env=env).stdout
     return json.loads(out)[0].get("Labels") or {}
 
 
 def setup_full(image: str, marker: str, cleanup: list) -> Target:
     """Start IMAGE on a stand-in host as user alice, through the runlabels."""
     base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{native_arch()}"
-    standin = hosts.StandIn(base if hosts.sh(["podman", "image", "exists", base], check=False).returncode == 0
-                            else image)
+    base_there = tools.execute(["podman", "image", "exists", base], check=False).returncode == 0
+    standin = hosts.StandIn(base if base_there else image)
     cleanup.append(standin.close)  # before anything starts, so an interruption cleans up too
     target = Target("full", image, CONTAINER, {}, _labels(image), secret_marker=marker, job_image=image,
                     standin=standin)
@@ -110,7 +110,7 @@ def setup_full(image: str, marker: str, cleanup: list) -> Target:
 
 def _load_nested(target: Target, image: str) -> None:
     """IMAGE into user podman's storage in the outer container (through alice's podman API)."""
-    hosts.copy_image(image, ["podman", *target.exec_args("podman", interactive=True), "podman", "load", "--quiet"],
+    tools.copy_image(image, ["podman", *target.exec_args("podman", interactive=True), "podman", "load", "--quiet"],
                      env=target.env)
 
 
@@ -140,7 +140,7 @@ class Verified:
 def verify(image: str, arch: str | None = None) -> Verified:
     """Run the checks on IMAGE and print a summary per check."""
     tools.require("podman", "buildah")
-    if hosts.sh(["podman", "image", "exists", image], check=False).returncode != 0:
+    if tools.execute(["podman", "image", "exists", image], check=False).returncode != 0:
         raise PipglrError(f"image {image} not found in local storage: build it first (./build.py build)")
     arch = arch or native_arch()
     profile = "full" if arch == native_arch() else "emulated"

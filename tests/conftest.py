@@ -35,7 +35,9 @@ def _no_host_programs_in_unit_tests(request, monkeypatch):
     def refuse(argv, **kwargs):
         raise AssertionError(f"unit test tried to run {argv[0]}; mark it @pytest.mark.tools")
 
-    monkeypatch.setattr(tools, "run", refuse)
+    # tools.call stays allowed: config validation asks systemd-analyze, render asks git.
+    for runner in ("run", "execute"):
+        monkeypatch.setattr(tools, runner, refuse)
 
 
 @pytest.fixture

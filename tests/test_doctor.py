@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipglr_builder import hosts
+from pipglr_builder import tools
 from pipglr_builder.hosts import StandIn
 
 from .conftest import cli, sh
@@ -113,8 +113,8 @@ def test_65536_sub_ids_and_missing_linger(standin, image):
     # shell without a systemd session, he runs the script with a runtime dir of his own.
     script = standin.as_user("alice", ["podman", "container", "runlabel", "doctor", image]).stdout
     sh("podman", "exec", standin.name, "install", "-d", "-o", "bob", "-m", "0700", "/tmp/bob-runtime")
-    result = hosts.sh(["podman", "exec", "--interactive", "--user", "bob", "--workdir", "/home/bob", "--env",
-                       "XDG_RUNTIME_DIR=/tmp/bob-runtime", standin.name, "sh", "-s"], input=script, check=False)
+    result = tools.execute(["podman", "exec", "--interactive", "--user", "bob", "--workdir", "/home/bob", "--env",
+                            "XDG_RUNTIME_DIR=/tmp/bob-runtime", standin.name, "sh", "-s"], input=script, check=False)
     code, out = result.returncode, result.stdout + result.stderr
     assert code == 1
     assert "FAIL  /etc/subuid gives bob 65536 IDs; pipglr needs 65539" in out, out

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pipglr_builder.hosts import StandIn, booted_state, wait_for
-from pipglr_builder.render import NESTED_VOLUMES
+from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR
 
 from .conftest import IMAGE_NAME, cli, runner_args, sh
 
@@ -32,6 +32,8 @@ PORT = 8080
 URL = f"http://host.containers.internal:{PORT}"
 BASE = "localhost/pipglr-base:trixie-amd64"
 HELPER = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.0"
+# User podman's podman CLI inside the outer container (its nested storage).
+PODMAN = ["runuser", "-u", "podman", "--", "env", f"XDG_RUNTIME_DIR={PODMAN_RUNTIME_DIR}", "podman"]
 
 
 class World:
@@ -81,10 +83,9 @@ class World:
             inner = f"/api/{Path(archive.name).name}"
             self.alice("podman", "cp", inner, f"pipglr:/tmp/{Path(inner).name}")
             self.outer("chmod", "0644", f"/tmp/{Path(inner).name}", check=True)
-            podman = ["runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman"]
-            self.outer(*podman, "load", "--quiet", "--input", f"/tmp/{Path(inner).name}", check=True)
+            self.outer(*PODMAN, "load", "--quiet", "--input", f"/tmp/{Path(inner).name}", check=True)
             if tag:
-                self.outer(*podman, "tag", image, tag, check=True)
+                self.outer(*PODMAN, "tag", image, tag, check=True)
             self.outer("rm", "-f", f"/tmp/{Path(inner).name}")
 
     def preload(self, name: str) -> None:
@@ -163,7 +164,7 @@ def test_register_twice_through_the_runlabel(world):
     assert runners_in(config) == 2
     assert runner_blocks(config)[:2] == runner_blocks(first), "the second register changed the first runner"
     assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
-    for expected in ('host = "unix:///run/pipglr/podman.sock"', f'helper_image = "{HELPER}"',
+    for expected in (f'host = "unix://{NESTED_SOCKET}"', f'helper_image = "{HELPER}"',
                      "FF_NETWORK_PER_BUILD = true", 'volumes = ["/cache", ', "token_expires_at"):
         assert expected in config, f"{expected} missing from config.toml:\n{config}"
     assert "network_mode" not in config, "a network_mode would turn the network per job off"
@@ -189,8 +190,7 @@ def test_setup_and_run_as_the_readme_says(world):
     world.alice("podman", "container", "runlabel", "run", world.image)
     world.wait_booted()
     world.load_nested(BASE)
-    listed = world.outer("runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman",
-                         "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    listed = world.outer(*PODMAN, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
     assert HELPER in listed, listed
     stored = world.alice("cat", "config.toml").stdout
     dumped = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
@@ -247,9 +247,8 @@ def test_a_job_may_start_3000_processes(world):
 
 def nested_leftovers(world) -> list[str]:
     """Nested containers, and volumes other than the jobs' caches."""
-    podman = ["runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman"]
-    containers = world.outer(*podman, "ps", "--all", "--format", "{{.Names}}", check=True).stdout.split()
-    volumes = world.outer(*podman, "volume", "ls", "--format",
+    containers = world.outer(*PODMAN, "ps", "--all", "--format", "{{.Names}}", check=True).stdout.split()
+    volumes = world.outer(*PODMAN, "volume", "ls", "--format",
                           '{{.Name}}={{index .Labels "com.gitlab.gitlab-runner.type"}}', check=True).stdout.split()
     return containers + [v for v in volumes if not v.endswith("=cache")]
 
@@ -344,7 +343,7 @@ def test_debug_switches_without_rebuilding(world):
     assert "RUNNER_LOG_LEVEL=debug" in world.outer("cat", "/run/pipglr/env").stdout
     wait_for(lambda: "--log-level debug run" in world.outer("ps", "-o", "args=", "-u", "runner").stdout, 60,
              what="gitlab-runner to run with --log-level debug")
-    world.outer("runuser", "-u", "runner", "--", "curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock",
+    world.outer("runuser", "-u", "runner", "--", "curl", "-sS", "--unix-socket", NESTED_SOCKET,
                 "http://d/_ping", check=True)  # socket activation starts the service
     services = world.outer("ps", "-o", "args=", "-u", "podman").stdout
     assert "--log-level=debug system service" in services, services

@@ -27,14 +27,13 @@ from pipglr_builder.hosts import StandIn, wait_for
 from pipglr_builder.render import NESTED_VOLUMES
 
 from .conftest import sh
-from .test_e2e import BASE, HELPER, TESTS, World, _answers
+from .test_e2e import BASE, HELPER, PODMAN, TESTS, World, _answers
 
 pytestmark = pytest.mark.slow
 PORT = 8080
 URL = f"http://host.containers.internal:{PORT}"
 PROJECT = "pipglr/e2e"  # the coordinator's project (job_info, repo_url path)
 SERVICE_PORT = 18080  # every job's service listens on this port, on its job's own network
-PODMAN = ["runuser", "-u", "podman", "--", "env", "XDG_RUNTIME_DIR=/run/user/1000", "podman"]
 # tini as PID 1 passes SIGTERM on, as a well-behaved service image does (a PID 1 that ignores it costs
 # every job podman's 10 s stop timeout at cleanup). EXPOSE: the runner's health check waits for that port.
 # The page names the job that started the service (SERVICE_MARKER, a service variable).

@@ -2,6 +2,13 @@
 
 Marked slow: it runs mmdebstrap, buildah and podman for real (minutes on a
 cold cache, about a minute warm).
+
+The `booted` tests resemble checks in pipglr_builder/checks/ but are not duplicates:
+they boot the image with rootful podman (hosts.RootfulBoot, the emulated profile's
+boot) on amd64, where the checks run in the test run only on the rootless stand-in
+(tests/test_verify.py) or under emulation with the runtime checks skipped
+(tests/test_nightly.py); and they assert more (no failed units on a rootful boot,
+pipglr-prune.service verified, the timer's normalised OnCalendar, no fuse-overlayfs).
 """
 
 from __future__ import annotations
@@ -82,7 +89,8 @@ def test_image_has_oci_labels(image):
 def test_runlabel_command_expands_image(image):
     # podman's own runlabel, in display mode: proves the label is usable as-is.
     out = sh("podman", "container", "runlabel", "--display", "setupstorage", image).stdout
-    assert f"{image} /usr/bin/chown 1000:1000 /home/podman/.local/share/containers" in out
+    uid = render.DEFAULT_PODMAN_UID
+    assert f"{image} /usr/bin/chown {uid}:{uid} /home/podman/.local/share/containers" in out
 
 
 def test_systemd_is_pid1_and_running(booted):
@@ -93,12 +101,12 @@ def test_systemd_is_pid1_and_running(booted):
 
 
 def test_podman_socket_answers_runner_only(booted):
-    ping = booted.exec("curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock", "http://d/_ping", user="runner")
+    ping = booted.exec("curl", "-sS", "--unix-socket", render.NESTED_SOCKET, "http://d/_ping", user="runner")
     assert ping.stdout == "OK", ping.stderr
-    version = json.loads(booted.exec("curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock",
+    version = json.loads(booted.exec("curl", "-sS", "--unix-socket", render.NESTED_SOCKET,
                                      "http://d/version", user="runner").stdout)
     assert version["Components"][0]["Name"] == "Podman Engine"
-    denied = booted.exec("curl", "-sS", "--unix-socket", "/run/pipglr/podman.sock", "http://d/_ping", user="nobody")
+    denied = booted.exec("curl", "-sS", "--unix-socket", render.NESTED_SOCKET, "http://d/_ping", user="nobody")
     assert denied.returncode != 0
 
 
@@ -117,7 +125,7 @@ def test_unit_files_verify(booted):
     timer = booted.exec("systemctl", "show", "-P", "TimersCalendar", "pipglr-prune.timer").stdout
     assert "OnCalendar=*-*-* 00:00:00" in timer and "next_elapse=" in timer, timer
     assert booted.exec("systemctl", "is-active", "pipglr-prune.timer").stdout.strip() == "active"
-    assert booted.exec("stat", "-c", "%U:%G %a", "/run/pipglr/podman.sock").stdout.strip() == "podman:podman-api 660"
+    assert booted.exec("stat", "-c", "%U:%G %a", render.NESTED_SOCKET).stdout.strip() == "podman:podman-api 660"
 
 
 def test_nested_storage_is_native_overlay(booted):

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from pipglr_builder import config, helper
-from pipglr_builder.hosts import RootfulBoot, copy_image, unique, wait_for
+from pipglr_builder.hosts import RootfulBoot, unique, wait_for
+from pipglr_builder.tools import copy_image
 
 from .conftest import sh
 

@@ -6,10 +6,9 @@ import re
 import pytest
 
 from pipglr_builder.hosts import wait_for
+from pipglr_builder.render import NESTED_SOCKET as SOCKET
 from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY
 from pipglr_builder.verify import METRICS
-
-SOCKET = "/run/pipglr/podman.sock"
 
 
 def test_systemd_is_pid1_and_running(host, target):

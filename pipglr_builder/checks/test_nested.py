@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from pipglr_builder.hosts import wait_for
+from pipglr_builder.render import NESTED_SOCKET as SOCKET
 
 pytestmark = pytest.mark.full
-SOCKET = "/run/pipglr/podman.sock"
 IDS = (0, 1000, 65534, 65535)
 HOOK = "/usr/local/libexec/pipglr/deny-privileged-jobs"
 MARKER = "/etc/pipglr/nested-privileged"
