@@ -44,8 +44,9 @@ CONCURRENCY = (1, 2, 4)
 RUNNERS = ("nested", "baseline")
 BASELINE_DIR = "/home/alice/bench-baseline"
 ALICE_SOCKET = "unix:///run/user/2000/podman/podman.sock"
-# A trace line with FF_TIMESTAMPS: "2026-11-24T07:58:14.123456Z 00O text" (stream and type after the stamp).
-STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z \S+ ?(.*)$")
+# A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
+# the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
+STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z [0-9a-f]+[OE][ +](.*)$")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

@@ -58,7 +58,7 @@ TRACE = ("2026-11-24T08:00:00.100000Z 00O \x1b[0KRunning with gitlab-runner 19.4
          "2026-11-24T08:00:01.000000Z 00O \x1b[0;m\x1b[32;1m$ echo bench-first-line\x1b[0;m\n"
          "2026-11-24T08:00:02.350000Z 01O bench-first-line\n"
          "untimed noise\n"
-         "2026-11-24T08:00:05.600000Z 00O+\x1b[32;1mJob succeeded\x1b[0;m\r\n")
+         "2026-11-24T08:00:05.600000Z 00O+\x1b[32;1mbench-first-line later\x1b[0;m\r\n")
 
 
 def test_trace_timings_are_from_the_first_stamped_line():
@@ -66,6 +66,7 @@ def test_trace_timings_are_from_the_first_stamped_line():
     first, whole = bench_jobs.job_timings(TRACE)
     assert round(first, 6) == 2.25  # the first script line's output, not the `$ echo` line before it
     assert round(whole, 6) == 5.5
+    assert bench_jobs.stamped_lines(TRACE)[-1][1] == "bench-first-line later"  # a partial line ("00O+")
 
 
 def test_trace_stamps_with_nanoseconds_and_without_a_fraction():
