@@ -155,8 +155,9 @@ class JobsHost:
         self.standin.load_image("alice", self.image)
         self.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=self.token + "\n")
         self.alice("sh", "-c", "echo 'concurrent = 4' > config.toml")
-        self.alice("podman", "container", "runlabel", "register", self.image, "--", "--url", URL,
-                   "--name", "bench-nested")
+        # if-not-present, as the baseline: the job image and the helper are local (no registry here).
+        self.alice("env", "PIPGLR_PULL_POLICY=if-not-present", "podman", "container", "runlabel", "register",
+                   self.image, "--", "--url", URL, "--name", "bench-nested")
         self.alice("podman", "secret", "create", "config.toml", "config.toml")
         for label in ("setupstorage", "setupcache"):
             self.alice("podman", "container", "runlabel", label, self.image)
@@ -182,7 +183,7 @@ class JobsHost:
                    "--url", f"http://127.0.0.1:{PORT}", "--registration-token", self.token, "--name", "bench-baseline",
                    "--executor", "docker", "--docker-host", ALICE_SOCKET, "--docker-image", self.job_image,
                    "--docker-helper-image", self.helper, "--docker-pull-policy", "if-not-present",
-                   "--docker-volumes", "/cache")
+                   "--docker-volumes", "/cache", "--feature-flags", "FF_NETWORK_PER_BUILD:true")
         self.alice("systemd-run", "--user", "--unit", "bench-baseline-runner", "--quiet", "gitlab-runner", "run",
                    "--config", config, "--working-directory", BASELINE_DIR)
         runners = {r["description"]: r["id"] for r in self.coordinator("GET", "/_test/state")["runners"]}
