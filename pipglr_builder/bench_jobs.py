@@ -173,6 +173,10 @@ class JobsHost:
         _, binaries = runner.obtain(self.config)
         hosts.sh(["podman", "cp", str(binaries[native_arch()]), f"{self.standin.name}:/usr/local/bin/gitlab-runner"])
         hosts.sh(["podman", "exec", self.standin.name, "chmod", "0755", "/usr/local/bin/gitlab-runner"])
+        # netavark needs nft for the job's own network (FF_NETWORK_PER_BUILD): a host's podman has it
+        # (pipglr's image installs it), the stand-in's image does not.
+        hosts.sh(["podman", "exec", self.standin.name, "sh", "-c", "command -v nft >/dev/null || { apt-get update -qq "
+                  "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; }"])
         self.alice("systemctl", "--user", "enable", "--now", "podman.socket")
         self.standin.load_image("alice", self.job_image)
         self.standin.load_image("alice", self.helper)
