@@ -43,6 +43,8 @@ CACHE = [{"key": "bench-deps", "paths": ["deps/"], "policy": "pull-push", "when"
 CONCURRENCY = (1, 2, 4)
 RUNNERS = ("nested", "baseline")
 BASELINE_DIR = "/home/alice/bench-baseline"
+NFT = ("command -v nft >/dev/null || { apt-get update -qq "
+       "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; }")
 ALICE_SOCKET = "unix:///run/user/2000/podman/podman.sock"
 # A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
 # the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
@@ -175,8 +177,7 @@ class JobsHost:
         hosts.sh(["podman", "exec", self.standin.name, "chmod", "0755", "/usr/local/bin/gitlab-runner"])
         # netavark needs nft for the job's own network (FF_NETWORK_PER_BUILD): a host's podman has it
         # (pipglr's image installs it), the stand-in's image does not.
-        hosts.sh(["podman", "exec", self.standin.name, "sh", "-c", "command -v nft >/dev/null || { apt-get update -qq "
-                  "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; }"])
+        hosts.sh(["podman", "exec", self.standin.name, "sh", "-c", NFT])
         self.alice("systemctl", "--user", "enable", "--now", "podman.socket")
         self.standin.load_image("alice", self.job_image)
         self.standin.load_image("alice", self.helper)
