@@ -43,8 +43,9 @@ CACHE = [{"key": "bench-deps", "paths": ["deps/"], "policy": "pull-push", "when"
 CONCURRENCY = (1, 2, 4)
 RUNNERS = ("nested", "baseline")
 BASELINE_DIR = "/home/alice/bench-baseline"
-NFT = ("command -v nft >/dev/null || { apt-get update -qq "
-       "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; }")
+NETWORK_TOOLS = ("command -v nft >/dev/null && test -x /usr/lib/podman/aardvark-dns || { apt-get update -qq "
+                 "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+                 "nftables aardvark-dns; }")
 ALICE_SOCKET = "unix:///run/user/2000/podman/podman.sock"
 # A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
 # the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
@@ -175,9 +176,9 @@ class JobsHost:
         _, binaries = runner.obtain(self.config)
         hosts.sh(["podman", "cp", str(binaries[native_arch()]), f"{self.standin.name}:/usr/local/bin/gitlab-runner"])
         hosts.sh(["podman", "exec", self.standin.name, "chmod", "0755", "/usr/local/bin/gitlab-runner"])
-        # netavark needs nft for the job's own network (FF_NETWORK_PER_BUILD): a host's podman has it
-        # (pipglr's image installs it), the stand-in's image does not.
-        hosts.sh(["podman", "exec", self.standin.name, "sh", "-c", NFT])
+        # A job's own network (FF_NETWORK_PER_BUILD) needs netavark's nft and aardvark-dns: a host's podman
+        # has them (pipglr's image installs them), the stand-in's image does not.
+        hosts.sh(["podman", "exec", self.standin.name, "sh", "-c", NETWORK_TOOLS])
         self.alice("systemctl", "--user", "enable", "--now", "podman.socket")
         self.standin.load_image("alice", self.job_image)
         self.standin.load_image("alice", self.helper)
@@ -193,6 +194,14 @@ class JobsHost:
                    "--config", config, "--working-directory", BASELINE_DIR)
         runners = {r["description"]: r["id"] for r in self.coordinator("GET", "/_test/state")["runners"]}
         self.runner_ids = {"nested": runners["bench-nested"], "baseline": runners["bench-baseline"]}
+
+    def podman_log(self, who: str) -> str:
+        """The end of the journal of the podman service that ran WHO's jobs (for a failed job)."""
+        if who == "baseline":
+            argv = ["journalctl", "--user", "--no-pager", "-n", "25", "-u", "podman.service"]
+        else:
+            argv = ["podman", "exec", "pipglr", "journalctl", "--no-pager", "-n", "25"]
+        return self.alice(*argv, check=False).stdout
 
     def close(self) -> None:
         self.standin.close()
@@ -217,7 +226,9 @@ class JobsHost:
         jobs = hosts.wait_for(finished, timeout, interval=0.25, what=f"jobs {job_ids} to finish")
         for job in jobs:
             if job["state"] != "success":
-                raise PipglrError(f"bench: job {job['id']} failed: {job['trace'][-1500:]}")
+                who = next((w for w, rid in self.runner_ids.items() if rid == job.get("runner_id")), "?")
+                raise PipglrError(f"bench: job {job['id']} ({who}) failed: {job['trace'][-1500:]}\n"
+                                  f"{who} podman service's log:\n{self.podman_log(who)}")
         return jobs
 
 
