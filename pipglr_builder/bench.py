@@ -5,10 +5,15 @@ Each figure is the median of several runs with min and max, in three groups:
   times, arm64 once under emulation), warm rebuild with no change, rebuild
   after a gitlab-runner version bump (only the late layers should rebuild);
 - image: size uncompressed and compressed as pushed, layer count;
-- runtime, on the stand-in user host as verify does: `runlabel run` to ready,
-  nested job overhead against host level with the image's overlay storage and,
-  for comparison, fuse-overlayfs and vfs; memory idle and with a job running;
-  1, 2 and 4 concurrent jobs.
+- runtime, on the stand-in user host as verify does: `runlabel run` to ready;
+  the cost of nesting: the same job image and work (`run --rm true`, untar and
+  delete 3000 files, sha256sum of 256 MB) by the stand-in user alice's own
+  rootless podman (overlay, storage on the /home volume) and nested through
+  the runner's socket (overlay on the pipglr-storage volume, under alice's
+  /home too), ratio nested/alice; fuse-overlayfs and vfs nested as peers; this
+  machine's own podman as context only; memory idle and with a job running;
+- CI jobs with the real gitlab-runner and helper (bench_jobs.py): nested
+  against the same runner on alice's own podman socket.
 Jobs run the Debian base image: what a CI job image such as debian:trixie is.
 """
 
@@ -23,14 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import base, build, hosts, render, runner, tools, verify
+from . import base, bench_jobs, build, hosts, render, runner, tools, verify
 from .config import Config
 from .errors import CommandFailed, PipglrError
 
 # (figure, comparison, target): checked by the benchmark, reported as pass/fail.
 TARGETS = (
-    ("nested_run_true_ratio", "<=", 1.5),
+    ("nested_run_true_ratio", "<=", 1.3),
     ("nested_files_ratio", "<=", 1.3),
+    ("job_script_first_line_ratio", "<=", 1.2),
+    ("job_script_job_ratio", "<=", 1.2),
+    ("job_clone_cache_first_line_ratio", "<=", 1.2),
+    ("job_clone_cache_job_ratio", "<=", 1.2),
     ("warm_rebuild_seconds", "<=", 10.0),
     ("runner_bump_rebuild_seconds", "<=", 60.0),
     ("idle_memory_mib", "<=", 150.0),
@@ -38,7 +47,6 @@ TARGETS = (
 )
 # The bench image carries fuse-overlayfs (a few hundred KB) so the storage comparison can run.
 BENCH_PACKAGES = ("fuse-overlayfs",)
-CONCURRENCY = (1, 2, 4)
 SOCKET = f"unix://{render.NESTED_SOCKET}"
 # Storage drivers other images choose: each gets a podman service of user podman of its own, with its
 # storage on the same pipglr-storage volume as the image's native overlay.
@@ -56,10 +64,9 @@ LOOP = 'for i in $(seq 1 {n}); do s=$(date +%s%N); {cmd} >/dev/null 2>&1 || exit
 FILES = ('mkdir -p /tmp/b && cd /tmp/b && mkdir d && for i in $(seq 1 3000); do echo $i > d/f$i; done '
          '&& tar cf t.tar d && rm -rf d && sync && s=$(date +%s%N) && tar xf t.tar && rm -rf d && e=$(date +%s%N) '
          '&& echo $(( (e - s) / 1000000 ))')
-# N jobs at once (each the file-heavy work), waited for together; prints the wall time (ms).
-CONCURRENT = ('sync; s=$(date +%s%N); pids=; for i in $(seq 1 {n}); do {cmd} >/dev/null 2>&1 & pids="$pids $!"; done; '
-              'fail=0; for p in $pids; do wait $p || fail=1; done; e=$(date +%s%N); '
-              '[ $fail = 0 ] && echo $(( (e - s) / 1000000 ))')
+# CPU-bound work: hash 256 MB of zeros; prints the time (ms).
+CPU = ('s=$(date +%s%N) && head -c 268435456 /dev/zero | sha256sum >/dev/null '
+       '&& e=$(date +%s%N) && echo $(( (e - s) / 1000000 ))')
 # Memory of every process in the outer container (kB): PSS shares shared pages out, RSS counts them in each process.
 MEMORY = "cat /proc/[0-9]*/smaps_rollup 2>/dev/null | awk '/^{field}:/ {{ s += $2 }} END {{ print s }}'"
 
@@ -250,25 +257,25 @@ class Outer:
         return url
 
 
-def job_figures(outer: Outer, url: str, job_image: str, runs: int) -> tuple[list[float], list[float]]:
-    """`run --rm true` and the file-heavy job through the podman service at URL: seconds per run."""
-    run = f"podman --url {url} run --rm --network host"
-    true = _ms_lines(outer.as_podman(LOOP.format(n=runs, cmd=f"{run} {job_image} true")), runs, "nested run true")
-    files = [_ms_lines(outer.as_podman(f"{run} {job_image} sh -c '{FILES}'"), 1, "nested file-heavy job")[0]
+def job_figures(shell, run: str, job_image: str, runs: int, where: str) -> dict[str, list[float]]:
+    """`run --rm true`, the file-heavy and the CPU-bound job with RUN (a `podman run --rm` command line)
+    through SHELL (runs a shell script where the podman is): seconds per run."""
+    true = _ms_lines(shell(LOOP.format(n=runs, cmd=f"{run} {job_image} true")), runs, f"{where} run true")
+    files = [_ms_lines(shell(f"{run} {job_image} sh -c '{FILES}'"), 1, f"{where} file-heavy job")[0]
              for _ in range(runs)]
-    return true, files
+    cpu = [_ms_lines(shell(f"{run} {job_image} sh -c '{CPU}'"), 1, f"{where} CPU-bound job")[0]
+           for _ in range(runs)]
+    return {"run_true": true, "files": files, "cpu": cpu}
 
 
 def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
     image = config.image_ref
     figures: dict[str, dict[str, float]] = {}
-    host_run = f"podman run --rm --network host {job_image}"
-    host_true = _ms_lines(tools.execute(["sh", "-c", LOOP.format(n=runs, cmd=f"{host_run} true")]).stdout, runs,
-                          "host run true")
-    host_files = [_ms_lines(tools.execute([*host_run.split(), "sh", "-c", FILES]).stdout, 1, "host file-heavy job")[0]
-                  for _ in range(runs)]
-    figures["host_run_true_seconds"] = summary(host_true)
-    figures["host_files_seconds"] = summary(host_files)
+    # Context only: this machine's own podman (rootful or not, runc, cgroup v1): not a user's host.
+    vm = job_figures(lambda script: tools.execute(["sh", "-c", script]).stdout, "podman run --rm --network host",
+                     job_image, runs, "this machine's")
+    for work, samples in vm.items():
+        figures[f"vm_{work}_seconds"] = summary(samples)
 
     cleanup: list = []
     try:
@@ -289,13 +296,20 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
         figures["idle_memory_mib"] = summary([outer.memory_mib("Pss") for _ in range(runs)])
         figures["idle_memory_rss_mib"] = summary([outer.memory_mib("Rss") for _ in range(runs)])
 
+        tools.say("bench: the same jobs by alice's own rootless podman (overlay, storage on /home)")
+        standin.load_image("alice", job_image)
+        alice = job_figures(lambda script: standin.as_user("alice", ["sh", "-c", script], timeout=1800).stdout,
+                            "podman run --rm --network host", job_image, runs, "alice's")
+        for work, samples in alice.items():
+            figures[f"alice_{work}_seconds"] = summary(samples)
+
         tools.say("bench: nested jobs with the image's storage (native overlay)")
         outer.load(job_image, SOCKET)
-        true, files = job_figures(outer, SOCKET, job_image, runs)
-        figures["nested_run_true_seconds"] = summary(true)
-        figures["nested_run_true_ratio"] = ratio(true, host_true)
-        figures["nested_files_seconds"] = summary(files)
-        figures["nested_files_ratio"] = ratio(files, host_files)
+        nested = job_figures(outer.as_podman, f"podman --url {SOCKET} run --rm --network host", job_image, runs,
+                             "nested")
+        for work, samples in nested.items():
+            figures[f"nested_{work}_seconds"] = summary(samples)
+            figures[f"nested_{work}_ratio"] = ratio(samples, alice[work])
 
         outer.as_podman(f"podman --url {SOCKET} run --detach --name bench-job {job_image} sleep 600")
         try:
@@ -303,22 +317,14 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
         finally:
             outer.as_podman(f"podman --url {SOCKET} rm --force --time 0 bench-job", check=False)
 
-        concurrent: dict[int, list[float]] = {n: [] for n in CONCURRENCY}
-        job = f"podman --url {SOCKET} run --rm --network host {job_image} sh -c '{FILES}'"
-        for _ in range(runs):  # interleaved, so that drift on the machine spreads over all N alike
-            for n in CONCURRENCY:
-                script = CONCURRENT.format(n=n, cmd=job)
-                concurrent[n].append(_ms_lines(outer.as_podman(script), 1, f"{n} concurrent jobs")[0])
-        for n, samples in concurrent.items():
-            figures[f"concurrent_{n}_jobs_seconds"] = summary(samples)
-
         for name, flags in OTHER_DRIVERS.items():
             tools.say(f"bench: nested jobs with {name} storage, for comparison")
             url = outer.start_service(name, flags)
             outer.load(job_image, url)
-            true, files = job_figures(outer, url, job_image, runs)
-            figures[f"{name}_run_true_ratio"] = ratio(true, host_true)
-            figures[f"{name}_files_ratio"] = ratio(files, host_files)
+            peer = job_figures(outer.as_podman, f"podman --url {url} run --rm --network host", job_image, runs,
+                               name)
+            for work, samples in peer.items():
+                figures[f"{name}_{work}_ratio"] = ratio(samples, alice[work])
     finally:
         for close in cleanup:
             with contextlib.suppress(CommandFailed):
@@ -327,7 +333,7 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
 
 
 def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = True,
-        bump: tuple[str, str] | None = None) -> int:
+        bump: tuple[str, str] | None = None, jobs: bool = True) -> int:
     config = dataclasses.replace(config, extra_packages=tuple(sorted({*config.extra_packages, *BENCH_PACKAGES})))
     image = config.image_ref
     job_image = base.base_tag(config, base.native_arch()) if not config.base_image else config.base_image
@@ -337,6 +343,8 @@ def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = 
     figures = measure_build(config, runs, cold_runs, arm64, bump)
     figures.update(measure_image(image))
     figures.update(measure_runtime(config, runs, job_image))
+    if jobs:
+        figures.update(bench_jobs.measure(config, image, job_image, runs, summary, ratio))
 
     rows = evaluate(figures)
     out.mkdir(parents=True, exist_ok=True)

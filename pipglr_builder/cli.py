@@ -206,15 +206,19 @@ def quadlet_cmd(config, image: str | None, output: Path | None) -> None:
 @click.option("--bump-runner-version", default="", help="The version of --bump-runner-file, e.g. 19.4.1.")
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-report"),
               show_default=True, help="Directory for bench.json and bench.txt.")
+@click.option("--jobs/--no-jobs", default=True, show_default=True,
+              help="CI jobs with the real runner, nested against alice's own runner (latency, throughput).")
 @setting_options
 def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: str, bump_runner_version: str,
-              output: Path) -> None:
+              output: Path, jobs: bool) -> None:
     """Measure what the image costs: builds, size, start, job overhead, memory.
 
     Cold, warm and runner-bump builds; size as stored and as pushed; then the
     image runs on the stand-in user host as verify does (time to ready,
-    nested jobs against host level with overlay, fuse-overlayfs and vfs
-    storage, memory, concurrent jobs). Writes JSON and a table; exit 1 if a
+    nested jobs against the stand-in user's own rootless podman with overlay,
+    fuse-overlayfs and vfs storage, memory), then CI jobs with the real
+    runner nested against the same runner on that user's own podman (latency,
+    whole job, 1/2/4 jobs at once). Writes JSON and a table; exit 1 if a
     target is missed.
     """
     from . import bench
@@ -232,7 +236,7 @@ def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: 
         if not Path(bump_runner_file.replace("{arch}", native_arch())).is_file():
             raise ConfigError(f"--bump-runner-file {bump_runner_file}: no such file for {native_arch()}")
         bump = (bump_runner_file, bump_runner_version)
-    sys.exit(bench.run(config, runs, output, cold_runs=cold_runs, arm64=arm64, bump=bump))
+    sys.exit(bench.run(config, runs, output, cold_runs=cold_runs, arm64=arm64, bump=bump, jobs=jobs))
 
 
 @main.command("runner")

@@ -1,0 +1,278 @@
+"""bench, CI jobs: what a CI user waits for, with the real gitlab-runner and helper.
+
+On one stand-in host (user alice, rootless podman), the test coordinator
+(tests/gitlab_coordinator.py: GitLab's runner API and git over dumb HTTP)
+hands jobs to two runners registered against it:
+- nested: pipglr as its README says (`concurrent = 4` before `runlabel register`,
+  setupstorage, setupcache, the helper through `runlabel preload`, `runlabel run`);
+- baseline: the same gitlab-runner binary run by alice herself with the docker
+  executor on her own rootless podman socket, no nesting (same helper, same job
+  image, same pull policy and cache volume).
+Every job sets FF_TIMESTAMPS (the runner stamps each trace line) and
+FF_NETWORK_PER_BUILD (the network pipglr's register sets), so both runners run
+alike. From the trace: handed out (the runner's first line, written when it has
+the job) -> the first script line's output, and handed out -> the last line.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from . import helper, hosts, runner, tools
+from .base import native_arch
+from .config import Config
+from .errors import PipglrError
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"  # the coordinator lives with the tests
+PORT = 8080
+URL = f"http://host.containers.internal:{PORT}"  # what jobs (and the nested runner) reach GitLab at
+PROJECT = "pipglr/e2e"
+FIRST = "bench-first-line"  # the first script line's output
+FLAGS = {"FF_TIMESTAMPS": "true", "FF_NETWORK_PER_BUILD": "true"}
+CACHE = [{"key": "bench-deps", "paths": ["deps/"], "policy": "pull-push", "when": "on_success",
+          "untracked": False, "fallback_keys": []}]
+CONCURRENCY = (1, 2, 4)
+RUNNERS = ("nested", "baseline")
+BASELINE_DIR = "/home/alice/bench-baseline"
+NETWORK_TOOLS = ("command -v nft >/dev/null && test -x /usr/lib/podman/aardvark-dns || { apt-get update -qq "
+                 "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
+                 "nftables aardvark-dns; }")
+ALICE_SOCKET = "unix:///run/user/2000/podman/podman.sock"
+# A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
+# the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
+STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z [0-9a-f]+[OE][ +](.*)$")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+# --- arithmetic (unit-tested) -------------------------------------------------
+
+def stamped_lines(trace: str) -> list[tuple[datetime.datetime, str]]:
+    """(time, text without colours) of every timestamped trace line."""
+    lines = []
+    for raw in trace.replace("\r\n", "\n").split("\n"):
+        for part in raw.split("\r"):
+            m = STAMPED.match(ANSI.sub("", part))
+            if m:
+                micro = (m.group(2) or "0")[:6].ljust(6, "0")
+                at = datetime.datetime.fromisoformat(f"{m.group(1)}.{micro}+00:00")
+                lines.append((at, m.group(3).strip()))
+    return lines
+
+
+def job_timings(trace: str, first: str = FIRST) -> tuple[float, float]:
+    """Seconds from the job handed out (the first trace line) to FIRST's output, and to the last line."""
+    lines = stamped_lines(trace)
+    if not lines:
+        raise PipglrError(f"bench: the trace has no timestamped lines (FF_TIMESTAMPS): {trace[:300]!r}")
+    start = lines[0][0]
+    hit = next((at for at, text in lines if text == first), None)
+    if hit is None:
+        raise PipglrError(f"bench: no {first!r} line in the trace: {trace[-500:]!r}")
+    return (hit - start).total_seconds(), (lines[-1][0] - start).total_seconds()
+
+
+def jobs_per_minute(jobs: int, seconds: float) -> float:
+    return jobs * 60.0 / seconds
+
+
+# --- the world ------------------------------------------------------------------
+
+class JobsHost:
+    """A stand-in host with the coordinator, a small repository, pipglr and alice's own runner."""
+
+    def __init__(self, config: Config, image: str, job_image: str):
+        self.config, self.image, self.job_image = config, image, job_image
+        self.helper = helper.names(config, native_arch())[-1]  # the helper_image pipglr's register pins
+        self.token = f"reg-{uuid.uuid4().hex}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-git-"))
+        self.sha = self._repository()
+        self.standin = hosts.StandIn(job_image, volumes=(f"{TESTS}:/e2e:ro", f"{self.tmp}/root:/git:ro"))
+        self.control = ""
+        self.runner_ids: dict[str, int] = {}
+
+    def _repository(self) -> str:
+        """ROOT/pipglr/e2e.git with a few small files, served over dumb HTTP; its head sha."""
+        env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+               "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+        bare, work = self.tmp / "root" / f"{PROJECT}.git", self.tmp / "work"
+
+        def git(*args: str, cwd: Path | None = None) -> str:
+            return tools.execute(["git", *(["-C", str(cwd)] if cwd else []), *args], env=env).stdout.strip()
+        git("init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+        git("init", "--quiet", "--initial-branch=main", str(work))
+        for i in range(20):
+            (work / f"file{i}.txt").write_text(f"bench file {i}\n" * 50)
+        git("add", ".", cwd=work)
+        git("commit", "--quiet", "--message", "bench", cwd=work)
+        git("push", "--quiet", str(bare), "main", cwd=work)
+        git("update-server-info", cwd=bare)
+        for directory, _, files in os.walk(self.tmp):
+            os.chmod(directory, 0o755)
+            for f in files:
+                os.chmod(os.path.join(directory, f), 0o644)
+        return git("rev-parse", "HEAD", cwd=work)
+
+    def alice(self, *argv: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return self.standin.as_user("alice", list(argv), input=input, check=check)
+
+    def coordinator(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.control + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"{}")
+
+    def _answers(self) -> bool:
+        try:
+            self.coordinator("GET", "/_test/state")
+            return True
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        tools.say(f"bench: jobs: starting the stand-in host {self.standin.name} and the coordinator")
+        self.standin.start()
+        tools.execute(["podman", "exec", "--detach", self.standin.name, "python3", "/e2e/gitlab_coordinator.py",
+                  "--listen", f"0.0.0.0:{PORT}", "--registration-token", self.token, "--external-url", URL,
+                  "--git-root", "/git"])
+        self.control = f"http://{self.standin.address()}:{PORT}"
+        hosts.wait_for(self._answers, 30, what="the test coordinator")
+        self._start_nested()
+        self._start_baseline()
+
+    def _start_nested(self) -> None:
+        tools.say("bench: jobs: pipglr as the README says (concurrent = 4 before register)")
+        user = ["podman", "exec", "--interactive", "--user", "podman", "--env", "XDG_RUNTIME_DIR=/run/user/"
+                + _labels(self.image)["io.pipglr.podman-uid"], "pipglr", "podman", "load", "--quiet"]
+        self.standin.load_image("alice", self.image)
+        self.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=self.token + "\n")
+        self.alice("sh", "-c", "echo 'concurrent = 4' > config.toml")
+        # if-not-present, as the baseline: the job image and the helper are local (no registry here).
+        self.alice("env", "PIPGLR_PULL_POLICY=if-not-present", "podman", "container", "runlabel", "register",
+                   self.image, "--", "--url", URL, "--name", "bench-nested")
+        self.alice("podman", "secret", "create", "config.toml", "config.toml")
+        for label in ("setupstorage", "setupcache"):
+            self.alice("podman", "container", "runlabel", label, self.image)
+        tools.copy_image(self.helper, [*self.standin.user_argv("alice", interactive=True),
+                                       "podman", "container", "runlabel", "preload", self.image])
+        self.alice("podman", "container", "runlabel", "run", self.image)
+        hosts.wait_for(lambda: hosts.booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]),
+                       180, what="the pipglr container to boot")
+        tools.copy_image(self.job_image, [*self.standin.user_argv("alice", interactive=True), *user])
+
+    def _start_baseline(self) -> None:
+        tools.say("bench: jobs: the same gitlab-runner as alice, docker executor on her own podman socket")
+        _, binaries = runner.obtain(self.config)
+        tools.execute(["podman", "cp", str(binaries[native_arch()]), f"{self.standin.name}:/usr/local/bin/gitlab-runner"])
+        tools.execute(["podman", "exec", self.standin.name, "chmod", "0755", "/usr/local/bin/gitlab-runner"])
+        # A job's own network (FF_NETWORK_PER_BUILD) needs netavark's nft and aardvark-dns: a host's podman
+        # has them (pipglr's image installs them), the stand-in's image does not.
+        tools.execute(["podman", "exec", self.standin.name, "sh", "-c", NETWORK_TOOLS])
+        self.alice("systemctl", "--user", "enable", "--now", "podman.socket")
+        self.standin.load_image("alice", self.job_image)
+        self.standin.load_image("alice", self.helper)
+        config = f"{BASELINE_DIR}/config.toml"
+        self.alice("sh", "-c", f"mkdir -p {BASELINE_DIR} && echo 'concurrent = 4' > {config}")
+        # The runner runs on the stand-in itself (no host.containers.internal there): GitLab at 127.0.0.1.
+        self.alice("gitlab-runner", "register", "--non-interactive", "--config", config,
+                   "--url", f"http://127.0.0.1:{PORT}", "--registration-token", self.token, "--name", "bench-baseline",
+                   "--executor", "docker", "--docker-host", ALICE_SOCKET, "--docker-image", self.job_image,
+                   "--docker-helper-image", self.helper, "--docker-pull-policy", "if-not-present",
+                   "--docker-volumes", "/cache", "--feature-flags", "FF_NETWORK_PER_BUILD:true")
+        self.alice("systemd-run", "--user", "--unit", "bench-baseline-runner", "--quiet", "gitlab-runner", "run",
+                   "--config", config, "--working-directory", BASELINE_DIR)
+        runners = {r["description"]: r["id"] for r in self.coordinator("GET", "/_test/state")["runners"]}
+        self.runner_ids = {"nested": runners["bench-nested"], "baseline": runners["bench-baseline"]}
+
+    def podman_log(self, who: str) -> str:
+        """The end of the journal of the podman service that ran WHO's jobs (for a failed job)."""
+        if who == "baseline":
+            argv = ["journalctl", "--user", "--no-pager", "-n", "25", "-u", "podman.service"]
+        else:
+            argv = ["podman", "exec", "pipglr", "journalctl", "--no-pager", "-n", "25"]
+        return self.alice(*argv, check=False).stdout
+
+    def close(self) -> None:
+        self.standin.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- jobs ---
+
+    def queue(self, who: str, kind: str) -> int:
+        spec = {"script": [f"echo {FIRST}", "true"], "image": self.job_image, "variables": dict(FLAGS),
+                "runner_id": self.runner_ids[who]}
+        if kind == "clone_cache":
+            spec.update(script=[f"echo {FIRST}", "ls file0.txt", "mkdir -p deps", "echo $CI_JOB_ID > deps/value"],
+                        git={"sha": self.sha, "ref": "main"}, cache=CACHE,
+                        variables={**FLAGS, "GIT_STRATEGY": "clone"})
+        return self.coordinator("POST", "/_test/jobs", spec)["id"]
+
+    def wait(self, job_ids: list[int], timeout: float = 600) -> list[dict]:
+        def finished():
+            jobs = self.coordinator("GET", "/_test/state")["jobs"]
+            done = [jobs[str(i)] for i in job_ids if jobs[str(i)]["state"] in ("success", "failed")]
+            return done if len(done) == len(job_ids) else None
+        jobs = hosts.wait_for(finished, timeout, interval=0.25, what=f"jobs {job_ids} to finish")
+        for job in jobs:
+            if job["state"] != "success":
+                who = next((w for w, rid in self.runner_ids.items() if rid == job.get("runner_id")), "?")
+                raise PipglrError(f"bench: job {job['id']} ({who}) failed: {job['trace'][-1500:]}\n"
+                                  f"{who} podman service's log:\n{self.podman_log(who)}")
+        return jobs
+
+
+def _labels(image: str) -> dict[str, str]:
+    return json.loads(tools.execute(["podman", "image", "inspect", image]).stdout)[0].get("Labels") or {}
+
+
+def measure(config: Config, image: str, job_image: str, runs: int, summary, ratio) -> dict:
+    """Job latency, whole job and throughput, nested and baseline; SUMMARY and RATIO from bench."""
+    figures: dict[str, dict[str, float]] = {}
+    world = JobsHost(config, image, job_image)
+    try:
+        world.start()
+        for who in RUNNERS:  # warm-up: the first job makes the cache volume and the first cache archive
+            world.wait([world.queue(who, "clone_cache")])
+        samples = {(who, kind, what): [] for who in RUNNERS for kind in ("script", "clone_cache")
+                   for what in ("first_line", "job")}
+        for i in range(runs):
+            tools.say(f"bench: jobs: run {i + 1} of {runs}")
+            for kind in ("script", "clone_cache"):
+                for who in RUNNERS:  # interleaved, so that drift on the machine spreads over both alike
+                    job = world.wait([world.queue(who, kind)])[0]
+                    first, whole = job_timings(job["trace"])
+                    samples[(who, kind, "first_line")].append(first)
+                    samples[(who, kind, "job")].append(whole)
+        for (who, kind, what), values in samples.items():
+            figures[f"{who}_{kind}_{what}_seconds"] = summary(values)
+        for kind in ("script", "clone_cache"):
+            for what in ("first_line", "job"):
+                figures[f"job_{kind}_{what}_ratio"] = ratio(samples[("nested", kind, what)],
+                                                            samples[("baseline", kind, what)])
+
+        throughput = {(who, n): [] for who in RUNNERS for n in CONCURRENCY}
+        for i in range(runs):
+            tools.say(f"bench: jobs: throughput, run {i + 1} of {runs}")
+            for n in CONCURRENCY:
+                for who in RUNNERS:
+                    started = time.monotonic()
+                    world.wait([world.queue(who, "clone_cache") for _ in range(n)])
+                    throughput[(who, n)].append(jobs_per_minute(n, time.monotonic() - started))
+        for (who, n), values in throughput.items():
+            figures[f"{who}_{n}_jobs_per_minute"] = summary(values)
+        for n in CONCURRENCY:
+            figures[f"throughput_{n}_jobs_ratio"] = ratio(throughput[("nested", n)], throughput[("baseline", n)])
+    finally:
+        world.close()
+    return figures
