@@ -7,6 +7,8 @@ unique names and remove what they create.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import shlex
 import shutil
@@ -167,3 +169,28 @@ def keyring(keys, path: Path, armored: bool = True) -> Path:
     """PATH holding the public key of 'trusted' only."""
     path.write_bytes(gpg(keys["trusted"][0], *(["--armor"] if armored else []), "--export"))
     return path
+
+
+@contextlib.contextmanager
+def file_server(lookup):
+    """An HTTP server on loopback answering GET PATH with the bytes lookup(PATH) gives (404 for None);
+    yields its URL and the list of paths asked for."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            body = lookup(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"not found")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", asked
+    finally:
+        server.shutdown()

@@ -1,14 +1,11 @@
 """The base's cache key follows the Debian archive (signed InRelease files from a mirror on loopback)."""
 
-import http.server
-import threading
-
 import pytest
 
 from pipglr_builder import base, config, nightly
 from pipglr_builder.errors import MirrorError
 
-from .conftest import keyring, sign
+from .conftest import file_server, keyring, sign
 
 pytestmark = pytest.mark.tools  # gpgv checks the InRelease files
 
@@ -43,26 +40,10 @@ def mirror(signing_keys, tmp_path):
     for suite in ("trixie", "trixie-updates"):
         files[f"/debian/dists/{suite}/InRelease"] = in_release("Sat, 21 Nov 2026 09:15:44 UTC", "a", "b")
     files[SECURITY] = in_release("Sat, 21 Nov 2026 00:53:03 UTC", "c", "d")
-    asked = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            body = files.get("raw:" + self.path) or files.body(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.end_headers()
-            self.wfile.write(body or b"not found")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    cfg = config.load(None, {"base_mirror": f"{url}/debian", "base_security_mirror": f"{url}/debian-security",
-                             "base_keyring": str(keyring(signing_keys, tmp_path / "archive.gpg", armored=False))})
-    yield cfg, files, asked
-    server.shutdown()
+    with file_server(lambda path: files.get("raw:" + path) or files.body(path)) as (url, asked):
+        cfg = config.load(None, {"base_mirror": f"{url}/debian", "base_security_mirror": f"{url}/debian-security",
+                                 "base_keyring": str(keyring(signing_keys, tmp_path / "archive.gpg", armored=False))})
+        yield cfg, files, asked
 
 
 def key(cfg, arch="amd64"):

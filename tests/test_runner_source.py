@@ -1,9 +1,7 @@
 """gitlab-runner sources, against a release server on loopback (no real network)."""
 
 import hashlib
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from pipglr_builder import config, runner
 from pipglr_builder.errors import RunnerSourceError
 
-from .conftest import keyring, sign
+from .conftest import file_server, keyring, sign
 
 BINARY = b"#!/bin/sh\necho gitlab-runner\n"
 
@@ -24,23 +22,8 @@ def release_server():
         "/v19.4.0/release.sha256": f"{hashlib.sha256(BINARY).hexdigest()}  ./binaries/gitlab-runner-linux-amd64\n"
                                    f"{'0' * 64}  ./binaries/gitlab-runner-linux-arm64\n".encode(),
     }
-    asked = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.end_headers()
-            self.wfile.write(body or b"not found")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", files, asked
-    server.shutdown()
+    with file_server(files.get) as (url, asked):
+        yield url, files, asked
 
 
 def test_release_download_is_verified_and_cached(release_server, cache):
