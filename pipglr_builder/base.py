@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import signatures, tools
+from . import processes, signatures
 from .config import Config
 from .errors import MirrorError, ToolMissing
 
@@ -162,31 +162,31 @@ def require_foreign_arches(arches, bootstrapping: bool = True) -> None:
 
 def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
     """Make sure the base image for ARCH exists and matches the archive now; return its tag. Cheap when cached."""
-    tools.require("mmdebstrap", "podman")
+    processes.require("mmdebstrap", "podman")
     require_foreign_arches([arch])
     tag = base_tag(config, arch)
     try:
         state = archive_state(config, arch)
     except MirrorError as e:
         # Offline: the build's own apt-get needs the mirror too, but a build whose layers are cached does not.
-        if tools.image_label(tag, KEY_LABEL) and not refresh:
-            tools.say(f"base {tag}: keeping the base image as it is; {e}")
+        if processes.image_label(tag, KEY_LABEL) and not refresh:
+            processes.say(f"base {tag}: keeping the base image as it is; {e}")
             return tag
         raise
     key = base_key(config, arch, state)
     tarball = cache_dir() / "base" / f"{config.base_suite}-{arch}-{key}.tar"
     archive = tarball.with_suffix(".archive")  # the archive's dates when this tarball was made
 
-    if not refresh and tarball.exists() and tools.image_label(tag, KEY_LABEL) == key:
-        tools.say(f"base {tag}: up to date (cached {tarball}; archive {archive_label(state)})")
+    if not refresh and tarball.exists() and processes.image_label(tag, KEY_LABEL) == key:
+        processes.say(f"base {tag}: up to date (cached {tarball}; archive {archive_label(state)})")
         return tag
     if refresh or not tarball.exists():
-        tools.say(f"base {tag}: bootstrapping Debian {config.base_suite} for {arch} with mmdebstrap "
+        processes.say(f"base {tag}: bootstrapping Debian {config.base_suite} for {arch} with mmdebstrap "
                   f"(archive {archive_label(state)})...")
         tarball.parent.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".partial")
         try:
-            tools.run(mmdebstrap_argv(config, arch, partial), on_line=mmdebstrap_progress)
+            processes.run(mmdebstrap_argv(config, arch, partial), on_line=mmdebstrap_progress)
             archive.write_text(archive_label(state) + "\n")
             partial.rename(tarball)
         finally:
@@ -195,19 +195,19 @@ def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
         # (only those with an archive file: others were made under an older cache key and may still be in use).
         for old in tarball.parent.glob(f"{config.base_suite}-{arch}-*.tar"):
             if old != tarball and old.with_suffix(".archive").exists():
-                tools.say(f"base {tag}: removing {old.name} (an older archive state)")
+                processes.say(f"base {tag}: removing {old.name} (an older archive state)")
                 old.unlink(missing_ok=True)
                 old.with_suffix(".archive").unlink(missing_ok=True)
-    tools.say(f"base {tag}: importing {tarball.name}")
+    processes.say(f"base {tag}: importing {tarball.name}")
     label = archive.read_text().strip() if archive.exists() else archive_label(state)
-    tools.run(import_argv(config, arch, tarball, key, label), quiet=True)
+    processes.run(import_argv(config, arch, tarball, key, label), quiet=True)
     return tag
 
 
 def mmdebstrap_progress(line: str) -> None:
     # mmdebstrap prints one "I: ..." line per phase; show those as progress.
     if line.startswith(("I: ", "E: ", "W: ")):
-        tools.say(f"  {line}")
+        processes.say(f"  {line}")
 
 
 def native_arch() -> str:

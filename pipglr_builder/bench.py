@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import base, bench_jobs, build, hosts, render, runner, tools, verify
+from . import base, bench_jobs, build, processes, render, runner, verify
 from .config import Config
 from .errors import CommandFailed, PipglrError
 
@@ -123,7 +123,7 @@ def _timed(action) -> float:
 
 def _remove_image(ref: str) -> None:
     """podman rmi also removes the image's build-cache parents that nothing else uses."""
-    tools.execute(["podman", "rmi", "--force", ref], check=False)
+    processes.execute(["podman", "rmi", "--force", ref], check=False)
 
 
 def pushed_size(manifest: dict, manifest_bytes: int) -> int:
@@ -148,10 +148,10 @@ def cold_build(config: Config, arch: str) -> tuple[float, float]:
     cold = dataclasses.replace(config, image_name="localhost/pipglr-bench-cold", tags=("cold",),
                                platforms=(f"linux/{arch}",))
     with tempfile.TemporaryDirectory(prefix="pipglr-bench-") as tmp:
-        tools.say(f"bench: cold {arch}: bootstrapping Debian {config.base_suite} into a scratch tarball")
-        bootstrap = _timed(lambda: tools.run(base.mmdebstrap_argv(config, arch, Path(tmp) / "base.tar"),
+        processes.say(f"bench: cold {arch}: bootstrapping Debian {config.base_suite} into a scratch tarball")
+        bootstrap = _timed(lambda: processes.run(base.mmdebstrap_argv(config, arch, Path(tmp) / "base.tar"),
                                              on_line=base.mmdebstrap_progress, quiet=True))
-    tools.say(f"bench: cold {arch}: building every layer without cache")
+    processes.say(f"bench: cold {arch}: building every layer without cache")
     try:
         layers = _timed(lambda: build.build(cold, no_cache=True))
     finally:
@@ -175,7 +175,7 @@ def bump_build(config: Config, runner_file: str, version: str) -> tuple[float, i
 
 
 def _layers(ref: str) -> list[str]:
-    return json.loads(tools.execute(["podman", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref]).stdout)
+    return json.loads(processes.execute(["podman", "image", "inspect", "--format", "{{json .RootFS.Layers}}", ref]).stdout)
 
 
 def measure_build(config: Config, runs: int, cold_runs: int, arm64: bool, bump: tuple[str, str] | None) -> dict:
@@ -204,10 +204,10 @@ def measure_build(config: Config, runs: int, cold_runs: int, arm64: bool, bump: 
 # --- image ------------------------------------------------------------------
 
 def measure_image(image: str) -> dict:
-    inspect = json.loads(tools.execute(["podman", "image", "inspect", image]).stdout)[0]
+    inspect = json.loads(processes.execute(["podman", "image", "inspect", image]).stdout)[0]
     with tempfile.TemporaryDirectory(prefix="pipglr-bench-") as tmp:
         # A registry push compresses the layers with gzip; an OCI layout holds the same blobs.
-        tools.execute(["podman", "push", "--quiet", "--compression-format", "gzip", image, f"oci:{tmp}:bench"])
+        processes.execute(["podman", "push", "--quiet", "--compression-format", "gzip", image, f"oci:{tmp}:bench"])
         blobs = Path(tmp) / "blobs" / "sha256"
         index = json.loads((Path(tmp) / "index.json").read_text())
         digest = index["manifests"][0]["digest"].split(":", 1)[1]
@@ -234,7 +234,7 @@ class Outer:
 
     def load(self, image: str, url: str) -> None:
         """IMAGE into the storage of the podman service at URL."""
-        tools.copy_image(image, ["podman", *self.target.exec_args("podman", interactive=True),
+        processes.copy_image(image, ["podman", *self.target.exec_args("podman", interactive=True),
                                   "podman", "--url", url, "load", "--quiet"], env=self.target.env)
 
     def memory_mib(self, field: str) -> float:
@@ -252,7 +252,7 @@ class Outer:
         url = f"unix://{run}.sock"
         self.as_podman(f"mkdir -p {root} {run} && exec podman {' '.join(flags)} --root {root} --runroot {run} "
                        f"--tmpdir {run}/tmp system service --time 0 {url}", detach=True)
-        hosts.wait_for(lambda: self.as_podman(f"podman --url {url} info >/dev/null 2>&1 && echo up",
+        processes.wait_for(lambda: self.as_podman(f"podman --url {url} info >/dev/null 2>&1 && echo up",
                                               check=False).strip() == "up", 60, what=f"the {name} podman service")
         return url
 
@@ -272,7 +272,7 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
     image = config.image_ref
     figures: dict[str, dict[str, float]] = {}
     # Context only: this machine's own podman (rootful or not, runc, cgroup v1): not a user's host.
-    vm = job_figures(lambda script: tools.execute(["sh", "-c", script]).stdout, "podman run --rm --network host",
+    vm = job_figures(lambda script: processes.execute(["sh", "-c", script]).stdout, "podman run --rm --network host",
                      job_image, runs, "this machine's")
     for work, samples in vm.items():
         figures[f"vm_{work}_seconds"] = summary(samples)
@@ -281,29 +281,29 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
     try:
         target = verify.setup_full(image, "pipglr-bench", cleanup)
         outer, standin = Outer(target), target.standin
-        hosts.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
+        processes.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
 
-        tools.say(f"bench: `runlabel run` to ready, {runs} times")
+        processes.say(f"bench: `runlabel run` to ready, {runs} times")
         ready = []
         for _ in range(runs):
             standin.as_user("alice", ["podman", "stop", verify.CONTAINER])
             standin.as_user("alice", ["podman", "rm", verify.CONTAINER])
             started = time.monotonic()
             standin.as_user("alice", ["podman", "container", "runlabel", "run", image])
-            hosts.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
+            processes.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
             ready.append(time.monotonic() - started)
         figures["ready_seconds"] = summary(ready)
         figures["idle_memory_mib"] = summary([outer.memory_mib("Pss") for _ in range(runs)])
         figures["idle_memory_rss_mib"] = summary([outer.memory_mib("Rss") for _ in range(runs)])
 
-        tools.say("bench: the same jobs by alice's own rootless podman (overlay, storage on /home)")
+        processes.say("bench: the same jobs by alice's own rootless podman (overlay, storage on /home)")
         standin.load_image("alice", job_image)
         alice = job_figures(lambda script: standin.as_user("alice", ["sh", "-c", script], timeout=1800).stdout,
                             "podman run --rm --network host", job_image, runs, "alice's")
         for work, samples in alice.items():
             figures[f"alice_{work}_seconds"] = summary(samples)
 
-        tools.say("bench: nested jobs with the image's storage (native overlay)")
+        processes.say("bench: nested jobs with the image's storage (native overlay)")
         outer.load(job_image, SOCKET)
         nested = job_figures(outer.as_podman, f"podman --url {SOCKET} run --rm --network host", job_image, runs,
                              "nested")
@@ -318,7 +318,7 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
             outer.as_podman(f"podman --url {SOCKET} rm --force --time 0 bench-job", check=False)
 
         for name, flags in OTHER_DRIVERS.items():
-            tools.say(f"bench: nested jobs with {name} storage, for comparison")
+            processes.say(f"bench: nested jobs with {name} storage, for comparison")
             url = outer.start_service(name, flags)
             outer.load(job_image, url)
             peer = job_figures(outer.as_podman, f"podman --url {url} run --rm --network host", job_image, runs,
@@ -337,9 +337,9 @@ def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = 
     config = dataclasses.replace(config, extra_packages=tuple(sorted({*config.extra_packages, *BENCH_PACKAGES})))
     image = config.image_ref
     job_image = base.base_tag(config, base.native_arch()) if not config.base_image else config.base_image
-    tools.say(f"bench: {image}, {runs} runs per figure (cold builds: {cold_runs}, arm64: {'once' if arm64 else 'no'})")
+    processes.say(f"bench: {image}, {runs} runs per figure (cold builds: {cold_runs}, arm64: {'once' if arm64 else 'no'})")
     if bump is None:
-        tools.say("bench: no --bump-runner-file/--bump-runner-version given: the runner bump rebuild is not measured")
+        processes.say("bench: no --bump-runner-file/--bump-runner-version given: the runner bump rebuild is not measured")
     figures = measure_build(config, runs, cold_runs, arm64, bump)
     figures.update(measure_image(image))
     figures.update(measure_runtime(config, runs, job_image))
@@ -354,5 +354,5 @@ def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = 
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     text = table(figures, rows)
     (out / "bench.txt").write_text(text)
-    tools.say(text)
+    processes.say(text)
     return 0 if all(r["pass"] for r in rows if r["pass"] is not None) else 1

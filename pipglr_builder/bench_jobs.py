@@ -28,10 +28,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from . import helper, hosts, runner, tools
+from . import helper, processes, runner
 from .base import native_arch
+from .boot import booted_state
 from .config import Config
 from .errors import PipglrError
+from .standin import StandIn
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"  # the coordinator lives with the tests
 PORT = 8080
@@ -96,7 +98,7 @@ class JobsHost:
         self.token = f"reg-{uuid.uuid4().hex}"
         self.tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-git-"))
         self.sha = self._repository()
-        self.standin = hosts.StandIn(job_image, volumes=(f"{TESTS}:/e2e:ro", f"{self.tmp}/root:/git:ro"))
+        self.standin = StandIn(job_image, volumes=(f"{TESTS}:/e2e:ro", f"{self.tmp}/root:/git:ro"))
         self.control = ""
         self.runner_ids: dict[str, int] = {}
 
@@ -108,7 +110,7 @@ class JobsHost:
         bare, work = self.tmp / "root" / f"{PROJECT}.git", self.tmp / "work"
 
         def git(*args: str, cwd: Path | None = None) -> str:
-            return tools.execute(["git", *(["-C", str(cwd)] if cwd else []), *args], env=env).stdout.strip()
+            return processes.execute(["git", *(["-C", str(cwd)] if cwd else []), *args], env=env).stdout.strip()
         git("init", "--quiet", "--bare", "--initial-branch=main", str(bare))
         git("init", "--quiet", "--initial-branch=main", str(work))
         for i in range(20):
@@ -141,18 +143,18 @@ class JobsHost:
             return False
 
     def start(self) -> None:
-        tools.say(f"bench: jobs: starting the stand-in host {self.standin.name} and the coordinator")
+        processes.say(f"bench: jobs: starting the stand-in host {self.standin.name} and the coordinator")
         self.standin.start()
-        tools.execute(["podman", "exec", "--detach", self.standin.name, "python3", "/e2e/gitlab_coordinator.py",
+        processes.execute(["podman", "exec", "--detach", self.standin.name, "python3", "/e2e/gitlab_coordinator.py",
                   "--listen", f"0.0.0.0:{PORT}", "--registration-token", self.token, "--external-url", URL,
                   "--git-root", "/git"])
         self.control = f"http://{self.standin.address()}:{PORT}"
-        hosts.wait_for(self._answers, 30, what="the test coordinator")
+        processes.wait_for(self._answers, 30, what="the test coordinator")
         self._start_nested()
         self._start_baseline()
 
     def _start_nested(self) -> None:
-        tools.say("bench: jobs: pipglr as the README says (concurrent = 4 before register)")
+        processes.say("bench: jobs: pipglr as the README says (concurrent = 4 before register)")
         user = ["podman", "exec", "--interactive", "--user", "podman", "--env", "XDG_RUNTIME_DIR=/run/user/"
                 + _labels(self.image)["io.pipglr.podman-uid"], "pipglr", "podman", "load", "--quiet"]
         self.standin.load_image("alice", self.image)
@@ -164,21 +166,21 @@ class JobsHost:
         self.alice("podman", "secret", "create", "config.toml", "config.toml")
         for label in ("setupstorage", "setupcache"):
             self.alice("podman", "container", "runlabel", label, self.image)
-        tools.copy_image(self.helper, [*self.standin.user_argv("alice", interactive=True),
+        processes.copy_image(self.helper, [*self.standin.user_argv("alice", interactive=True),
                                        "podman", "container", "runlabel", "preload", self.image])
         self.alice("podman", "container", "runlabel", "run", self.image)
-        hosts.wait_for(lambda: hosts.booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]),
+        processes.wait_for(lambda: booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]),
                        180, what="the pipglr container to boot")
-        tools.copy_image(self.job_image, [*self.standin.user_argv("alice", interactive=True), *user])
+        processes.copy_image(self.job_image, [*self.standin.user_argv("alice", interactive=True), *user])
 
     def _start_baseline(self) -> None:
-        tools.say("bench: jobs: the same gitlab-runner as alice, docker executor on her own podman socket")
+        processes.say("bench: jobs: the same gitlab-runner as alice, docker executor on her own podman socket")
         _, binaries = runner.obtain(self.config)
-        tools.execute(["podman", "cp", str(binaries[native_arch()]), f"{self.standin.name}:/usr/local/bin/gitlab-runner"])
-        tools.execute(["podman", "exec", self.standin.name, "chmod", "0755", "/usr/local/bin/gitlab-runner"])
+        processes.execute(["podman", "cp", str(binaries[native_arch()]), f"{self.standin.name}:/usr/local/bin/gitlab-runner"])
+        processes.execute(["podman", "exec", self.standin.name, "chmod", "0755", "/usr/local/bin/gitlab-runner"])
         # A job's own network (FF_NETWORK_PER_BUILD) needs netavark's nft and aardvark-dns: a host's podman
         # has them (pipglr's image installs them), the stand-in's image does not.
-        tools.execute(["podman", "exec", self.standin.name, "sh", "-c", NETWORK_TOOLS])
+        processes.execute(["podman", "exec", self.standin.name, "sh", "-c", NETWORK_TOOLS])
         self.alice("systemctl", "--user", "enable", "--now", "podman.socket")
         self.standin.load_image("alice", self.job_image)
         self.standin.load_image("alice", self.helper)
@@ -223,7 +225,7 @@ class JobsHost:
             jobs = self.coordinator("GET", "/_test/state")["jobs"]
             done = [jobs[str(i)] for i in job_ids if jobs[str(i)]["state"] in ("success", "failed")]
             return done if len(done) == len(job_ids) else None
-        jobs = hosts.wait_for(finished, timeout, interval=0.25, what=f"jobs {job_ids} to finish")
+        jobs = processes.wait_for(finished, timeout, interval=0.25, what=f"jobs {job_ids} to finish")
         for job in jobs:
             if job["state"] != "success":
                 who = next((w for w, rid in self.runner_ids.items() if rid == job.get("runner_id")), "?")
@@ -233,7 +235,7 @@ class JobsHost:
 
 
 def _labels(image: str) -> dict[str, str]:
-    return json.loads(tools.execute(["podman", "image", "inspect", image]).stdout)[0].get("Labels") or {}
+    return json.loads(processes.execute(["podman", "image", "inspect", image]).stdout)[0].get("Labels") or {}
 
 
 def measure(config: Config, image: str, job_image: str, runs: int, summary, ratio) -> dict:
@@ -247,7 +249,7 @@ def measure(config: Config, image: str, job_image: str, runs: int, summary, rati
         samples = {(who, kind, what): [] for who in RUNNERS for kind in ("script", "clone_cache")
                    for what in ("first_line", "job")}
         for i in range(runs):
-            tools.say(f"bench: jobs: run {i + 1} of {runs}")
+            processes.say(f"bench: jobs: run {i + 1} of {runs}")
             for kind in ("script", "clone_cache"):
                 for who in RUNNERS:  # interleaved, so that drift on the machine spreads over both alike
                     job = world.wait([world.queue(who, kind)])[0]
@@ -263,7 +265,7 @@ def measure(config: Config, image: str, job_image: str, runs: int, summary, rati
 
         throughput = {(who, n): [] for who in RUNNERS for n in CONCURRENCY}
         for i in range(runs):
-            tools.say(f"bench: jobs: throughput, run {i + 1} of {runs}")
+            processes.say(f"bench: jobs: throughput, run {i + 1} of {runs}")
             for n in CONCURRENCY:
                 for who in RUNNERS:
                     started = time.monotonic()

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import base, helper, render, runner, tools
+from . import base, helper, processes, render, runner
 from .config import Config
 from .errors import CommandFailed
 
@@ -27,7 +27,7 @@ INPUTS_LABEL = "io.pipglr.inputs"
 
 
 def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "",
-             no_cache: bool = False, standins: tuple[str, ...] = (), runner_sha256: str = "") -> list[str]:
+             no_cache: bool = False, runner_args: list[str] | tuple[str, ...] = (), runner_sha256: str = "") -> list[str]:
     """The buildah command for one platform (data, so tests can read it)."""
     return [
         # --force-rm: a failed step's working container is removed too, not left to fill the disk.
@@ -38,7 +38,7 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, i
         "--build-arg", f"CREATED={created}",
         "--build-arg", f"REVISION={render.git_revision()}",
         "--build-arg", f"SOURCE={render.git_source()}",
-        "--build-arg", f"RUNNER_STANDINS={','.join(standins) or 'none'}",
+        *runner_args,  # the runner's own labels (runner.label_args)
         "--build-arg", f"RUNNER_SHA256={runner_sha256}",
         "--file", str(context / "Containerfile"),
         "--tag", tag,
@@ -63,12 +63,12 @@ class StepProgress:
             number, total, what = match.groups()
             self.step = f"step {number}/{total}"
             self.last_said = now
-            tools.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step}: {what[:90]}")
+            processes.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step}: {what[:90]}")
         elif self.verbose or line.startswith(("Error", "error")):
-            tools.say(f"    {line}")
+            processes.say(f"    {line}")
         elif now - self.last_said >= self.HEARTBEAT:
             self.last_said = now
-            tools.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step} still running: {line.strip()[:80]}")
+            processes.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step} still running: {line.strip()[:80]}")
 
 
 def inputs_key(context: Path, base_id: str, arch: str) -> str:
@@ -94,7 +94,7 @@ def final_refs(config: Config) -> list[str]:
 def remove_quietly(ref: str) -> None:
     for argv in (["buildah", "manifest", "rm", ref], ["buildah", "rmi", ref]):
         try:
-            tools.run(argv, quiet=True)
+            processes.run(argv, quiet=True)
             return
         except CommandFailed:
             continue
@@ -113,19 +113,17 @@ class Built:
 def build(config: Config, verbose: bool = False, work_dir: Path | None = None, no_cache: bool = False) -> Built:
     """Build every configured platform; tag them all only when all succeeded.
     NO_CACHE rebuilds every layer (the bench's cold build)."""
-    tools.require("buildah", "podman")
+    processes.require("buildah", "podman")
     if not config.base_image:
-        tools.require("mmdebstrap")
+        processes.require("mmdebstrap")
     base.require_foreign_arches(config.arches, bootstrapping=not config.base_image)
     source, binaries = runner.obtain(config)
     for arch in config.arches:
         if not config.base_image:
             base.bootstrap(config, arch)
-    standins = tuple(runner.standins_in(next(iter(binaries.values()))))
-    if standins:
-        tools.say("build: NOTE this gitlab-runner is built from its Go module with stand-ins for modules the Go "
-                  f"proxy refuses ({', '.join(standins)}): native steps, the autoscaler executors and usage events "
-                  "are off. Where the release server is reachable, runner_source = release gives the official binary.")
+    note = runner.standins_note(next(iter(binaries.values())))
+    if note:
+        processes.say(f"build: {note}")
 
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nonce = uuid.uuid4().hex[:8]
@@ -139,21 +137,21 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
             for arch in config.arches:
                 tag = f"{config.image_name}:build-{nonce}-{arch}"
                 base_ref = render.base_image_for(config, arch)
-                key = inputs_key(context, tools.image_field(base_ref, "{{.Id}}") or base_ref, arch)
+                key = inputs_key(context, processes.image_field(base_ref, "{{.Id}}") or base_ref, arch)
                 started = time.monotonic()
-                if not no_cache and tools.image_label(platform_ref(config, arch), INPUTS_LABEL) == key:
-                    tools.run(["buildah", "tag", platform_ref(config, arch), tag], quiet=True)
+                if not no_cache and processes.image_label(platform_ref(config, arch), INPUTS_LABEL) == key:
+                    processes.run(["buildah", "tag", platform_ref(config, arch), tag], quiet=True)
                     temporary[arch] = tag
                     result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, False
-                    tools.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
+                    processes.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
-                tools.say(f"build: {arch} image (gitlab-runner from {source})")
-                tools.run(bud_argv(config, arch, context, tag, created, key, no_cache, standins,
-                                   runner.sha256_of(binaries[arch])),
+                processes.say(f"build: {arch} image (gitlab-runner from {source})")
+                processes.run(bud_argv(config, arch, context, tag, created, key, no_cache,
+                                       runner.label_args(binaries[arch]), runner.sha256_of(binaries[arch])),
                           on_line=StepProgress(arch, verbose), quiet=not verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True
-                tools.say(f"build: {arch} done in {result.seconds[arch]:.0f}s")
+                processes.say(f"build: {arch} done in {result.seconds[arch]:.0f}s")
             result.refs = _tag(config, temporary)
         finally:
             for tag in temporary.values():
@@ -168,18 +166,18 @@ def _tag(config: Config, images: dict[str, str]) -> list[str]:
         remove_quietly(ref)
     if len(images) == 1:
         (image,) = images.values()
-        tools.run(["buildah", "tag", image, *refs], quiet=True)
+        processes.run(["buildah", "tag", image, *refs], quiet=True)
     else:
         first, *rest = refs
-        tools.run(["buildah", "manifest", "create", first], quiet=True)
+        processes.run(["buildah", "manifest", "create", first], quiet=True)
         for arch, image in sorted(images.items()):
             # Per-platform names stay usable for `verify --arch`.
             per_arch = platform_ref(config, arch)
-            tools.run(["buildah", "tag", image, per_arch], quiet=True)
-            tools.run(["buildah", "manifest", "add", "--arch", arch, "--os", "linux", first,
+            processes.run(["buildah", "tag", image, per_arch], quiet=True)
+            processes.run(["buildah", "manifest", "add", "--arch", arch, "--os", "linux", first,
                        f"containers-storage:{per_arch}"], quiet=True)
         for ref in rest:
-            tools.run(["buildah", "tag", first, ref], quiet=True)
+            processes.run(["buildah", "tag", first, ref], quiet=True)
     for ref in refs:
-        tools.say(f"build: tagged {ref}")
+        processes.say(f"build: tagged {ref}")
     return refs

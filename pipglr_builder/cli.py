@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import config as config_mod
-from . import tools
+from . import processes
 from .errors import ConfigError, PipglrError
 
 DEFAULT_CONFIG = "pipglr.toml"
@@ -170,7 +170,7 @@ def doctor_cmd(config, image: str | None) -> None:
         for line in problems or [f"this host can build it {how}"]:
             click.echo(f"{'FAIL' if problems else 'ok  '} build linux/{arch}: {line}")
     script = render.render_file(config, "files/doctor")
-    proc = tools.call(["sh", "-s", "--", *([image] if image else [])], input=script, capture=False)
+    proc = processes.call(["sh", "-s", "--", *([image] if image else [])], input=script, capture=False)
     sys.exit(proc.returncode or (0 if build_ok else 1))
 
 

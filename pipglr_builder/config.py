@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import tools
+from . import processes
 from .errors import ConfigError
 
 ARCHES = ("amd64", "arm64")
@@ -184,7 +184,7 @@ def on_calendar_problem(value: str) -> str | None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         return "cannot check it: systemd-analyze is missing (install the Debian package systemd)"
-    proc = tools.call([tool, "calendar", value])
+    proc = processes.call([tool, "calendar", value])
     if proc.returncode != 0:
         reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "rejected"
         return f"not a systemd OnCalendar value ({reason}); examples: daily, weekly, *-*-* 03:00:00"

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import render, runner, tools
+from . import processes, render, runner
 from .config import Config
 
 CONTEXT = render.TEMPLATES / "helper"
@@ -31,13 +31,13 @@ def names(config: Config, arch: str) -> list[str]:
     return found
 
 
-def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, standins: list[str]) -> list[str]:
+def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, runner_args: list[str]) -> list[str]:
     from .build import INPUTS_LABEL  # late import: build calls this module
     return ["buildah", "bud", "--layers", "--force-rm", "--isolation", "chroot", "--arch", arch, "--os", "linux",
             "--label", f"{INPUTS_LABEL}={inputs}",
             "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
             "--build-arg", f"RUNNER_VERSION={config.runner_version}",
-            "--build-arg", f"RUNNER_STANDINS={','.join(standins) or 'none'}",
+            *runner_args,  # the runner's own labels (runner.label_args)
             "--tag", tag, str(context)]
 
 
@@ -48,22 +48,21 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> 
     if helper_bin is None:
         return None
     refs = names(config, arch)
-    standins = runner.standins_in(runner_binary)
     with tempfile.TemporaryDirectory(prefix="pipglr-helper-") as tmp:
         context = Path(tmp) / "context"
         shutil.copytree(CONTEXT, context)
         shutil.copy2(helper_bin, context / "gitlab-runner-helper")
         base_ref = render.base_image_for(config, arch)
-        key = build.inputs_key(context, tools.image_field(base_ref, "{{.Id}}") or base_ref, arch)
-        if all(tools.image_label(ref, build.INPUTS_LABEL) == key for ref in refs):
-            tools.say(f"helper: {arch} unchanged ({refs[0]})")
+        key = build.inputs_key(context, processes.image_field(base_ref, "{{.Id}}") or base_ref, arch)
+        if all(processes.image_label(ref, build.INPUTS_LABEL) == key for ref in refs):
+            processes.say(f"helper: {arch} unchanged ({refs[0]})")
             return refs
-        tools.say(f"helper: building {refs[0]}")
+        processes.say(f"helper: building {refs[0]}")
         tag = f"localhost/pipglr-helper:build-{nonce}-{arch}"
         try:
-            tools.run(bud_argv(config, arch, context, tag, key, standins),
+            processes.run(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary)),
                       on_line=build.StepProgress(f"{arch} helper", False), quiet=True)
-            tools.run(["buildah", "tag", tag, *refs], quiet=True)
+            processes.run(["buildah", "tag", tag, *refs], quiet=True)
         finally:
             build.remove_quietly(tag)
     return refs

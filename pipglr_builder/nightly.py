@@ -18,7 +18,7 @@ import re
 import time
 from pathlib import Path
 
-from . import base, build, publish, render, tools, verify
+from . import base, build, processes, publish, render, verify
 from .config import Config
 from .errors import PipglrError
 
@@ -36,7 +36,7 @@ def nightly_tags(config: Config, today: datetime.date) -> list[str]:
 
 def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]]:
     """The versions the report shows, and the image's package list {name: version}."""
-    out, _, listed = tools.execute(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c",
+    out, _, listed = processes.execute(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c",
                                     VERSION_SCRIPT], timeout=600).stdout.partition(PACKAGES_MARK + "\n")
     podman, runner, systemd, suite = (out.splitlines() + [""] * 4)[:4]
     return {
@@ -44,7 +44,7 @@ def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]
         "gitlab-runner": runner.strip(),
         "systemd": (re.findall(r"\d+", systemd) or [""])[0],
         "base_suite": suite.strip(),
-        "base_snapshot": tools.image_label(ref, base.ARCHIVE_LABEL) or "none",
+        "base_snapshot": processes.image_label(ref, base.ARCHIVE_LABEL) or "none",
     }, dict(line.split(" ", 1) for line in listed.splitlines())
 
 
@@ -58,7 +58,7 @@ def package_changes(old: dict[str, str] | None, new: dict[str, str]) -> list[lis
 
 
 def image_size(ref: str) -> int:
-    return int(tools.execute(["podman", "image", "inspect", "--format", "{{.Size}}", ref]).stdout.strip())
+    return int(processes.execute(["podman", "image", "inspect", "--format", "{{.Size}}", ref]).stdout.strip())
 
 
 def registry_of(config: Config) -> tuple[publish.Registry | None, str]:
@@ -126,7 +126,7 @@ def _publish(config: Config, registry: publish.Registry | None, repository: str,
         if all(remote[t] and remote[t] == previous.get(t) for t in tags):
             report["push"] = "skipped: nothing changed and the registry already holds these digests"
             report["pushed"] = remote
-            tools.say("nightly: nothing changed; the registry already has these images")
+            processes.say("nightly: nothing changed; the registry already has these images")
             return
     pushed = publish.push_manifest(local, registry, repository, tags) if len(config.arches) > 1 else \
         publish.push_image(local, registry, repository, tags)
@@ -140,7 +140,7 @@ def _write(report: dict, report_dir: Path) -> None:
     (report_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     summary = summarize(report)
     (report_dir / "summary.txt").write_text(summary)
-    tools.say(summary)
+    processes.say(summary)
 
 
 def summarize(report: dict) -> str:

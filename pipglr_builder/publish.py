@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tools
+from . import processes
 from .errors import CommandFailed, PipglrError
 
 
@@ -190,7 +190,7 @@ def explain(output: str, registry: Registry) -> str | None:
 
 
 def tool_output(text: str) -> str:
-    """What the program printed: a CommandFailed message without the command line tools.run puts first."""
+    """What the program printed: a CommandFailed message without the command line processes.run puts first."""
     return text.split("Last output:", 1)[-1]
 
 
@@ -206,10 +206,10 @@ def _failure(what: str, output: str, registry: Registry, *secrets: str | None) -
 
 
 def _run_raw(argv: list[str]) -> tuple[int, bytes, str]:
-    """Run a query whose stdout must be kept byte for byte (tools.run works in text lines and merges stderr)."""
-    tools.require(argv[0])
+    """Run a query whose stdout must be kept byte for byte (processes.run works in text lines and merges stderr)."""
+    processes.require(argv[0])
     try:
-        proc = tools.call(argv, binary=True, timeout=300)
+        proc = processes.call(argv, binary=True, timeout=300)
     except subprocess.TimeoutExpired:
         raise PublishError(f"`{shlex.join(argv)}` did not finish within 300s: is the registry answering?") from None
     return proc.returncode, proc.stdout, proc.stderr.decode(errors="replace")
@@ -230,10 +230,10 @@ def login(registry: Registry, username: str, password_stdin: str) -> None:
         raise PublishError(f"logging in to {registry.address} needs a user name and a password.")
     argv = login_argv(registry, username)
     try:
-        tools.run(argv, stdin=password_stdin + "\n")  # logs the argv: the password is only on stdin
+        processes.run(argv, stdin=password_stdin + "\n")  # logs the argv: the password is only on stdin
     except CommandFailed as e:
         raise _failure(f"logging in to {registry.address} as {username}", str(e), registry, password_stdin) from None
-    tools.say(f"publish: logged in to {registry.address} as {username}")
+    processes.say(f"publish: logged in to {registry.address} as {username}")
 
 
 def _read_digest(path: Path) -> str | None:
@@ -257,7 +257,7 @@ def _push(argv_for, kind: str, local_ref: str, registry: Registry, name: str, ta
             digestfile = Path(tmp) / f"{tag}.digest"
             argv = argv_for(local_ref, registry, name, tag, str(digestfile))
             try:
-                tools.run(argv)  # logs the argv: it holds no credentials
+                processes.run(argv)  # logs the argv: it holds no credentials
             except CommandFailed as e:
                 text = str(e)
                 printed = tool_output(text)
@@ -279,7 +279,7 @@ def _push(argv_for, kind: str, local_ref: str, registry: Registry, name: str, ta
                     f"pushed {local_ref} to {refs[tag]} as {digest}, but the registry now serves "
                     f"{held or 'nothing'} for that tag: is someone else pushing to it at the same time?"
                 )
-            tools.say(f"publish: {kind} {local_ref} -> {refs[tag]} is {digest}")
+            processes.say(f"publish: {kind} {local_ref} -> {refs[tag]} is {digest}")
             digests[tag] = digest
     return digests
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from . import tools
+from . import processes
 from .config import SETTINGS_BY_KEY, Config
 from .errors import PipglrError
 
@@ -89,7 +89,7 @@ def _git(*args: str) -> str:
     if not (PROJECT / ".git").exists():  # installed (pip/pipx): no clone to ask
         return "unknown"
     try:
-        out = tools.call(["git", "-C", str(PROJECT), *args])
+        out = processes.call(["git", "-C", str(PROJECT), *args])
     except OSError:
         return "unknown"
     return (out.returncode == 0 and out.stdout.strip()) or "unknown"

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import signatures, tools
+from . import processes, signatures
 from .base import cache_dir
 from .config import Config
 from .errors import CommandFailed, RunnerSourceError
@@ -100,7 +100,7 @@ def check_signature(config: Config, sums: bytes) -> None:
     except signatures.BadSignature as e:
         raise RunnerSourceError(f"the signature {url} does not verify with runner_signing_keyring {keyring}: {e}. "
                                 "Its checksums are not trusted; no binary was downloaded or used.") from None
-    tools.say(f"runner: release.sha256 of {config.runner_version} is signed by a key in {keyring}")
+    processes.say(f"runner: release.sha256 of {config.runner_version} is signed by a key in {keyring}")
 
 
 def published_sha256(config: Config, arch: str) -> str:
@@ -121,7 +121,7 @@ def from_release(config: Config, arch: str) -> Path:
     if dest.exists() and sha256_of(dest) == want:
         return dest
     url = release_url(config) + f"/binaries/gitlab-runner-linux-{arch}"
-    tools.say(f"runner: downloading {url}")
+    processes.say(f"runner: downloading {url}")
     data = _fetch(url)
     have = hashlib.sha256(data).hexdigest()
     if have != want:
@@ -181,7 +181,7 @@ def _tree_digest(digest, root: Path) -> None:
 def gomodule_key(config: Config) -> str:
     """Everything the build depends on: module version, Go, stand-ins, nested module."""
     recipe = gomodule_ldflags(config.runner_version, config.runner_module_version)
-    digest = hashlib.sha256(f"{recipe}\0{tools.capture(['go', 'env', 'GOVERSION'])}".encode())
+    digest = hashlib.sha256(f"{recipe}\0{processes.capture(['go', 'env', 'GOVERSION'])}".encode())
     _tree_digest(digest, STANDINS)
     nested = nested_module_dir(config)
     if nested:
@@ -192,7 +192,7 @@ def gomodule_key(config: Config) -> str:
 def _refused(module: str, version: str) -> bool:
     """Whether the Go proxy refuses MODULE@VERSION (it then answers 403 'not available')."""
     try:
-        tools.capture(["go", "mod", "download", "-json", f"{module}@{version}"])
+        processes.capture(["go", "mod", "download", "-json", f"{module}@{version}"])
         return False
     except CommandFailed as e:
         if "403" in str(e) or "not available" in str(e):
@@ -202,29 +202,29 @@ def _refused(module: str, version: str) -> bool:
 
 def _use_standins(work: Path, nested: Path | None) -> list[str]:
     """Point go.mod at a stand-in for each refused requirement; return their module paths."""
-    required = {r["Path"]: r["Version"] for r in json.loads(tools.capture(["go", "mod", "edit", "-json"], cwd=work))
+    required = {r["Path"]: r["Version"] for r in json.loads(processes.capture(["go", "mod", "edit", "-json"], cwd=work))
                 .get("Require") or []}
     if nested:
-        tools.run(["go", "mod", "edit", f"-replace={NESTED_MODULE}={nested}"], cwd=str(work), quiet=True)
+        processes.run(["go", "mod", "edit", f"-replace={NESTED_MODULE}={nested}"], cwd=str(work), quiet=True)
     else:  # use the published version (where the proxy serves it)
-        tools.run(["go", "mod", "edit", f"-dropreplace={NESTED_MODULE}"], cwd=str(work), quiet=True)
+        processes.run(["go", "mod", "edit", f"-dropreplace={NESTED_MODULE}"], cwd=str(work), quiet=True)
     used = []
     for module, directory in standin_modules().items():
         if module in required and _refused(module, required[module]):
-            tools.run(["go", "mod", "edit", f"-replace={module}={directory}"], cwd=str(work), quiet=True)
+            processes.run(["go", "mod", "edit", f"-replace={module}={directory}"], cwd=str(work), quiet=True)
             used.append(module)
     return used
 
 
 def from_gomodule(config: Config, arch: str) -> Path:
-    tools.require("go")
+    processes.require("go")
     module_version = config.runner_module_version
     dest = cache_dir() / "runner" / "gomodule" / f"{module_version}-{gomodule_key(config)}"
     runner_bin = dest / f"gitlab-runner-{arch}"
     if runner_bin.exists():
         return runner_bin
     try:
-        info = json.loads(tools.capture(["go", "mod", "download", "-json", f"{MODULE}@{module_version}"]))
+        info = json.loads(processes.capture(["go", "mod", "download", "-json", f"{MODULE}@{module_version}"]))
     except (CommandFailed, json.JSONDecodeError) as e:
         raise RunnerSourceError(f"the Go module proxy did not give {MODULE}@{module_version}: {e}") from None
     src_version = (Path(info["Dir"]) / "VERSION").read_text().strip()
@@ -238,13 +238,13 @@ def from_gomodule(config: Config, arch: str) -> Path:
         for p in work.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
         standins = _use_standins(work, nested_module_dir(config))
-        tools.say(f"runner: building gitlab-runner {src_version} ({module_version}) and its helper for {arch} from its "
+        processes.say(f"runner: building gitlab-runner {src_version} ({module_version}) and its helper for {arch} from its "
                   "Go module (takes minutes)" + (f"; stand-ins for {len(standins)} modules the proxy refuses: "
                                                  + ", ".join(standins) if standins else ""))
         out = Path(tmp) / "out"
         try:
             for package, name in ((".", "gitlab-runner"), (HELPER_PACKAGE, "gitlab-runner-helper")):
-                tools.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, module_version),
+                processes.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, module_version),
                            "-o", str(out / f"{name}-{arch}"), package], cwd=str(work), env=env, tail=400)
         except CommandFailed as e:
             refused = sorted(set(REFUSED.findall(str(e))))
@@ -283,6 +283,21 @@ def standins_in(runner_binary: Path) -> list[str]:
     return listing.read_text().split() if listing.is_file() else []
 
 
+def label_args(runner_binary: Path) -> list[str]:
+    """Build arguments for the image label that says which stand-ins RUNNER_BINARY has (io.pipglr.runner-standins)."""
+    return ["--build-arg", f"RUNNER_STANDINS={','.join(standins_in(runner_binary)) or 'none'}"]
+
+
+def standins_note(runner_binary: Path) -> str | None:
+    """What a build with RUNNER_BINARY should tell its user about stand-ins; None for a binary without any."""
+    standins = standins_in(runner_binary)
+    if not standins:
+        return None
+    return ("NOTE this gitlab-runner is built from its Go module with stand-ins for modules the Go proxy refuses "
+            f"({', '.join(standins)}): native steps, the autoscaler executors and usage events are off. Where the "
+            "release server is reachable, runner_source = release gives the official binary.")
+
+
 SOURCES = {"file": from_file, "release": from_release, "gomodule": from_gomodule}
 
 
@@ -300,8 +315,8 @@ def obtain(config: Config) -> tuple[str, dict[str, Path]]:
             if config.runner_source != "auto":
                 raise
             problems.append(f"{source}: {e}")
-            tools.say(f"runner: source {source} cannot be used: {e}")
+            processes.say(f"runner: source {source} cannot be used: {e}")
             continue
-        tools.say(f"runner: using gitlab-runner {config.runner_version} from source '{source}'")
+        processes.say(f"runner: using gitlab-runner {config.runner_version} from source '{source}'")
         return source, binaries
     raise RunnerSourceError("no gitlab-runner source worked (runner_source = auto):\n  " + "\n  ".join(problems))

@@ -11,7 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from . import tools
+from . import processes
 from .errors import CommandFailed
 
 # What gpgv's status lines mean to someone reading the error.
@@ -45,7 +45,7 @@ def dearmored(data: bytes) -> bytes:
 def verify(keyring: Path, signed: bytes, data: bytes | None = None) -> bytes:
     """Check SIGNED (a detached signature of DATA, or a clearsigned text when DATA is None) with KEYRING.
     Returns what the signature covers (for a clearsigned text: only the signed part); raises BadSignature."""
-    tools.require("gpgv")
+    processes.require("gpgv")
     try:
         key = dearmored(keyring.read_bytes())
     except OSError as e:
@@ -61,7 +61,7 @@ def verify(keyring: Path, signed: bytes, data: bytes | None = None) -> bytes:
         argv = ["gpgv", "--homedir", tmp, "--status-fd", "1", "--keyring", str(work / "keyring.gpg"),
                 *(["--output", str(work / "content")] if data is None else []), *files]
         try:
-            status, ok = tools.capture(argv), True
+            status, ok = processes.capture(argv), True
         except CommandFailed as e:
             status, ok = str(e), False
         if ok and "[GNUPG:] VALIDSIG " in status:

@@ -1,6 +1,6 @@
 """verify: boot an image the way its users run it and run the check suite on it.
 
-Full profile (the native platform): on a stand-in user host (see hosts.py),
+Full profile (the native platform): on a stand-in user host (see standin.py),
 as an ordinary user with subuid count 65539, exactly as the README says:
 runlabel setupstorage, setupcache, the config.toml secret, runlabel run; then
 the testinfra suite in checks/ runs against that rootless container.
@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from . import hosts, tools
+from . import processes
 from .base import native_arch
+from .boot import RootfulBoot, booted_state
 from .errors import PipglrError
+from .standin import StandIn
 
 CHECKS = Path(__file__).resolve().parent / "checks"
 CONTAINER = "pipglr"  # the name the run runlabel gives the outer container
@@ -42,12 +44,12 @@ class Target:
     labels: dict[str, str]
     secret_marker: str = ""
     job_image: str = ""
-    standin: hosts.StandIn | None = None
+    standin: StandIn | None = None
 
     def podman(self, *args: str, check: bool = False, input: str | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
         """podman CLI against the storage holding the outer container."""
-        return tools.execute(["podman", *args], check=check, input=input, env=self.env, timeout=timeout)
+        return processes.execute(["podman", *args], check=check, input=input, env=self.env, timeout=timeout)
 
     def exec_args(self, user: str = "root", interactive: bool = False, detach: bool = False) -> list[str]:
         """`podman exec` arguments that run a command in the outer container as USER."""
@@ -77,47 +79,47 @@ class _Collector:
 
 
 def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
-    out = tools.execute(["podman", "image", "inspect", image], env=env).stdout
+    out = processes.execute(["podman", "image", "inspect", image], env=env).stdout
     return json.loads(out)[0].get("Labels") or {}
 
 
 def setup_full(image: str, marker: str, cleanup: list) -> Target:
     """Start IMAGE on a stand-in host as user alice, through the runlabels."""
     base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{native_arch()}"
-    base_there = tools.execute(["podman", "image", "exists", base], check=False).returncode == 0
-    standin = hosts.StandIn(base if base_there else image)
+    base_there = processes.execute(["podman", "image", "exists", base], check=False).returncode == 0
+    standin = StandIn(base if base_there else image)
     cleanup.append(standin.close)  # before anything starts, so an interruption cleans up too
     target = Target("full", image, CONTAINER, {}, _labels(image), secret_marker=marker, job_image=image,
                     standin=standin)
-    tools.say(f"verify: starting the stand-in user host {standin.name}")
+    processes.say(f"verify: starting the stand-in user host {standin.name}")
     standin.start()
-    tools.say(f"verify: copying {image} to user alice")
+    processes.say(f"verify: copying {image} to user alice")
     standin.load_image("alice", image)
     for label in ("setupstorage", "setupcache"):
-        tools.say(f"verify: podman container runlabel {label} {image}  (as alice)")
+        processes.say(f"verify: podman container runlabel {label} {image}  (as alice)")
         standin.as_user("alice", ["podman", "container", "runlabel", label, image])
     standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"],
                     input=f"# {marker}\nconcurrent = 1\ncheck_interval = 3\n{METRICS}\n")
-    tools.say(f"verify: podman container runlabel run {image}  (as alice)")
+    processes.say(f"verify: podman container runlabel run {image}  (as alice)")
     standin.as_user("alice", ["podman", "container", "runlabel", "run", image])
     target.env = standin.start_api("alice")
-    hosts.wait_for(lambda: hosts.booted_state(["podman", "exec", CONTAINER], env=target.env),
+    processes.wait_for(lambda: booted_state(["podman", "exec", CONTAINER], env=target.env),
                    180, what="systemd in the pipglr container to boot")
-    tools.say("verify: copying a job image into the nested storage")
+    processes.say("verify: copying a job image into the nested storage")
     _load_nested(target, image)
     return target
 
 
 def _load_nested(target: Target, image: str) -> None:
     """IMAGE into user podman's storage in the outer container (through alice's podman API)."""
-    tools.copy_image(image, ["podman", *target.exec_args("podman", interactive=True), "podman", "load", "--quiet"],
+    processes.copy_image(image, ["podman", *target.exec_args("podman", interactive=True), "podman", "load", "--quiet"],
                      env=target.env)
 
 
 def _setup_emulated(image: str, arch: str, cleanup: list) -> Target:
-    boot = hosts.RootfulBoot(image, arch=arch)
+    boot = RootfulBoot(image, arch=arch)
     cleanup.append(boot.close)
-    tools.say(f"verify: booting {image} for {arch} as {boot.name} (emulated profile, rootful)")
+    processes.say(f"verify: booting {image} for {arch} as {boot.name} (emulated profile, rootful)")
     boot.start(timeout=600)
     return Target("emulated", image, boot.name, dict(os.environ), _labels(image))
 
@@ -139,8 +141,8 @@ class Verified:
 
 def verify(image: str, arch: str | None = None) -> Verified:
     """Run the checks on IMAGE and print a summary per check."""
-    tools.require("podman", "buildah")
-    if tools.execute(["podman", "image", "exists", image], check=False).returncode != 0:
+    processes.require("podman", "buildah")
+    if processes.execute(["podman", "image", "exists", image], check=False).returncode != 0:
         raise PipglrError(f"image {image} not found in local storage: build it first (./build.py build)")
     arch = arch or native_arch()
     profile = "full" if arch == native_arch() else "emulated"
@@ -159,7 +161,7 @@ def verify(image: str, arch: str | None = None) -> Verified:
             os.environ["CONTAINER_HOST"] = target.env["CONTAINER_HOST"]
         args = [str(CHECKS), "-q", "-p", "no:cacheprovider", "--rootdir", str(CHECKS), "-c", os.devnull,
                 *(["-m", "not full"] if profile == "emulated" else [])]
-        tools.say("verify: running the checks")
+        processes.say("verify: running the checks")
         code = pytest.main(args, plugins=[collector, provider])
         if code == pytest.ExitCode.INTERRUPTED:  # pytest caught our Ctrl-C/SIGTERM: pass the stop on
             raise KeyboardInterrupt
@@ -176,9 +178,9 @@ def verify(image: str, arch: str | None = None) -> Verified:
 
 
 def _summary(image: str, arch: str, profile: str, results: list[tuple[str, str, str]], seconds: float) -> None:
-    tools.say(f"\nverify {image} ({arch}, {profile} profile) in {seconds:.0f}s:")
+    processes.say(f"\nverify {image} ({arch}, {profile} profile) in {seconds:.0f}s:")
     for name, outcome, detail in results:
         mark = {"passed": "ok  ", "failed": "FAIL", "skipped": "skip"}.get(outcome, outcome)
-        tools.say(f"  {mark}  {name}" + (f"  -- {detail}" if detail else ""))
+        processes.say(f"  {mark}  {name}" + (f"  -- {detail}" if detail else ""))
     passed = sum(1 for r in results if r[1] == "passed")
-    tools.say(f"{passed} passed, {len(results) - passed} failed")
+    processes.say(f"{passed} passed, {len(results) - passed} failed")

@@ -1,8 +1,9 @@
 """Shared test setup.
 
-Unit tests may not run host programs: an autouse fixture makes tools.run
-fail unless the test is marked `tools` or `slow`. Integration tests use
-unique names and remove what they create.
+Unit tests may not run host programs: an autouse fixture makes every start
+of a program (processes._start) fail unless the test is marked `tools` or
+`slow`, or the program is a read-only query (UNIT_TEST_QUERIES). Integration
+tests use unique names and remove what they create.
 """
 
 from __future__ import annotations
@@ -25,21 +26,27 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipglr_builder import tools
-from pipglr_builder.hosts import wait_for
+from pipglr_builder import processes
+from pipglr_builder.processes import wait_for
+
+# Read-only queries unit tests may make: config validation asks systemd-analyze
+# whether a schedule is valid, render asks git for the commit.
+UNIT_TEST_QUERIES = {"systemd-analyze", "git"}
 
 
 @pytest.fixture(autouse=True)
 def _no_host_programs_in_unit_tests(request, monkeypatch):
+    """Every program starts in processes._start: a unit test reaching it fails, unless it is marked."""
     if request.node.get_closest_marker("tools") or request.node.get_closest_marker("slow"):
         return
+    start = processes._start
 
     def refuse(argv, **kwargs):
-        raise AssertionError(f"unit test tried to run {argv[0]}; mark it @pytest.mark.tools")
+        if Path(argv[0]).name not in UNIT_TEST_QUERIES:
+            raise AssertionError(f"unit test tried to run {argv[0]}; mark it @pytest.mark.tools")
+        return start(argv, **kwargs)
 
-    # tools.call stays allowed: config validation asks systemd-analyze, render asks git.
-    for runner in ("run", "execute"):
-        monkeypatch.setattr(tools, runner, refuse)
+    monkeypatch.setattr(processes, "_start", refuse)
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder.hosts import StandIn, wait_for
+from pipglr_builder.processes import wait_for
+from pipglr_builder.standin import StandIn
 
 from .conftest import ROOT
 from .test_e2e import BASE, HELPER, TESTS, World, _answers

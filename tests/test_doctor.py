@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipglr_builder import tools
-from pipglr_builder.hosts import StandIn
+from pipglr_builder import processes
+from pipglr_builder.standin import StandIn
 
 from .conftest import cli, sh
 
@@ -113,7 +113,7 @@ def test_65536_sub_ids_and_missing_linger(standin, image):
     # shell without a systemd session, he runs the script with a runtime dir of his own.
     script = standin.as_user("alice", ["podman", "container", "runlabel", "doctor", image]).stdout
     sh("podman", "exec", standin.name, "install", "-d", "-o", "bob", "-m", "0700", "/tmp/bob-runtime")
-    result = tools.execute(["podman", "exec", "--interactive", "--user", "bob", "--workdir", "/home/bob", "--env",
+    result = processes.execute(["podman", "exec", "--interactive", "--user", "bob", "--workdir", "/home/bob", "--env",
                             "XDG_RUNTIME_DIR=/tmp/bob-runtime", standin.name, "sh", "-s"], input=script, check=False)
     code, out = result.returncode, result.stdout + result.stderr
     assert code == 1

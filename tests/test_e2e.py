@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder.hosts import StandIn, booted_state, wait_for
+from pipglr_builder.boot import booted_state
+from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR
+from pipglr_builder.standin import StandIn
 
 from .conftest import IMAGE_NAME, cli, runner_args, sh
 

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from pipglr_builder.errors import PipglrError
-from pipglr_builder.hosts import StandIn, wait_for
+from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_VOLUMES
+from pipglr_builder.standin import StandIn
 
 from .conftest import sh
 from .test_e2e import BASE, HELPER, PODMAN, TESTS, World, _answers

@@ -4,7 +4,7 @@ Marked slow: it runs mmdebstrap, buildah and podman for real (minutes on a
 cold cache, about a minute warm).
 
 The `booted` tests resemble checks in pipglr_builder/checks/ but are not duplicates:
-they boot the image with rootful podman (hosts.RootfulBoot, the emulated profile's
+they boot the image with rootful podman (boot.RootfulBoot, the emulated profile's
 boot) on amd64, where the checks run in the test run only on the rootless stand-in
 (tests/test_verify.py) or under emulation with the runtime checks skipped
 (tests/test_nightly.py); and they assert more (no failed units on a rootful boot,
@@ -22,7 +22,8 @@ import pytest
 import testinfra
 
 from pipglr_builder import config, render
-from pipglr_builder.hosts import RootfulBoot, unique
+from pipglr_builder.boot import RootfulBoot
+from pipglr_builder.processes import unique
 
 from .conftest import IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
 

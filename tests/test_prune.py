@@ -13,8 +13,8 @@ import time
 import pytest
 
 from pipglr_builder import config, helper
-from pipglr_builder.hosts import RootfulBoot, unique, wait_for
-from pipglr_builder.tools import copy_image
+from pipglr_builder.boot import RootfulBoot
+from pipglr_builder.processes import copy_image, unique, wait_for
 
 from .conftest import sh
 

@@ -15,9 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from pipglr_builder import config, quadlet, render
+from pipglr_builder.boot import booted_state
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
-from pipglr_builder.hosts import USERS, StandIn, booted_state, wait_for
+from pipglr_builder.processes import wait_for
+from pipglr_builder.standin import USERS, StandIn
 
 from .conftest import cli, image_exists
 

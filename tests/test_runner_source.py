@@ -139,7 +139,7 @@ class FakeGo:
 
 @pytest.fixture
 def fake_go(monkeypatch, tmp_path, cache):
-    from pipglr_builder import tools
+    from pipglr_builder import processes
     module_dir = tmp_path / "mod"
     module_dir.mkdir()
     (module_dir / "VERSION").write_text("19.4.0\n")
@@ -147,9 +147,9 @@ def fake_go(monkeypatch, tmp_path, cache):
 
     def make(refused, requires, build_error=""):
         go = FakeGo(module_dir, set(refused), requires, build_error)
-        monkeypatch.setattr(tools, "capture", go.capture)
-        monkeypatch.setattr(tools, "run", go.run)
-        monkeypatch.setattr(tools, "require", lambda *a: None)
+        monkeypatch.setattr(processes, "capture", go.capture)
+        monkeypatch.setattr(processes, "run", go.run)
+        monkeypatch.setattr(processes, "require", lambda *a: None)
         return go
     return make
 
@@ -165,6 +165,8 @@ def test_gomodule_replaces_only_refused_modules(fake_go):
             assert edit.endswith("runner_standins/labkit")
     assert go.built == [".", "./apps/gitlab-runner-helper"]
     assert runner.standins_in(binary) == [labkit, step]
+    assert runner.label_args(binary) == ["--build-arg", f"RUNNER_STANDINS={labkit},{step}"]
+    assert f"({labkit}, {step})" in runner.standins_note(binary)
     assert runner.helper_binary(binary, "amd64").name == "gitlab-runner-helper-amd64"
     assert runner.from_gomodule(config.load(None), "amd64") == binary  # cached: no second build
     assert go.built == [".", "./apps/gitlab-runner-helper"]

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pipglr_builder.hosts import wait_for
+from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET as SOCKET
 from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY
 from pipglr_builder.verify import METRICS

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from pipglr_builder.hosts import wait_for
+from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET as SOCKET
 
 pytestmark = pytest.mark.full

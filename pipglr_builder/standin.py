@@ -1,0 +1,105 @@
+"""A stand-in for a user's host: where the full verify profile and the tests run pipglr.
+
+Users run pipglr with rootless podman on cgroup v2 hosts. Machines with
+cgroup v1 (such as this project's CI VMs) cannot boot systemd in a rootless
+container, so `StandIn` starts a container that behaves like such a host
+(systemd, cgroup2, users with linger and subuid allocations; its image is
+templates/standin/Containerfile) and runs the user's commands inside it as
+those users, exactly as they would type them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from . import processes
+from .boot import booted_state
+from .processes import unique, wait_for
+
+CONTEXT = Path(__file__).resolve().parent / "templates" / "standin"
+USERS = {"alice": 2000, "bob": 2001}  # see templates/standin/Containerfile
+
+
+class StandIn:
+    """A container acting as a user's cgroup v2 host with rootless podman."""
+
+    def __init__(self, base_image: str, name: str | None = None, volumes: tuple[str, ...] = ()):
+        self.base_image = base_image
+        self.extra_volumes = volumes  # host:container[:options], e.g. test helpers
+        self.name = name or unique("pipglr-standin")
+        self.home_volume = f"{self.name}-home"
+        self.api_dir = Path(tempfile.mkdtemp(prefix="pipglr-standin-api-"))
+
+    @property
+    def image(self) -> str:
+        containerfile = (CONTEXT / "Containerfile").read_bytes()
+        key = hashlib.sha256(containerfile + self.base_image.encode()).hexdigest()[:12]
+        return f"localhost/pipglr-standin:{key}"
+
+    def _ensure_image(self) -> None:
+        if processes.execute(["podman", "image", "exists", self.image], check=False).returncode == 0:
+            return
+        processes.say(f"stand-in: building {self.image} (a cgroup v2 host with rootless podman)")
+        processes.run(["buildah", "bud", "--layers", "--isolation", "chroot", "--build-arg", f"BASE_IMAGE={self.base_image}",
+                   "--file", str(CONTEXT / "Containerfile"), "--tag", self.image, str(CONTEXT)],
+                  quiet=True)
+
+    def start(self, timeout: float = 180) -> StandIn:
+        self._ensure_image()
+        os.chmod(self.api_dir, 0o777)
+        # --no-hosts: this machine's /etc/hosts entries (host.containers.internal
+        # pointing at this machine) must not leak into the user's containers.
+        processes.execute(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin", "--no-hosts",
+                       "--privileged", "--cgroupns=private", "--systemd=always",
+                       "--device", "/dev/fuse", "--device", "/dev/net/tun",
+                       # A host has no task limit of podman's 2048 (this machine's cgroup v1 enforces it).
+                       "--pids-limit", "-1",
+                       # Users' container storage must not be on overlay (no overlay on overlay).
+                       "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
+                       *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])
+        wait_for(lambda: booted_state(["podman", "exec", self.name]), timeout, what="the stand-in host to boot")
+        for user, uid in USERS.items():
+            bus = f"/run/user/{uid}/bus"
+            wait_for(lambda bus=bus: processes.execute(["podman", "exec", self.name, "test", "-S", bus],
+                                                   check=False).returncode == 0, 60, what=f"{user}'s user manager")
+        return self
+
+    def user_argv(self, user: str, interactive: bool = False) -> list[str]:
+        uid = USERS[user]
+        return ["podman", "exec", *(["--interactive"] if interactive else []), "--user", user,
+                "--workdir", f"/home/{user}", "--env", f"XDG_RUNTIME_DIR=/run/user/{uid}",
+                "--env", f"DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/{uid}/bus", self.name]
+
+    def as_user(self, user: str, argv: list[str], *, check: bool = True, input: str | None = None,
+                timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run ARGV in the stand-in host as USER in a login-like environment."""
+        return processes.execute([*self.user_argv(user, interactive=input is not None), *argv], check=check,
+                             input=input, timeout=timeout)
+
+    def load_image(self, user: str, ref: str) -> None:
+        """Copy IMAGE from host storage into USER's rootless storage (podman save | podman load)."""
+        processes.copy_image(ref, [*self.user_argv(user, interactive=True), "podman", "load", "--quiet"])
+
+    def start_api(self, user: str = "alice") -> dict[str, str]:
+        """Serve USER's podman API on a socket this machine can reach; return the env for the podman CLI."""
+        sock = f"/api/{user}.sock"
+        self.as_user(user, ["systemd-run", "--user", "--unit", f"pipglr-api-{user}", "--quiet",
+                            "podman", "system", "service", "--time=0", f"unix://{sock}"])
+        host_sock = self.api_dir / f"{user}.sock"
+        wait_for(host_sock.exists, 30, what=f"{user}'s podman API socket")
+        return dict(os.environ, CONTAINER_HOST=f"unix://{host_sock}")
+
+    def address(self) -> str:
+        """The stand-in's IP address on the bridge network this machine's podman made for it."""
+        argv = ["podman", "inspect", "--format", "{{.NetworkSettings.IPAddress}}", self.name]
+        return processes.execute(argv).stdout.strip()
+
+    def close(self) -> None:
+        processes.execute(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
+        processes.execute(["podman", "volume", "rm", "--force", self.home_volume], check=False)
+        shutil.rmtree(self.api_dir, ignore_errors=True)
