@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import base, bench_jobs, build, processes, render, runner, verify
+from . import base_image, bench_jobs, build, processes, render, runner, verify
 from .config import Config
 from .errors import CommandFailed, PipglrError
 
@@ -149,8 +149,8 @@ def cold_build(config: Config, arch: str) -> tuple[float, float]:
                                platforms=(f"linux/{arch}",))
     with tempfile.TemporaryDirectory(prefix="pipglr-bench-") as tmp:
         processes.say(f"bench: cold {arch}: bootstrapping Debian {config.base_suite} into a scratch tarball")
-        bootstrap = _timed(lambda: processes.run(base.mmdebstrap_argv(config, arch, Path(tmp) / "base.tar"),
-                                             on_line=base.mmdebstrap_progress, quiet=True))
+        bootstrap = _timed(lambda: processes.run(base_image.mmdebstrap_argv(config, arch, Path(tmp) / "base.tar"),
+                                             on_line=base_image.mmdebstrap_progress, quiet=True))
     processes.say(f"bench: cold {arch}: building every layer without cache")
     try:
         layers = _timed(lambda: build.build(cold, no_cache=True))
@@ -161,7 +161,7 @@ def cold_build(config: Config, arch: str) -> tuple[float, float]:
 
 def bump_build(config: Config, runner_file: str, version: str) -> tuple[float, int]:
     """Seconds to rebuild with another gitlab-runner version, and how many layers were rebuilt."""
-    arch = base.native_arch()
+    arch = base_image.native_arch()
     path = Path(runner_file.replace("{arch}", arch))
     bumped = dataclasses.replace(config, image_name="localhost/pipglr-bench-bump", tags=("bump",),
                                  platforms=(f"linux/{arch}",), runner_version=version, runner_source="file",
@@ -180,7 +180,7 @@ def _layers(ref: str) -> list[str]:
 
 def measure_build(config: Config, runs: int, cold_runs: int, arm64: bool, bump: tuple[str, str] | None) -> dict:
     figures: dict[str, dict[str, float]] = {}
-    arch = base.native_arch()
+    arch = base_image.native_arch()
     if cold_runs:
         cold = [cold_build(config, arch) for _ in range(cold_runs)]
         figures["cold_bootstrap_seconds"] = summary([b for b, _ in cold])
@@ -336,7 +336,7 @@ def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = 
         bump: tuple[str, str] | None = None, jobs: bool = True) -> int:
     config = dataclasses.replace(config, extra_packages=tuple(sorted({*config.extra_packages, *BENCH_PACKAGES})))
     image = config.image_ref
-    job_image = base.base_tag(config, base.native_arch()) if not config.base_image else config.base_image
+    job_image = base_image.base_tag(config, base_image.native_arch()) if not config.base_image else config.base_image
     processes.say(f"bench: {image}, {runs} runs per figure (cold builds: {cold_runs}, arm64: {'once' if arm64 else 'no'})")
     if bump is None:
         processes.say("bench: no --bump-runner-file/--bump-runner-version given: the runner bump rebuild is not measured")

@@ -28,8 +28,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from . import helper, processes, runner
-from .base import native_arch
+from . import helper_image, processes, runner
+from .base_image import native_arch
 from .boot import booted_state
 from .config import Config
 from .errors import PipglrError
@@ -94,7 +94,7 @@ class JobsHost:
 
     def __init__(self, config: Config, image: str, job_image: str):
         self.config, self.image, self.job_image = config, image, job_image
-        self.helper = helper.names(config, native_arch())[-1]  # the helper_image pipglr's register pins
+        self.helper = helper_image.names(config, native_arch())[-1]  # the helper_image pipglr's register pins
         self.token = f"reg-{uuid.uuid4().hex}"
         self.tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-git-"))
         self.sha = self._repository()

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from . import base, helper, processes, render, runner
+from . import base_image, helper_image, processes, render, runner
 from .config import Config
 from .errors import CommandFailed
 
@@ -116,11 +116,11 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     processes.require("buildah", "podman")
     if not config.base_image:
         processes.require("mmdebstrap")
-    base.require_foreign_arches(config.arches, bootstrapping=not config.base_image)
+    base_image.require_foreign_arches(config.arches, bootstrapping=not config.base_image)
     source, binaries = runner.obtain(config)
     for arch in config.arches:
         if not config.base_image:
-            base.bootstrap(config, arch)
+            base_image.bootstrap(config, arch)
     note = runner.standins_note(next(iter(binaries.values())))
     if note:
         processes.say(f"build: {note}")
@@ -128,7 +128,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nonce = uuid.uuid4().hex[:8]
     for arch in config.arches:
-        helper.build_helper(config, arch, binaries[arch], nonce)
+        helper_image.build_helper(config, arch, binaries[arch], nonce)
     temporary: dict[str, str] = {}
     result = Built([], source)
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:

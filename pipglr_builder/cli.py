@@ -93,11 +93,11 @@ def render_cmd(config, output: Path) -> None:
 @setting_options
 def bootstrap_base_cmd(config, refresh: bool) -> None:
     """Bootstrap the Debian base image for each platform (cached)."""
-    from . import base
+    from . import base_image
     if config.base_image:
         raise PipglrError(f"base_image is set ({config.base_image}): nothing to bootstrap")
     for arch in config.arches:
-        click.echo(base.bootstrap(config, arch, refresh=refresh))
+        click.echo(base_image.bootstrap(config, arch, refresh=refresh))
 
 
 @main.command("build")
@@ -161,12 +161,12 @@ def doctor_cmd(config, image: str | None) -> None:
     The build side first: whether this host can build every configured
     platform (qemu, binfmt and arch-test for a foreign one).
     """
-    from . import base, render
+    from . import base_image, render
     build_ok = True
     for arch in config.arches:
-        problems = base.foreign_arch_problems(arch, bootstrapping=not config.base_image)
+        problems = base_image.foreign_arch_problems(arch, bootstrapping=not config.base_image)
         build_ok = build_ok and not problems
-        how = "natively" if arch == base.native_arch() else "under emulation"
+        how = "natively" if arch == base_image.native_arch() else "under emulation"
         for line in problems or [f"this host can build it {how}"]:
             click.echo(f"{'FAIL' if problems else 'ok  '} build linux/{arch}: {line}")
     script = render.render_file(config, "files/doctor")
@@ -232,7 +232,7 @@ def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: 
         if bump_runner_version == config.runner_version:
             raise ConfigError(f"--bump-runner-version {bump_runner_version} is the configured runner_version; "
                               "a bump needs another version")
-        from .base import native_arch
+        from .base_image import native_arch
         if not Path(bump_runner_file.replace("{arch}", native_arch())).is_file():
             raise ConfigError(f"--bump-runner-file {bump_runner_file}: no such file for {native_arch()}")
         bump = (bump_runner_file, bump_runner_version)

@@ -18,7 +18,7 @@ import re
 import time
 from pathlib import Path
 
-from . import base, build, processes, publish, render, verify
+from . import base_image, build, processes, publish, render, verify
 from .config import Config
 from .errors import PipglrError
 
@@ -44,7 +44,7 @@ def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]
         "gitlab-runner": runner.strip(),
         "systemd": (re.findall(r"\d+", systemd) or [""])[0],
         "base_suite": suite.strip(),
-        "base_snapshot": processes.image_label(ref, base.ARCHIVE_LABEL) or "none",
+        "base_snapshot": processes.image_label(ref, base_image.ARCHIVE_LABEL) or "none",
     }, dict(line.split(" ", 1) for line in listed.splitlines())
 
 

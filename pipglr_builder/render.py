@@ -114,7 +114,7 @@ def git_source() -> str:
 
 
 def base_image_for(config: Config, arch: str) -> str:
-    from .base import base_tag  # late import: base pulls in build tooling
+    from .base_image import base_tag  # late import: base pulls in build tooling
     return config.base_image or base_tag(config, arch)
 
 

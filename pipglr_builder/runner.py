@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from . import processes, signatures
-from .base import cache_dir
+from .base_image import cache_dir
 from .config import Config
 from .errors import CommandFailed, RunnerSourceError
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from . import processes
-from .base import native_arch
+from .base_image import native_arch
 from .boot import RootfulBoot, booted_state
 from .errors import PipglrError
 from .standin import StandIn

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from pipglr_builder import base
+from pipglr_builder import base_image
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ToolMissing
 
@@ -20,8 +20,8 @@ def host(tmp_path, monkeypatch):
     binfmt.mkdir()
     (bin_dir / "systemd-analyze").symlink_to(shutil.which("systemd-analyze"))  # settings validation uses it
     monkeypatch.setenv("PATH", str(bin_dir))
-    monkeypatch.setattr(base, "BINFMT_DIR", binfmt)
-    monkeypatch.setattr(base, "native_arch", lambda: "amd64")
+    monkeypatch.setattr(base_image, "BINFMT_DIR", binfmt)
+    monkeypatch.setattr(base_image, "native_arch", lambda: "amd64")
 
     def add(*programs: str, handler: str | None = None):
         for p in programs:
@@ -33,30 +33,30 @@ def host(tmp_path, monkeypatch):
 
 
 def test_native_platform_needs_nothing(host):
-    assert base.foreign_arch_problems("amd64") == []
+    assert base_image.foreign_arch_problems("amd64") == []
 
 
 def test_bare_host_is_told_every_package(host):
-    problems = base.foreign_arch_problems("arm64")
+    problems = base_image.foreign_arch_problems("arm64")
     assert len(problems) == 3
     assert "apt-get install qemu-user-static" in problems[0]
     assert "apt-get install arch-test" in problems[1]
     assert "update-binfmts --enable qemu-aarch64" in problems[2]
     with pytest.raises(ToolMissing, match="linux/arm64: arch-test is missing"):
-        base.require_foreign_arches(["amd64", "arm64"])
+        base_image.require_foreign_arches(["amd64", "arm64"])
 
 
 def test_only_arch_test_missing(host):
     """The fresh-machine failure of mmdebstrap (`E: install arch-test ...`), caught before any work."""
     host("qemu-aarch64-static", handler="enabled")
-    assert base.foreign_arch_problems("arm64") == [
+    assert base_image.foreign_arch_problems("arm64") == [
         "arch-test is missing (mmdebstrap needs it for a foreign architecture): apt-get install arch-test"]
-    assert base.foreign_arch_problems("arm64", bootstrapping=False) == []  # a given base_image needs no bootstrap
+    assert base_image.foreign_arch_problems("arm64", bootstrapping=False) == []  # a given base_image needs no bootstrap
 
 
 def test_disabled_handler(host):
     host("qemu-aarch64-static", "arch-test", handler="disabled")
-    assert ["binfmt_misc" in p for p in base.foreign_arch_problems("arm64")] == [True]
+    assert ["binfmt_misc" in p for p in base_image.foreign_arch_problems("arm64")] == [True]
 
 
 def test_build_stops_before_any_work(host):

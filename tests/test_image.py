@@ -61,10 +61,10 @@ def test_bootstrap_base_second_call_does_no_work():
 
 def test_image_lists_its_packages_and_archive(booted, image):
     """verify's package list check, on the booted image; the base's archive dates reach the image's labels."""
-    from pipglr_builder import base
+    from pipglr_builder import base_image
     from pipglr_builder.checks import test_image as checks
     checks.test_package_list_matches_dpkg(testinfra.get_host(f"podman://{booted.name}"))
-    archive = labels(image)[base.ARCHIVE_LABEL]
+    archive = labels(image)[base_image.ARCHIVE_LABEL]
     assert re.fullmatch(r"trixie \S+Z, trixie-updates \S+Z, trixie-security \S+Z", archive), archive
 
 

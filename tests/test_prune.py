@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from pipglr_builder import config, helper
+from pipglr_builder import config, helper_image
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import copy_image, unique, wait_for
 
 from .conftest import sh
 
 pytestmark = pytest.mark.slow
-HELPER = helper.names(config.load(None), "amd64")[0]  # the one the build made, under the runner's own name
+HELPER = helper_image.names(config.load(None), "amd64")[0]  # the one the build made, under the runner's own name
 BASE = "localhost/pipglr-base:trixie-amd64"  # a job image
 PINNED = "registry.example.com/ci/helper:x86_64-v19.4.0"  # helper_image of the live config
 AGE = 30

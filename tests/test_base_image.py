@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipglr_builder import base, config, nightly
+from pipglr_builder import base_image, config, nightly
 from pipglr_builder.errors import MirrorError
 
 from .conftest import file_server, keyring, sign
@@ -47,7 +47,7 @@ def mirror(signing_keys, tmp_path):
 
 
 def key(cfg, arch="amd64"):
-    return base.base_key(cfg, arch, base.archive_state(cfg, arch))
+    return base_image.base_key(cfg, arch, base_image.archive_state(cfg, arch))
 
 
 def test_key_follows_the_packages_of_its_arch_only(mirror):
@@ -65,13 +65,13 @@ def test_key_follows_the_packages_of_its_arch_only(mirror):
 
 def test_label_has_each_suite_and_its_release_date(mirror):
     cfg, _, _ = mirror
-    assert base.archive_label(base.archive_state(cfg, "amd64")) == (
+    assert base_image.archive_label(base_image.archive_state(cfg, "amd64")) == (
         "trixie 2026-11-21T09:15:44Z, trixie-updates 2026-11-21T09:15:44Z, trixie-security 2026-11-21T00:53:03Z")
 
 
 def test_mmdebstrap_installs_from_updates_and_security(mirror):
     cfg, _, _ = mirror
-    argv = base.mmdebstrap_argv(cfg, "amd64", "out.tar")
+    argv = base_image.mmdebstrap_argv(cfg, "amd64", "out.tar")
     assert argv[-3:] == [f"deb {cfg.base_mirror} trixie main", f"deb {cfg.base_mirror} trixie-updates main",
                          f"deb {cfg.base_security_mirror} trixie-security main"]
 
@@ -79,16 +79,16 @@ def test_mmdebstrap_installs_from_updates_and_security(mirror):
 def test_without_updates_only_the_suite_is_read(mirror):
     cfg, _, asked = mirror
     cfg = config.load(None, {"base_mirror": cfg.base_mirror, "base_updates": "false", "base_keyring": cfg.base_keyring})
-    base.archive_state(cfg, "amd64")
+    base_image.archive_state(cfg, "amd64")
     assert asked == ["/debian/dists/trixie/InRelease"]
-    assert base.mmdebstrap_argv(cfg, "amd64", "out.tar")[-1] == f"deb {cfg.base_mirror} trixie main"
+    assert base_image.mmdebstrap_argv(cfg, "amd64", "out.tar")[-1] == f"deb {cfg.base_mirror} trixie main"
 
 
 def test_a_suite_the_mirror_lacks_is_named(mirror):
     cfg, _, _ = mirror
     cfg = config.load(None, {"base_mirror": cfg.base_mirror, "base_suite": "sid", "base_keyring": cfg.base_keyring})
     with pytest.raises(MirrorError, match=r"dists/sid/InRelease \(Not Found\).*base_updates = false"):
-        base.archive_state(cfg, "amd64")
+        base_image.archive_state(cfg, "amd64")
 
 
 @pytest.mark.parametrize("change, why", [
@@ -106,7 +106,7 @@ def test_a_forged_or_stale_archive_is_refused(mirror, signing_keys, change, why)
     else:
         files[SECURITY] = in_release("Sat, 13 Nov 2026 00:53:03 UTC", "c", "d", "Fri, 20 Nov 2026 00:53:03 UTC")
     with pytest.raises(MirrorError, match=f"trixie-security/InRelease .*{why}"):
-        base.archive_state(cfg, "amd64")
+        base_image.archive_state(cfg, "amd64")
 
 
 def test_only_the_signed_text_counts(mirror, signing_keys):
@@ -121,7 +121,7 @@ def test_only_the_signed_text_counts(mirror, signing_keys):
 def test_unreachable_mirror_says_so():
     cfg = config.load(None, {"base_mirror": "http://127.0.0.1:9/debian"})  # port 9: connection refused
     with pytest.raises(MirrorError, match="cannot read http://127.0.0.1:9/debian/dists/trixie/InRelease"):
-        base.archive_state(cfg, "amd64")
+        base_image.archive_state(cfg, "amd64")
 
 
 def test_nightly_lists_changed_packages():
