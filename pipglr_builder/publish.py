@@ -207,7 +207,6 @@ def _failure(what: str, output: str, registry: Registry, *secrets: str | None) -
 
 def _run_raw(argv: list[str]) -> tuple[int, bytes, str]:
     """Run a query whose stdout must be kept byte for byte (processes.run works in text lines and merges stderr)."""
-    processes.require(argv[0])
     try:
         proc = processes.call(argv, binary=True, timeout=300)
     except subprocess.TimeoutExpired:
