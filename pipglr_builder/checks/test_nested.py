@@ -166,8 +166,8 @@ def test_jobs_asking_for_more_follow_nested_privileged(target, expect, ask):
 
 
 def test_userns_host_is_the_default(target):
-    """Rootless podman runs every job in its own user namespace (the one with the expanded uid_map): a job
-    asking for UsernsMode host gets just that, not the outer container's, so the hook lets it run."""
+    """Rootless podman runs every job in the nested podman's user namespace (the one with the expanded
+    uid_map): a job asking for UsernsMode host gets just that, not the outer container's; the hook lets it run."""
     script = "readlink /proc/self/ns/user; cat /proc/self/uid_map"
     code, default, _ = run_job(target, script, tty=False)
     assert code == 0, default
