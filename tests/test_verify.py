@@ -1,9 +1,10 @@
 """`build.py verify` on freshly built images: rootless on the stand-in user host, through the runlabels.
 
 Also proves NESTED_PRIVILEGED both ways: the default image (true) lets a job
-be privileged, add capabilities, drop seccomp and use a host device; an image
-built with false refuses each (the check suite asserts whichever the image's
-label says, so both runs must pass).
+be privileged, add capabilities, drop seccomp (or use a profile that allows by
+default), use a host device and share the outer container's PID, IPC or UTS
+namespace; an image built with false refuses each (the check suite asserts
+whichever the image's label says, so both runs must pass).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def assert_verified(proc, image: str) -> str:
 
 # The checks of NESTED_PRIVILEGED (each way of asking, the default capabilities, the marker) and of setuid files.
 PRIVILEGE_CHECKS = tuple(f"test_jobs_asking_for_more_follow_nested_privileged[{ask}]"
-                         for ask in ("privileged", "cap_add", "seccomp_unconfined", "device")) + (
+                         for ask in ("privileged", "cap_add", "seccomp_unconfined", "device", "pid_host", "ipc_host",
+                                     "uts_host")) + (
+    "test_userns_host_is_the_default", "test_seccomp_profiles_follow_nested_privileged[allowing_by_default]",
+    "test_seccomp_profiles_follow_nested_privileged[stricter_than_default]",
     "test_hook_knows_podmans_default_capabilities", "test_jobs_are_refused_without_a_readable_marker[missing]",
     "test_jobs_are_refused_without_a_readable_marker[unreadable]", "test_unprivileged_jobs_always_run",
     "test_only_the_id_mappers_are_setuid_or_setgid")

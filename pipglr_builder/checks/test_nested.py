@@ -122,18 +122,33 @@ def cap_eff(logs: str) -> int:
     return int(re.search(r"CapEff:\s*([0-9a-f]+)", logs).group(1), 16)
 
 
+def outer_namespace(target, kind: str) -> str:
+    """The outer container's namespace of KIND (its PID 1's), as readlink shows it: pid:[4026532480]."""
+    return target.exec("readlink", f"/proc/1/ns/{kind}", check=True).stdout.strip()
+
+
+def shares(kind: str):
+    """A job's proof that it got the outer container's namespace of KIND."""
+    return f"readlink /proc/self/ns/{kind}", lambda logs, target: outer_namespace(target, kind) in logs
+
+
 # The ways a job asks for more than podman's defaults through the Docker API, as gitlab-runner's
-# privileged, cap_add, security_opt and devices settings do: (HostConfig, script, proof it got it,
-# the reason the hook gives when it refuses).
+# privileged, cap_add, security_opt, devices, pid_mode and ipcmode settings do: (HostConfig, script,
+# proof it got it (from its logs and the target), the reason the hook gives when it refuses).
 ASKS = {
     "privileged": ({"Privileged": True}, "grep CapEff /proc/self/status",
-                   lambda logs: cap_eff(logs) in (0x1ffffffffff, 0x3fffffffff), "privileged (or unmask=ALL)"),
+                   lambda logs, _: cap_eff(logs) in (0x1ffffffffff, 0x3fffffffff), "privileged (or unmask=ALL)"),
     "cap_add": ({"CapAdd": ["NET_ADMIN"]}, "grep CapEff /proc/self/status",
-                lambda logs: cap_eff(logs) & (1 << 12), "capabilities beyond the default: CAP_NET_ADMIN"),
+                lambda logs, _: cap_eff(logs) & (1 << 12), "capabilities beyond the default: CAP_NET_ADMIN"),
     "seccomp_unconfined": ({"SecurityOpt": ["seccomp=unconfined"]}, "grep Seccomp: /proc/self/status",
-                           lambda logs: re.search(r"Seccomp:\s*0\b", logs), "seccomp=unconfined"),
+                           lambda logs, _: re.search(r"Seccomp:\s*0\b", logs), "seccomp=unconfined"),
     "device": ({"Devices": [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"}]},
-               "test -c /dev/fuse && echo has-fuse", lambda logs: "has-fuse" in logs, "host devices: /dev/fuse"),
+               "test -c /dev/fuse && echo has-fuse", lambda logs, _: "has-fuse" in logs, "host devices: /dev/fuse"),
+    # The outer container's namespaces: pid would let a job see and signal the nested podman, conmon and
+    # other jobs (all of its uid), ipc give it the outer /dev/shm with podman's lock file, uts its hostname.
+    "pid_host": ({"PidMode": "host"}, *shares("pid"), "namespaces of the outer container: pid"),
+    "ipc_host": ({"IpcMode": "host"}, *shares("ipc"), "namespaces of the outer container: ipc"),
+    "uts_host": ({"UTSMode": "host"}, *shares("uts"), "namespaces of the outer container: uts"),
 }
 
 
@@ -143,10 +158,53 @@ def test_jobs_asking_for_more_follow_nested_privileged(target, expect, ask):
     before = len(hook_lines(target, reason))
     code, logs, _ = run_job(target, script, host_config, tty=False)  # as gitlab-runner: no terminal
     if expect["nested_privileged"]:
-        assert code == 0 and granted(logs), logs
+        assert code == 0 and granted(logs, target), logs
     else:
         assert code != 0, f"a job with {host_config} ran although the image says NESTED_PRIVILEGED=false"
         assert "deny-privileged-jobs" in logs, logs  # the API error names the refusing hook
+        assert "NESTED_PRIVILEGED=false" in new_hook_line(target, reason, before)
+
+
+def test_userns_host_is_the_default(target):
+    """Rootless podman runs every job in the nested podman's user namespace (the one with the expanded
+    uid_map): a job asking for UsernsMode host gets just that, not the outer container's; the hook lets it run."""
+    script = "readlink /proc/self/ns/user; cat /proc/self/uid_map"
+    code, default, _ = run_job(target, script, tty=False)
+    assert code == 0, default
+    code, host, _ = run_job(target, script, {"UsernsMode": "host"}, tty=False)
+    assert code == 0, host
+    assert host == default and outer_namespace(target, "user") not in host, (host, default)
+
+
+# A seccomp profile the API client names by a path in the outer container (podman 5.4's Docker API reads
+# SecurityOpt seccomp=VALUE as a path; gitlab-runner sends the file's JSON, which it fails to open):
+# (a command printing the profile, mkdir's error under it, the reason when refused or None).
+DENY_MKDIR = '{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}'
+WITHOUT_MKDIR = """jq '.syscalls |= map(.names -= ["mkdir", "mkdirat"])' /usr/share/containers/seccomp.json"""
+PROFILES = {
+    "allowing_by_default": (f"""echo '{{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{DENY_MKDIR}]}}'""",
+                            "Operation not permitted",
+                            "a seccomp profile that lets unnamed syscalls run (defaultAction SCMP_ACT_ALLOW)"),
+    "stricter_than_default": (WITHOUT_MKDIR, "Function not implemented", None),
+}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_seccomp_profiles_follow_nested_privileged(target, expect, profile):
+    """A profile that allows what it does not name is no filter: refused like seccomp=unconfined. One that
+    only takes syscalls away from podman's default runs in either mode."""
+    make, granted, reason = PROFILES[profile]
+    path = f"/tmp/pipglr-check-seccomp-{uuid.uuid4().hex[:8]}.json"
+    target.exec("sh", "-c", f"{make} > {path} && chmod 644 {path}", check=True)
+    before = len(hook_lines(target, reason)) if reason else 0
+    try:
+        code, logs, _ = run_job(target, "mkdir /tmp/made", {"SecurityOpt": [f"seccomp={path}"]}, tty=False)
+    finally:
+        target.exec("rm", "-f", path)
+    if expect["nested_privileged"] or reason is None:
+        assert code != 0 and granted in logs, logs  # ran, with the profile's errno for mkdir
+    else:
+        assert code != 0 and "deny-privileged-jobs" in logs, logs
         assert "NESTED_PRIVILEGED=false" in new_hook_line(target, reason, before)
 
 
