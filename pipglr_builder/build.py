@@ -108,6 +108,7 @@ class Built:
     runner_source: str
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     rebuilt: dict[str, bool] = dataclasses.field(default_factory=dict)
+    base: dict[str, str] = dataclasses.field(default_factory=dict)  # what bootstrap did (none: base_image set)
 
 
 def build(config: Config, verbose: bool = False, work_dir: Path | None = None, no_cache: bool = False) -> Built:
@@ -118,9 +119,8 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
         processes.require("mmdebstrap")
     base_image.require_foreign_arches(config.arches, bootstrapping=not config.base_image)
     source, binaries = runner.obtain(config)
-    for arch in config.arches:
-        if not config.base_image:
-            base_image.bootstrap(config, arch)
+    bases = {arch: base_image.bootstrap(config, arch, image=platform_ref(config, arch)).note
+             for arch in config.arches if not config.base_image}
     note = runner.standins_note(next(iter(binaries.values())))
     if note:
         processes.say(f"build: {note}")
@@ -130,7 +130,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     for arch in config.arches:
         helper_image.build_helper(config, arch, binaries[arch], nonce)
     temporary: dict[str, str] = {}
-    result = Built([], source)
+    result = Built([], source, base=bases)
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:
         context = render.render(config, Path(tmp) / "context", binaries)
         try:

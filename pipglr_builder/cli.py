@@ -93,11 +93,11 @@ def render_cmd(config, output: Path) -> None:
 @setting_options
 def bootstrap_base_cmd(config, refresh: bool) -> None:
     """Bootstrap the Debian base image for each platform (cached)."""
-    from . import base_image
+    from . import base_image, build
     if config.base_image:
         raise PipglrError(f"base_image is set ({config.base_image}): nothing to bootstrap")
     for arch in config.arches:
-        click.echo(base_image.bootstrap(config, arch, refresh=refresh))
+        click.echo(base_image.bootstrap(config, arch, refresh=refresh, image=build.platform_ref(config, arch)).tag)
 
 
 @main.command("build")
