@@ -217,7 +217,7 @@ def bootstrap(config: Config, arch: str, refresh: bool = False, image: str | Non
         try:
             processes.run(mmdebstrap_argv(config, arch, partial), on_line=mmdebstrap_progress)
             archive.write_text(archive_label(state) + "\n")
-            _write_record(tarball, {"sources": sources(config), "made": state, "checked": state})
+            _write_record(tarball, {"sources": sources(config), "made": state, "checked": {}})
             partial.rename(tarball)
         finally:
             partial.unlink(missing_ok=True)
@@ -239,9 +239,10 @@ def tarball_path(config: Config, arch: str, key: str) -> Path:
     return cache_dir() / "base" / f"{config.base_suite}-{arch}-{key}.tar"
 
 
-# Beside each tarball, JSON: {sources, made: the archive state it was bootstrapped from, checked: the latest
-# state found to have no newer version of any package the image holds}.
+# Beside each tarball, JSON: {sources, made: the archive state it was bootstrapped from, checked: {image ID: the
+# latest state found to have no newer version of any package that image (built on this base) holds}}.
 RECORD = ".state"
+CHECKED_IMAGES = 8  # images whose check is remembered per base (the newest ones)
 
 
 def _write_record(tarball: Path, record: dict) -> None:
@@ -252,24 +253,32 @@ def _write_record(tarball: Path, record: dict) -> None:
 
 def same_packages(config: Config, arch: str, key: str, state: dict[str, dict], image: str | None) -> tuple[bool, str]:
     """Whether the base KEY (its image exists) can stay although the archive is now STATE: no suite whose index
-    changed since it was last checked has a newer version of a package IMAGE (built on that base) holds.
-    (False, why) when one has, or when that cannot be told: no record, no image, an index that cannot be read
-    or does not match the signed InRelease."""
+    changed since IMAGE (built on that base) was last checked, or else since the base was made, has a newer
+    version of a package IMAGE holds. (False, why) when one has, or when that cannot be told: no record, no
+    such image or no package list in it, an index that cannot be read or does not match the signed InRelease.
+
+    Suites unchanged since then need no look: their packages were the newest when the base was made, and the
+    image's own step installed the newest of its time (after that); a check holds for one image ID only."""
+    tarball = tarball_path(config, arch, key)
     try:
-        record = json.loads(tarball_path(config, arch, key).with_suffix(RECORD).read_text())
-        made, checked = record["made"], record["checked"]
-    except (OSError, ValueError, KeyError):
+        record = json.loads(tarball.with_suffix(RECORD).read_text())
+        made, checked = record["made"], dict(record["checked"])
+    except (OSError, ValueError, KeyError, TypeError):
         return False, "the archive changed; no record of what the base was made from"
-    if record.get("sources") != [list(s) for s in sources(config)] or set(checked) != set(state):
+    if record.get("sources") != [list(s) for s in sources(config)] or set(made) != set(state):
         return False, "the sources changed since the base was made"
     since_made = [suite for suite in state if state[suite]["packages"] != made[suite]["packages"]]
-    changed = [suite for suite in state if state[suite]["packages"] != checked[suite]["packages"]]
     what = f"archive changed ({', '.join(since_made)})"
+    image_id = image_on_base(image, key) if image else None
+    if image_id is None:
+        return False, f"{what}; no image built on this base to compare with"
+    last = checked.get(image_id, made)
+    changed = [suite for suite in state if state[suite]["packages"] != last.get(suite, {}).get("packages")]
     if not changed:
         return True, f"{what}, no package of the image changed (checked before)"
-    installed = image_packages(image, arch, key) if image else None
+    installed = image_packages(image, arch)
     if installed is None:
-        return False, f"{what}; no image built on this base to compare with"
+        return False, f"{what}; no package list in {image}"
     newer = []
     for mirror, suite in sources(config):
         if suite in changed:
@@ -283,15 +292,21 @@ def same_packages(config: Config, arch: str, key: str, state: dict[str, dict], i
         listed = ", ".join(f"{name} {old} -> {new}" for name, old, new in newer[:5])
         more = f" and {len(newer) - 5} more" if len(newer) > 5 else ""
         return False, f"{what}: {len(newer)} package(s) of the image changed: {listed}{more}"
-    _write_record(tarball_path(config, arch, key), {**record, "checked": state})
+    checked.pop(image_id, None)
+    checked[image_id] = state
+    _write_record(tarball, {**record, "checked": dict(list(checked.items())[-CHECKED_IMAGES:])})
     return True, f"{what}, no package of the image changed"
 
 
-def image_packages(image: str, arch: str, key: str) -> dict[str, str] | None:
-    """{name: version} of the packages IMAGE holds (its render.PACKAGE_LIST), or None when it is missing,
-    was not built on the base KEY, or has no list."""
+def image_on_base(image: str, key: str) -> str | None:
+    """IMAGE's ID when it exists and was built on the base KEY (images inherit its label), else None."""
     if processes.image_label(image, KEY_LABEL) != key:
         return None
+    return processes.image_field(image, "{{.Id}}")
+
+
+def image_packages(image: str, arch: str) -> dict[str, str] | None:
+    """{name: version} of the packages IMAGE holds (its render.PACKAGE_LIST), or None when it has no list."""
     try:
         listed = processes.execute(["podman", "run", "--rm", "--network", "none", "--arch", arch,
                                     "--entrypoint", "cat", image, render.PACKAGE_LIST], timeout=300).stdout

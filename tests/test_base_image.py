@@ -1,5 +1,6 @@
 """The base's cache key follows the Debian archive (signed InRelease files from a mirror on loopback)."""
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -188,6 +189,7 @@ class Archive:
 
 
 IMAGE = "localhost/pipglr:latest"
+Image = collections.namedtuple("Image", "base id packages")
 # What the image holds: the base's packages and those its own build step installed on top (podman).
 INSTALLED = {"libc6": "2.41-12", "podman": "5.4.2+ds1-2", "tzdata": "2025b-4+deb13u1", "openssl": "3.5.1-1+deb13u1"}
 
@@ -204,10 +206,12 @@ def archive(signing_keys, tmp_path, cache, monkeypatch):
         made = base_image.base_key(cfg, "amd64", state)
         tarball = base_image.tarball_path(cfg, "amd64", made)
         tarball.parent.mkdir(parents=True)
-        base_image._write_record(tarball, {"sources": base_image.sources(cfg), "made": state, "checked": state})
-        images = {IMAGE: (made, dict(INSTALLED))}
-        monkeypatch.setattr(base_image, "image_packages",
-                            lambda image, arch, key: images[image][1] if images.get(image, ("",))[0] == key else None)
+        base_image._write_record(tarball, {"sources": base_image.sources(cfg), "made": state, "checked": {}})
+        images = {IMAGE: Image(made, "sha256:1", dict(INSTALLED))}
+        monkeypatch.setattr(base_image, "image_on_base",
+                            lambda image, key: images[image].id if image in images and images[image].base == key
+                            else None)
+        monkeypatch.setattr(base_image, "image_packages", lambda image, arch: images[image].packages)
         yield cfg, served, asked, made, images
 
 
@@ -269,14 +273,28 @@ def test_by_hash_the_index_cannot_change_after_the_inrelease(archive):
 def test_without_the_image_or_the_record_the_base_is_bootstrapped(archive):
     cfg, served, asked, made, images = archive
     served.suites["trixie-security"]["openjdk-21-jre"] = "21.0.9+10-1~deb13u1"
-    images[IMAGE] = ("another-base", INSTALLED)  # built on another base: its packages say nothing about this one
+    images[IMAGE] = Image("another-base", "sha256:1", INSTALLED)  # its packages say nothing about this base
     assert same(cfg, made) == (False, "archive changed (trixie-security); no image built on this base to compare with")
     del images[IMAGE]
     assert same(cfg, made)[0] is False and indexes_read(asked) == []
     assert base_image.same_packages(cfg, "amd64", made, base_image.archive_state(cfg, "amd64"), None)[0] is False
+    images[IMAGE] = Image(made, "sha256:1", None)  # an image from before the package list
+    assert same(cfg, made) == (False, f"archive changed (trixie-security); no package list in {IMAGE}")
     base_image.tarball_path(cfg, "amd64", made).with_suffix(base_image.RECORD).unlink()
-    images[IMAGE] = (made, INSTALLED)
+    images[IMAGE] = Image(made, "sha256:1", INSTALLED)
     assert same(cfg, made) == (False, "the archive changed; no record of what the base was made from")
+
+
+def test_a_check_holds_for_that_image_only(archive):
+    """Another image on the same base (other packages), or this one rebuilt, is compared since the base was made."""
+    cfg, served, asked, made, images = archive
+    served.suites["trixie-security"]["curl"] = "8.14.1-2+deb13u1"
+    assert same(cfg, made)[0] is True  # the image has no curl
+    asked.clear()
+    images[IMAGE] = Image(made, "sha256:2", {**INSTALLED, "curl": "8.14.1-2"})  # rebuilt with curl
+    assert same(cfg, made) == (False, ("archive changed (trixie-security): 1 package(s) of the image changed: "
+                                       "curl 8.14.1-2 -> 8.14.1-2+deb13u1"))
+    assert indexes_read(asked) == ["trixie-security"]
 
 
 def test_another_mirror_bootstraps_a_new_base(archive):
@@ -327,7 +345,7 @@ def test_bootstrap_keeps_or_replaces_the_base(archive, fake_podman, capsys):
     state = base_image.archive_state(cfg, "amd64")
     new = base_image.tarball_path(cfg, "amd64", base_image.base_key(cfg, "amd64", state))
     record = json.loads(new.with_suffix(base_image.RECORD).read_text())
-    assert record["made"] == record["checked"] == state
+    assert record["made"] == state and record["checked"] == {}
     assert sorted(p.name for p in new.parent.iterdir()) == sorted([new.name, new.with_suffix(".archive").name,
                                                                    new.with_suffix(base_image.RECORD).name])
 
