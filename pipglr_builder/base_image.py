@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import processes, render, signatures
+from . import processes, signatures
 from .config import Config
 from .errors import CommandFailed, MirrorError, ToolMissing
 
@@ -177,11 +177,11 @@ class Base:
     note: str
 
 
-def bootstrap(config: Config, arch: str, refresh: bool = False, image: str | None = None) -> Base:
+def bootstrap(config: Config, arch: str, refresh: bool = False, images: list[str] | tuple[str, ...] = ()) -> Base:
     """Make sure the base image for ARCH exists and matches the archive now. Cheap when cached.
 
-    IMAGE: the image built on this base before (its package list decides whether an archive change matters;
-    without it any change bootstraps a fresh base)."""
+    IMAGES: those built on this base before (the pipglr image, its helper): when the archive changed, the base
+    is kept if no package they or the base hold has a newer version (without IMAGES any change bootstraps)."""
     processes.require("mmdebstrap", "podman")
     require_foreign_arches([arch])
     tag = base_tag(config, arch)
@@ -203,7 +203,7 @@ def bootstrap(config: Config, arch: str, refresh: bool = False, image: str | Non
         return Base(tag, "up to date")
     why = "refresh asked for" if refresh else "no base image yet"
     if not refresh and current:
-        kept, why = same_packages(config, arch, current, state, image)
+        kept, why = same_packages(config, arch, current, state, [tag, *images])
         if kept:
             processes.say(f"base {tag}: {why}: base kept")
             return Base(tag, f"{why}: base kept")
@@ -239,8 +239,8 @@ def tarball_path(config: Config, arch: str, key: str) -> Path:
     return cache_dir() / "base" / f"{config.base_suite}-{arch}-{key}.tar"
 
 
-# Beside each tarball, JSON: {sources, made: the archive state it was bootstrapped from, checked: {image ID: the
-# latest state found to have no newer version of any package that image (built on this base) holds}}.
+# Beside each tarball, JSON: {sources, made: the archive state it was bootstrapped from, checked: {image IDs: the
+# latest state found to have no newer version of any package those images (the base, built on it) hold}}.
 RECORD = ".state"
 CHECKED_IMAGES = 8  # images whose check is remembered per base (the newest ones)
 
@@ -251,14 +251,14 @@ def _write_record(tarball: Path, record: dict) -> None:
     partial.rename(tarball.with_suffix(RECORD))
 
 
-def same_packages(config: Config, arch: str, key: str, state: dict[str, dict], image: str | None) -> tuple[bool, str]:
-    """Whether the base KEY (its image exists) can stay although the archive is now STATE: no suite whose index
-    changed since IMAGE (built on that base) was last checked, or else since the base was made, has a newer
-    version of a package IMAGE holds. (False, why) when one has, or when that cannot be told: no record, no
-    such image or no package list in it, an index that cannot be read or does not match the signed InRelease.
+def same_packages(config: Config, arch: str, key: str, state: dict[str, dict], images: list[str]) -> tuple[bool, str]:
+    """Whether the base KEY can stay although the archive is now STATE: no suite whose index changed since
+    IMAGES (the base, and those built on it) were last checked, or else since the base was made, has a newer
+    version of a package one of them holds. (False, why) when one has, or when that cannot be told: no record,
+    an image missing or not built on this base, an index that cannot be read or does not match InRelease.
 
-    Suites unchanged since then need no look: their packages were the newest when the base was made, and the
-    image's own step installed the newest of its time (after that); a check holds for one image ID only."""
+    Suites unchanged since then need no look: their packages were the newest when the base was made, and an
+    image's own step installed the newest of its time (after that); a check holds for those image IDs only."""
     tarball = tarball_path(config, arch, key)
     try:
         record = json.loads(tarball.with_suffix(RECORD).read_text())
@@ -269,16 +269,23 @@ def same_packages(config: Config, arch: str, key: str, state: dict[str, dict], i
         return False, "the sources changed since the base was made"
     since_made = [suite for suite in state if state[suite]["packages"] != made[suite]["packages"]]
     what = f"archive changed ({', '.join(since_made)})"
-    image_id = image_on_base(image, key) if image else None
-    if image_id is None:
-        return False, f"{what}; no image built on this base to compare with"
-    last = checked.get(image_id, made)
+    ids = []
+    for image in images:
+        ids.append(image_on_base(image, key))
+        if ids[-1] is None:
+            return False, f"{what}; no {image} built on this base to compare with"
+    image_ids = ",".join(ids)
+    last = checked.get(image_ids, made)
     changed = [suite for suite in state if state[suite]["packages"] != last.get(suite, {}).get("packages")]
     if not changed:
         return True, f"{what}, no package of the image changed (checked before)"
-    installed = image_packages(image, arch)
-    if installed is None:
-        return False, f"{what}; no package list in {image}"
+    installed: dict[tuple[str, str], str] = {}  # (package, version) -> an image holding it
+    for image in images:
+        listed = image_packages(image, arch)
+        if listed is None:
+            return False, f"{what}; cannot list the packages in {image}"
+        for name, version in listed.items():
+            installed.setdefault((name, version), image)
     newer = []
     for mirror, suite in sources(config):
         if suite in changed:
@@ -286,14 +293,15 @@ def same_packages(config: Config, arch: str, key: str, state: dict[str, dict], i
                 versions = index_versions(mirror, suite, arch, state[suite])
             except MirrorError as e:
                 return False, f"{what}; {e}"
-            newer += [(name, old, versions[name]) for name, old in sorted(installed.items())
+            newer += [(name, old, versions[name]) for name, old in sorted(installed)
                       if name in versions and compare_versions(versions[name], old) > 0]
+    newer = sorted(set(newer))
     if newer:
         listed = ", ".join(f"{name} {old} -> {new}" for name, old, new in newer[:5])
         more = f" and {len(newer) - 5} more" if len(newer) > 5 else ""
         return False, f"{what}: {len(newer)} package(s) of the image changed: {listed}{more}"
-    checked.pop(image_id, None)
-    checked[image_id] = state
+    checked.pop(image_ids, None)
+    checked[image_ids] = state
     _write_record(tarball, {**record, "checked": dict(list(checked.items())[-CHECKED_IMAGES:])})
     return True, f"{what}, no package of the image changed"
 
@@ -306,15 +314,17 @@ def image_on_base(image: str, key: str) -> str | None:
 
 
 def image_packages(image: str, arch: str) -> dict[str, str] | None:
-    """{name: version} of the packages IMAGE holds (its render.PACKAGE_LIST), or None when it has no list."""
+    """{name: version} of the packages installed in IMAGE (dpkg's own list: the helper has no
+    render.PACKAGE_LIST, and the base neither), or None when it cannot be read."""
     try:
-        listed = processes.execute(["podman", "run", "--rm", "--network", "none", "--arch", arch,
-                                    "--entrypoint", "cat", image, render.PACKAGE_LIST], timeout=300).stdout
+        listed = processes.execute(["podman", "run", "--rm", "--network", "none", "--arch", arch, "--entrypoint",
+                                    "dpkg-query", image, "-W", "-f", "${db:Status-Abbrev} ${Package} ${Version}\n"],
+                                   timeout=300).stdout
     except CommandFailed:
         return None
-    pairs = [line.split(" ", 1) for line in listed.splitlines() if line.strip()]
-    return {name: version.strip() for name, version in pairs} if pairs and all(len(p) == 2 for p in pairs) \
-        else None
+    rows = [line.split() for line in listed.splitlines()]
+    packages = {row[1]: row[2] for row in rows if len(row) == 3 and row[0] == "ii"}
+    return packages or None
 
 
 def index_versions(mirror: str, suite: str, arch: str, entry: dict) -> dict[str, str]:

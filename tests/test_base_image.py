@@ -207,7 +207,8 @@ def archive(signing_keys, tmp_path, cache, monkeypatch):
         tarball = base_image.tarball_path(cfg, "amd64", made)
         tarball.parent.mkdir(parents=True)
         base_image._write_record(tarball, {"sources": base_image.sources(cfg), "made": state, "checked": {}})
-        images = {IMAGE: Image(made, "sha256:1", dict(INSTALLED))}
+        images = {IMAGE: Image(made, "sha256:1", dict(INSTALLED)),
+                  base_image.base_tag(cfg, "amd64"): Image(made, "sha256:base", {"libc6": "2.41-12"})}
         monkeypatch.setattr(base_image, "image_on_base",
                             lambda image, key: images[image].id if image in images and images[image].base == key
                             else None)
@@ -215,8 +216,9 @@ def archive(signing_keys, tmp_path, cache, monkeypatch):
         yield cfg, served, asked, made, images
 
 
-def same(cfg, made):
-    return base_image.same_packages(cfg, "amd64", made, base_image.archive_state(cfg, "amd64"), IMAGE)
+def same(cfg, made, *images):
+    return base_image.same_packages(cfg, "amd64", made, base_image.archive_state(cfg, "amd64"),
+                                    [base_image.base_tag(cfg, "amd64"), *(images or [IMAGE])])
 
 
 def indexes_read(asked):
@@ -274,12 +276,12 @@ def test_without_the_image_or_the_record_the_base_is_bootstrapped(archive):
     cfg, served, asked, made, images = archive
     served.suites["trixie-security"]["openjdk-21-jre"] = "21.0.9+10-1~deb13u1"
     images[IMAGE] = Image("another-base", "sha256:1", INSTALLED)  # its packages say nothing about this base
-    assert same(cfg, made) == (False, "archive changed (trixie-security); no image built on this base to compare with")
+    assert same(cfg, made) == (False, (f"archive changed (trixie-security); no {IMAGE} built on this base to "
+                                       "compare with"))
     del images[IMAGE]
     assert same(cfg, made)[0] is False and indexes_read(asked) == []
-    assert base_image.same_packages(cfg, "amd64", made, base_image.archive_state(cfg, "amd64"), None)[0] is False
-    images[IMAGE] = Image(made, "sha256:1", None)  # an image from before the package list
-    assert same(cfg, made) == (False, f"archive changed (trixie-security); no package list in {IMAGE}")
+    images[IMAGE] = Image(made, "sha256:1", None)  # dpkg-query failed in it
+    assert same(cfg, made) == (False, f"archive changed (trixie-security); cannot list the packages in {IMAGE}")
     base_image.tarball_path(cfg, "amd64", made).with_suffix(base_image.RECORD).unlink()
     images[IMAGE] = Image(made, "sha256:1", INSTALLED)
     assert same(cfg, made) == (False, "the archive changed; no record of what the base was made from")
@@ -297,10 +299,26 @@ def test_a_check_holds_for_that_image_only(archive):
     assert indexes_read(asked) == ["trixie-security"]
 
 
+def test_the_helper_image_and_the_base_count_too(archive):
+    """The helper (built on the same base) holds git, the pipglr image does not: a git update bootstraps."""
+    cfg, served, _, made, images = archive
+    helper = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.0"
+    images[helper] = Image(made, "sha256:helper", {"libc6": "2.41-12", "git": "1:2.47.3-0+deb13u1"})
+    served.suites["trixie-security"]["git"] = "1:2.47.3-0+deb13u2"
+    assert same(cfg, made)[0] is True  # without the helper
+    assert same(cfg, made, IMAGE, helper) == (False, (
+        "archive changed (trixie-security): 1 package(s) of the image changed: git 1:2.47.3-0+deb13u1 -> "
+        "1:2.47.3-0+deb13u2"))
+    # The base's own packages: an image whose apt step upgraded libc6 does not hide the base's older one.
+    images[IMAGE] = Image(made, "sha256:1", {**INSTALLED, "libc6": "2.41-12+deb13u1"})
+    served.suites["trixie-security"]["libc6"] = "2.41-12+deb13u1"
+    assert same(cfg, made)[1].endswith("1 package(s) of the image changed: libc6 2.41-12 -> 2.41-12+deb13u1")
+
+
 def test_another_mirror_bootstraps_a_new_base(archive):
     cfg, _, _, made, _ = archive
     other = dataclasses.replace(cfg, base_security_mirror=cfg.base_security_mirror + "/")
-    assert base_image.same_packages(other, "amd64", made, base_image.archive_state(other, "amd64"), IMAGE) == (
+    assert base_image.same_packages(other, "amd64", made, base_image.archive_state(other, "amd64"), [IMAGE]) == (
         False, "the sources changed since the base was made")
 
 
@@ -332,13 +350,13 @@ def fake_podman(monkeypatch, archive):
 
 def test_bootstrap_keeps_or_replaces_the_base(archive, fake_podman, capsys):
     cfg, served, _, _, _ = archive
-    assert base_image.bootstrap(cfg, "amd64", image=IMAGE).note == "up to date"
+    assert base_image.bootstrap(cfg, "amd64", images=[IMAGE]).note == "up to date"
     served.suites["trixie-security"]["openjdk-21-jre"] = "21.0.9+10-1~deb13u1"
-    base = base_image.bootstrap(cfg, "amd64", image=IMAGE)
+    base = base_image.bootstrap(cfg, "amd64", images=[IMAGE])
     assert base.note == "archive changed (trixie-security), no package of the image changed: base kept"
     assert fake_podman == [] and "no package of the image changed: base kept" in capsys.readouterr().err
     served.suites["trixie-security"]["libc6"] = "2.41-12+deb13u1"
-    base = base_image.bootstrap(cfg, "amd64", image=IMAGE)
+    base = base_image.bootstrap(cfg, "amd64", images=[IMAGE])
     assert base.note == ("archive changed (trixie-security): 1 package(s) of the image changed: "
                          "libc6 2.41-12 -> 2.41-12+deb13u1: bootstrapped")
     assert fake_podman == ["mmdebstrap", "podman"]
