@@ -5,16 +5,21 @@ Debian packages into a tarball (cached, keyed by its inputs) and imported
 into local container storage as localhost/pipglr-base:SUITE-ARCH.
 
 The key includes the state of the archive (each suite's Packages index for
-the architecture, from its InRelease), so a build after Debian published an
-update bootstraps a fresh base, and every layer above it is rebuilt.
+the architecture, from its InRelease). When it changed, the indexes that did
+are read (checked against the signed InRelease): if none has a newer version
+of a package the image holds, the base is kept (and so the image); otherwise a
+fresh base is bootstrapped, and every layer above it is rebuilt.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email.utils
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import re
 import shutil
@@ -24,7 +29,7 @@ from pathlib import Path
 
 from . import processes, signatures
 from .config import Config
-from .errors import MirrorError, ToolMissing
+from .errors import CommandFailed, MirrorError, ToolMissing
 
 KEY_LABEL = "io.pipglr.base-key"
 # "SUITE DATE, ...": the Release dates of the archive the base was bootstrapped from (images inherit it).
@@ -53,11 +58,12 @@ def sources(config: Config) -> list[tuple[str, str]]:
             (config.base_security_mirror, f"{suite}-security")]
 
 
-def archive_state(config: Config, arch: str) -> dict[str, dict[str, str]]:
-    """{suite: {date, packages}}: each suite's Release date and the SHA256 of main's Packages index for ARCH,
-    from its InRelease. The index hash changes exactly when a package for ARCH (or all) does; the date also
-    when Debian merely re-signs. InRelease must be signed by base_keyring and not past its Valid-Until: a
-    stale or forged one would otherwise keep an old base forever."""
+def archive_state(config: Config, arch: str) -> dict[str, dict]:
+    """{suite: {date, packages, files, by_hash}}: each suite's Release date and the SHA256 of main's Packages
+    index for ARCH, from its InRelease; files: {"Packages.xz": [sha256, size], ...} (each form of that index)
+    and whether the mirror serves them by hash. The index hash changes exactly when a package for ARCH (or all)
+    does; the date also when Debian merely re-signs. InRelease must be signed by base_keyring and not past its
+    Valid-Until: a stale or forged one would otherwise keep an old base forever."""
     state = {}
     for mirror, suite in sources(config):
         url = f"{mirror.rstrip('/')}/dists/{suite}/InRelease"
@@ -75,8 +81,9 @@ def archive_state(config: Config, arch: str) -> dict[str, dict[str, str]]:
             raise MirrorError(f"{url} does not verify with base_keyring {config.base_keyring}: {e}") from None
         fields = dict(re.findall(r"^([\w-]+): *(.*)$", text, re.MULTILINE))
         # SHA256 lines (64 hex digits; the MD5Sum section has 32) of Packages, Packages.gz, Packages.xz.
-        index = re.findall(rf"^ ([0-9a-f]{{64}}) +\d+ main/binary-{arch}/Packages(?:\.\w+)?$", text,
-                           re.MULTILINE)
+        listed = re.findall(rf"^ ([0-9a-f]{{64}}) +(\d+) main/binary-{arch}/(Packages(?:\.\w+)?)$", text,
+                            re.MULTILINE)
+        index = [sha for sha, _, _ in listed]
         if not ("Date" in fields and index):
             raise MirrorError(f"{url} lists no main/binary-{arch}/Packages index: is {arch} in {suite}?")
         valid_until = _when(fields.get("Valid-Until", ""))
@@ -85,7 +92,9 @@ def archive_state(config: Config, arch: str) -> dict[str, dict[str, str]]:
                               "and would hide Debian's updates. Use another base_mirror or base_security_mirror.")
         when = _when(fields["Date"])
         state[suite] = {"date": f"{when:%Y-%m-%dT%H:%M:%SZ}" if when else fields["Date"],
-                        "packages": ",".join(sorted(index))}
+                        "packages": ",".join(sorted(index)),
+                        "files": {name: [sha, int(size)] for sha, size, name in listed},
+                        "by_hash": fields.get("Acquire-By-Hash", "").strip().lower() == "yes"}
     return state
 
 
@@ -97,14 +106,14 @@ def _when(value: str) -> datetime.datetime | None:
         return None
 
 
-def base_key(config: Config, arch: str, state: dict[str, dict[str, str]]) -> str:
+def base_key(config: Config, arch: str, state: dict[str, dict]) -> str:
     """Everything the tarball depends on, hashed: suite, arch, mirrors, variant, the archive's package indexes."""
     inputs = {"suite": config.base_suite, "arch": arch, "sources": sources(config), "variant": VARIANT,
               "indexes": {suite: s["packages"] for suite, s in state.items()}}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def archive_label(state: dict[str, dict[str, str]]) -> str:
+def archive_label(state: dict[str, dict]) -> str:
     return ", ".join(f"{suite} {s['date']}" for suite, s in state.items())
 
 
@@ -160,8 +169,19 @@ def require_foreign_arches(arches, bootstrapping: bool = True) -> None:
                           + "\n(scripts/setup-host.sh sets all of this up.)")
 
 
-def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
-    """Make sure the base image for ARCH exists and matches the archive now; return its tag. Cheap when cached."""
+@dataclasses.dataclass
+class Base:
+    """The base image of one platform and what bootstrap did about it (a sentence for the build's report)."""
+
+    tag: str
+    note: str
+
+
+def bootstrap(config: Config, arch: str, refresh: bool = False, images: list[str] | tuple[str, ...] = ()) -> Base:
+    """Make sure the base image for ARCH exists and matches the archive now. Cheap when cached.
+
+    IMAGES: those built on this base before (the pipglr image, its helper): when the archive changed, the base
+    is kept if no package they or the base hold has a newer version (without IMAGES any change bootstraps)."""
     processes.require("mmdebstrap", "podman")
     require_foreign_arches([arch])
     tag = base_tag(config, arch)
@@ -171,16 +191,25 @@ def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
         # Offline: the build's own apt-get needs the mirror too, but a build whose layers are cached does not.
         if processes.image_label(tag, KEY_LABEL) and not refresh:
             processes.say(f"base {tag}: keeping the base image as it is; {e}")
-            return tag
+            return Base(tag, "kept: the mirror could not be read")
         raise
     key = base_key(config, arch, state)
-    tarball = cache_dir() / "base" / f"{config.base_suite}-{arch}-{key}.tar"
+    tarball = tarball_path(config, arch, key)
     archive = tarball.with_suffix(".archive")  # the archive's dates when this tarball was made
 
-    if not refresh and tarball.exists() and processes.image_label(tag, KEY_LABEL) == key:
+    current = processes.image_label(tag, KEY_LABEL)
+    if not refresh and tarball.exists() and current == key:
         processes.say(f"base {tag}: up to date (cached {tarball}; archive {archive_label(state)})")
-        return tag
-    if refresh or not tarball.exists():
+        return Base(tag, "up to date")
+    why = "refresh asked for" if refresh else "no base image yet"
+    if not refresh and current:
+        kept, why = same_packages(config, arch, current, state, [tag, *images])
+        if kept:
+            processes.say(f"base {tag}: {why}: base kept")
+            return Base(tag, f"{why}: base kept")
+        processes.say(f"base {tag}: {why}")
+    made = refresh or not tarball.exists()
+    if made:
         processes.say(f"base {tag}: bootstrapping Debian {config.base_suite} for {arch} with mmdebstrap "
                   f"(archive {archive_label(state)})...")
         tarball.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +217,7 @@ def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
         try:
             processes.run(mmdebstrap_argv(config, arch, partial), on_line=mmdebstrap_progress)
             archive.write_text(archive_label(state) + "\n")
+            _write_record(tarball, {"sources": sources(config), "made": state, "checked": {}})
             partial.rename(tarball)
         finally:
             partial.unlink(missing_ok=True)
@@ -198,10 +228,178 @@ def bootstrap(config: Config, arch: str, refresh: bool = False) -> str:
                 processes.say(f"base {tag}: removing {old.name} (an older archive state)")
                 old.unlink(missing_ok=True)
                 old.with_suffix(".archive").unlink(missing_ok=True)
+                old.with_suffix(RECORD).unlink(missing_ok=True)
     processes.say(f"base {tag}: importing {tarball.name}")
     label = archive.read_text().strip() if archive.exists() else archive_label(state)
     processes.run(import_argv(config, arch, tarball, key, label), quiet=True)
-    return tag
+    return Base(tag, f"{why}: {'bootstrapped' if made else 'imported ' + tarball.name}")
+
+
+def tarball_path(config: Config, arch: str, key: str) -> Path:
+    return cache_dir() / "base" / f"{config.base_suite}-{arch}-{key}.tar"
+
+
+# Beside each tarball, JSON: {sources, made: the archive state it was bootstrapped from, checked: {image IDs: the
+# latest state found to have no newer version of any package those images (the base, built on it) hold}}.
+RECORD = ".state"
+CHECKED_IMAGES = 8  # images whose check is remembered per base (the newest ones)
+
+
+def _write_record(tarball: Path, record: dict) -> None:
+    partial = tarball.with_suffix(RECORD + ".partial")
+    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    partial.rename(tarball.with_suffix(RECORD))
+
+
+def same_packages(config: Config, arch: str, key: str, state: dict[str, dict], images: list[str]) -> tuple[bool, str]:
+    """Whether the base KEY can stay although the archive is now STATE: no suite whose index changed since
+    IMAGES (the base, and those built on it) were last checked, or else since the base was made, has a newer
+    version of a package one of them holds. (False, why) when one has, or when that cannot be told: no record,
+    an image missing or not built on this base, an index that cannot be read or does not match InRelease.
+
+    Suites unchanged since then need no look: their packages were the newest when the base was made, and an
+    image's own step installed the newest of its time (after that); a check holds for those image IDs only."""
+    tarball = tarball_path(config, arch, key)
+    try:
+        record = json.loads(tarball.with_suffix(RECORD).read_text())
+        made, checked = record["made"], dict(record["checked"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False, "the archive changed; no record of what the base was made from"
+    if record.get("sources") != [list(s) for s in sources(config)] or set(made) != set(state):
+        return False, "the sources changed since the base was made"
+    since_made = [suite for suite in state if state[suite]["packages"] != made[suite]["packages"]]
+    what = f"archive changed ({', '.join(since_made)})"
+    ids = []
+    for image in images:
+        ids.append(image_on_base(image, key))
+        if ids[-1] is None:
+            return False, f"{what}; no {image} built on this base to compare with"
+    image_ids = ",".join(ids)
+    last = checked.get(image_ids, made)
+    changed = [suite for suite in state if state[suite]["packages"] != last.get(suite, {}).get("packages")]
+    if not changed:
+        return True, f"{what}, no package of the image changed (checked before)"
+    installed: dict[tuple[str, str], str] = {}  # (package, version) -> an image holding it
+    for image in images:
+        listed = image_packages(image, arch)
+        if listed is None:
+            return False, f"{what}; cannot list the packages in {image}"
+        for name, version in listed.items():
+            installed.setdefault((name, version), image)
+    newer = []
+    for mirror, suite in sources(config):
+        if suite in changed:
+            try:
+                versions = index_versions(mirror, suite, arch, state[suite])
+            except MirrorError as e:
+                return False, f"{what}; {e}"
+            newer += [(name, old, versions[name]) for name, old in sorted(installed)
+                      if name in versions and compare_versions(versions[name], old) > 0]
+    newer = sorted(set(newer))
+    if newer:
+        listed = ", ".join(f"{name} {old} -> {new}" for name, old, new in newer[:5])
+        more = f" and {len(newer) - 5} more" if len(newer) > 5 else ""
+        return False, f"{what}: {len(newer)} package(s) of the image changed: {listed}{more}"
+    checked.pop(image_ids, None)
+    checked[image_ids] = state
+    _write_record(tarball, {**record, "checked": dict(list(checked.items())[-CHECKED_IMAGES:])})
+    return True, f"{what}, no package of the image changed"
+
+
+def image_on_base(image: str, key: str) -> str | None:
+    """IMAGE's ID when it exists and was built on the base KEY (images inherit its label), else None."""
+    if processes.image_label(image, KEY_LABEL) != key:
+        return None
+    return processes.image_field(image, "{{.Id}}")
+
+
+def image_packages(image: str, arch: str) -> dict[str, str] | None:
+    """{name: version} of the packages installed in IMAGE (dpkg's own list: the helper has no
+    render.PACKAGE_LIST, and the base neither), or None when it cannot be read."""
+    try:
+        listed = processes.execute(["podman", "run", "--rm", "--network", "none", "--arch", arch, "--entrypoint",
+                                    "dpkg-query", image, "-W", "-f", "${db:Status-Abbrev} ${Package} ${Version}\n"],
+                                   timeout=300).stdout
+    except CommandFailed:
+        return None
+    rows = [line.split() for line in listed.splitlines()]
+    packages = {row[1]: row[2] for row in rows if len(row) == 3 and row[0] == "ii"}
+    return packages or None
+
+
+def index_versions(mirror: str, suite: str, arch: str, entry: dict) -> dict[str, str]:
+    """{package: highest version} in SUITE's main Packages index for ARCH (entry: its archive_state), read in
+    the smallest form the InRelease lists and used only when its SHA256 and size match that (signed) listing."""
+    files = entry["files"]
+    name = next((n for n in ("Packages.xz", "Packages.gz", "Packages") if n in files), None)
+    if name is None:
+        raise MirrorError(f"{suite} lists no Packages index for {arch}")
+    sha, size = files[name]
+    directory = f"{mirror.rstrip('/')}/dists/{suite}/main/binary-{arch}"
+    # By hash (when the mirror offers it) the file cannot change between reading InRelease and reading it.
+    urls = ([f"{directory}/by-hash/SHA256/{sha}"] if entry.get("by_hash") else []) + [f"{directory}/{name}"]
+    problems = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=NETWORK_TIMEOUT) as response:
+                raw = response.read(size + 1)
+        except (urllib.error.URLError, OSError) as e:
+            problems.append(f"cannot read {url} ({getattr(e, 'reason', e)})")
+            continue
+        if len(raw) != size or hashlib.sha256(raw).hexdigest() != sha:
+            problems.append(f"{url} does not match the SHA256 and size its InRelease lists: not used")
+            continue
+        try:
+            text = {"Packages.xz": lzma.decompress, "Packages.gz": gzip.decompress}.get(name, bytes)(raw)
+        except (lzma.LZMAError, OSError, EOFError) as e:
+            raise MirrorError(f"{url} does not decompress: {e}") from None
+        versions: dict[str, str] = {}
+        for package, version in re.findall(rb"^Package: *(\S+)\n(?:[^\n]+\n)*?Version: *(\S+)$", text,
+                                           re.MULTILINE):
+            package, version = package.decode(), version.decode()
+            if package not in versions or compare_versions(version, versions[package]) > 0:
+                versions[package] = version
+        return versions
+    raise MirrorError("; ".join(problems))
+
+
+def _order(c: str) -> int:
+    """dpkg's order of a character in a version's non-digit part (end of string: 0)."""
+    if not c or c.isdigit():
+        return 0
+    if c.isalpha():
+        return ord(c)
+    return -1 if c == "~" else ord(c) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    """dpkg's verrevcmp: non-digit runs by _order, digit runs as numbers, alternately."""
+    i = j = 0
+    while i < len(a) or j < len(b):
+        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
+            ac, bc = _order(a[i:i + 1]), _order(b[j:j + 1])
+            if ac != bc:
+                return ac - bc
+            i, j = i + 1, j + 1
+        m, n = i, j
+        while i < len(a) and a[i].isdigit():
+            i += 1
+        while j < len(b) and b[j].isdigit():
+            j += 1
+        x, y = int(a[m:i] or 0), int(b[n:j] or 0)
+        if x != y:
+            return x - y
+    return 0
+
+
+def compare_versions(a: str, b: str) -> int:
+    """Debian version order (as `dpkg --compare-versions`): negative, 0 or positive."""
+    def split(v: str) -> tuple[int, str, str]:
+        epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
+        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
+        return int(epoch or 0), upstream, revision
+    (ea, ua, ra), (eb, ub, rb) = split(a), split(b)
+    return (ea - eb) or _compare_part(ua, ub) or _compare_part(ra, rb)
 
 
 def mmdebstrap_progress(line: str) -> None:

@@ -87,6 +87,11 @@ def platform_ref(config: Config, arch: str) -> str:
     return f"{config.image_name}:{config.tags[0]}{suffix}"
 
 
+def on_base(config: Config, arch: str, helper: bool) -> list[str]:
+    """The images a build makes from ARCH's base: the platform's image and, with HELPER, the helper image."""
+    return [platform_ref(config, arch), *(helper_image.names(config, arch)[:1] if helper else [])]
+
+
 def final_refs(config: Config) -> list[str]:
     return [f"{config.image_name}:{tag}" for tag in config.tags]
 
@@ -108,6 +113,7 @@ class Built:
     runner_source: str
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     rebuilt: dict[str, bool] = dataclasses.field(default_factory=dict)
+    base: dict[str, str] = dataclasses.field(default_factory=dict)  # what bootstrap did (none: base_image set)
 
 
 def build(config: Config, verbose: bool = False, work_dir: Path | None = None, no_cache: bool = False) -> Built:
@@ -118,9 +124,10 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
         processes.require("mmdebstrap")
     base_image.require_foreign_arches(config.arches, bootstrapping=not config.base_image)
     source, binaries = runner.obtain(config)
-    for arch in config.arches:
-        if not config.base_image:
-            base_image.bootstrap(config, arch)
+    bases = {}  # arch -> what bootstrap did; the images built on the base decide whether an archive change matters
+    for arch in () if config.base_image else config.arches:
+        helper = runner.helper_binary(binaries[arch], arch) is not None
+        bases[arch] = base_image.bootstrap(config, arch, images=on_base(config, arch, helper)).note
     note = runner.standins_note(next(iter(binaries.values())))
     if note:
         processes.say(f"build: {note}")
@@ -130,7 +137,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     for arch in config.arches:
         helper_image.build_helper(config, arch, binaries[arch], nonce)
     temporary: dict[str, str] = {}
-    result = Built([], source)
+    result = Built([], source, base=bases)
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:
         context = render.render(config, Path(tmp) / "context", binaries)
         try:

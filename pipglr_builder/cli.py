@@ -93,11 +93,12 @@ def render_cmd(config, output: Path) -> None:
 @setting_options
 def bootstrap_base_cmd(config, refresh: bool) -> None:
     """Bootstrap the Debian base image for each platform (cached)."""
-    from . import base_image
+    from . import base_image, build, helper_image
     if config.base_image:
         raise PipglrError(f"base_image is set ({config.base_image}): nothing to bootstrap")
     for arch in config.arches:
-        click.echo(base_image.bootstrap(config, arch, refresh=refresh))
+        helper = processes.image_label(helper_image.names(config, arch)[0], base_image.KEY_LABEL) is not None
+        click.echo(base_image.bootstrap(config, arch, refresh=refresh, images=build.on_base(config, arch, helper)).tag)
 
 
 @main.command("build")

@@ -105,6 +105,7 @@ def _build_and_verify(config: Config, report: dict, previous: dict) -> None:
         versions, packages = versions_inside(ref, arch)
         report["platforms"][f"linux/{arch}"] = {
             "image": ref, "build_seconds": round(built.seconds[arch], 1), "rebuilt": built.rebuilt[arch],
+            "base": built.base.get(arch),
             "size_bytes": image_size(ref), "versions": versions, "packages": packages,
             "package_changes": package_changes(previous.get(f"linux/{arch}", {}).get("packages"), packages)}
     for arch in config.arches:
@@ -155,6 +156,8 @@ def summarize(report: dict) -> str:
                         if "verify_seconds" in p else ""))
         lines.append(f"    podman {v.get('podman')}, gitlab-runner {v.get('gitlab-runner')}, systemd "
                      f"{v.get('systemd')}, base {v.get('base_suite')} (archive {v.get('base_snapshot')})")
+        if p.get("base"):
+            lines.append(f"    base: {p['base']}")
         changes = p.get("package_changes")
         if changes is None:
             lines.append(f"    packages: {len(p.get('packages') or {})} (no previous report to compare with)")
