@@ -43,9 +43,12 @@ def _matches(pattern: str, problem: str, optional: bool = False) -> Callable[[st
     return check
 
 
-def _each_matches(pattern: str, problem: str) -> Callable[[list[str]], str | None]:
-    """A check of a list: every item must match PATTERN in full, else "'ITEM' PROBLEM"."""
+def _each_matches(pattern: str, problem: str, empty: str | None = None) -> Callable[[list[str]], str | None]:
+    """A check of a list: every item must match PATTERN in full, else "'ITEM' PROBLEM"
+    (EMPTY: the problem of an empty list; without it an empty list passes)."""
     def check(value: list[str]) -> str | None:
+        if empty is not None and not value:
+            return empty
         bad = next((item for item in value if not re.fullmatch(pattern, item)), None)
         return None if bad is None else f"{bad!r} {problem}"
     return check
@@ -61,15 +64,12 @@ def _platforms(value: list[str]) -> str | None:
     return None
 
 
-_image_name = _matches(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*",
-                       "not a valid image name (lower case, no tag; e.g. localhost/pipglr)")
+_IMAGE_NAME = r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*"
+_image_name = _matches(_IMAGE_NAME, "not a valid image name (lower case, no tag; e.g. localhost/pipglr)")
 
 
-def _tags(value: list[str]) -> str | None:
-    for t in value:
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", t):
-            return f"{t!r} is not a valid image tag"
-    return None if value else "at least one tag is needed"
+_tags = _each_matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", "is not a valid image tag",
+                      empty="at least one tag is needed")
 
 
 _version = _matches(r"\d+\.\d+\.\d+", "expected a release number like 17.5.0 (without a leading v)")
@@ -100,20 +100,17 @@ _HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9._/-]+)?"
 _registries = _each_matches(_HOST, "is not a registry host[:port]")
 
 
-def _mirrors(value: list[str]) -> str | None:
-    for m in value:
-        registry, _, mirror = m.partition("=")
-        if not (re.fullmatch(_HOST, registry) and re.fullmatch(_HOST, mirror)):
-            return f"{m!r} is not REGISTRY=MIRROR (e.g. docker.io=mirror.example.com:5000)"
-    return None
+# _HOST has no "=": the pattern splits at the first one, as REGISTRY=MIRROR does.
+_mirrors = _each_matches(f"(?:{_HOST})=(?:{_HOST})", "is not REGISTRY=MIRROR (e.g. docker.io=mirror.example.com:5000)")
+
+
+_helper_reference = _matches(rf"{_IMAGE_NAME}:[A-Za-z0-9_][A-Za-z0-9_.-]*",
+                             "expected an image reference with a tag, e.g. registry.example.com/helper:{arch}-v{version}")
 
 
 def _helper(value: str) -> str | None:
-    probe = value.replace("{arch}", "x86_64").replace("{version}", "1.2.3")
-    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]*",
-                        probe):
-        return "expected an image reference with a tag, e.g. registry.example.com/helper:{arch}-v{version}"
-    return None
+    """An image reference with a tag once {arch} and {version} are filled in."""
+    return _helper_reference(value.replace("{arch}", "x86_64").replace("{version}", "1.2.3"))
 
 
 def _directory(value: str) -> str | None:
