@@ -22,7 +22,7 @@ import pytest
 
 from pipglr_builder.boot import booted_state
 from pipglr_builder.processes import wait_for
-from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR
+from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn
 
 from .conftest import IMAGE_NAME, cli, runner_args, sh
@@ -342,7 +342,7 @@ def test_debug_switches_without_rebuilding(world):
     world.alice("env", "RUNNER_LOG_LEVEL=debug", "PODMAN_LOG_LEVEL=debug",
                 "podman", "container", "runlabel", "run", world.image)
     world.wait_booted()
-    assert "RUNNER_LOG_LEVEL=debug" in world.outer("cat", "/run/pipglr/env").stdout
+    assert "RUNNER_LOG_LEVEL=debug" in world.outer("cat", RUN_ENV).stdout
     wait_for(lambda: "--log-level debug run" in world.outer("ps", "-o", "args=", "-u", "runner").stdout, 60,
              what="gitlab-runner to run with --log-level debug")
     world.outer("runuser", "-u", "runner", "--", "curl", "-sS", "--unix-socket", NESTED_SOCKET,

@@ -248,7 +248,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert inspect["Config"]["Labels"].get("PODMAN_SYSTEMD_UNIT") == "pipglr.service"
         mounted = as_alice("podman", "exec", "pipglr", "stat", "-c", "%u %g %a", "/run/secrets/config.toml").stdout
         assert mounted.split() == [runner_uid, runner_uid, "400"]
-        levels = as_alice("podman", "exec", "pipglr", "cat", "/run/pipglr/env").stdout.splitlines()
+        levels = as_alice("podman", "exec", "pipglr", "cat", render.RUN_ENV).stdout.splitlines()
         assert "RUNNER_LOG_LEVEL=debug" in levels and "LOGGING=--log-level=info" in levels, levels
 
         # A reboot inside ends the container with status 129: Restart=on-failure brings it back.
