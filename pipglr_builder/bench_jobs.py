@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -32,13 +31,10 @@ from . import helper_image, processes, runner
 from .base_image import native_arch
 from .boot import booted_state
 from .config import Config
+from .coordinator import PORT, PROJECT, URL, VOLUME, Coordinator
 from .errors import PipglrError
 from .standin import StandIn
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"  # the coordinator lives with the tests
-PORT = 8080
-URL = f"http://host.containers.internal:{PORT}"  # what jobs (and the nested runner) reach GitLab at
-PROJECT = "pipglr/e2e"
 FIRST = "bench-first-line"  # the first script line's output
 FLAGS = {"FF_TIMESTAMPS": "true", "FF_NETWORK_PER_BUILD": "true"}
 CACHE = [{"key": "bench-deps", "paths": ["deps/"], "policy": "pull-push", "when": "on_success",
@@ -98,8 +94,8 @@ class JobsHost:
         self.token = f"reg-{uuid.uuid4().hex}"
         self.tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-git-"))
         self.sha = self._repository()
-        self.standin = StandIn(job_image, volumes=(f"{TESTS}:/e2e:ro", f"{self.tmp}/root:/git:ro"))
-        self.control = ""
+        self.standin = StandIn(job_image, volumes=(VOLUME, f"{self.tmp}/root:/git:ro"))
+        self.gitlab = Coordinator(self.standin, self.token)
         self.runner_ids: dict[str, int] = {}
 
     def _repository(self) -> str:
@@ -128,28 +124,10 @@ class JobsHost:
     def alice(self, *argv: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         return self.standin.as_user("alice", list(argv), input=input, check=check)
 
-    def coordinator(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.control + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"{}")
-
-    def _answers(self) -> bool:
-        try:
-            self.coordinator("GET", "/_test/state")
-            return True
-        except OSError:
-            return False
-
     def start(self) -> None:
         processes.say(f"bench: jobs: starting the stand-in host {self.standin.name} and the coordinator")
         self.standin.start()
-        processes.execute(["podman", "exec", "--detach", self.standin.name, "python3", "/e2e/gitlab_coordinator.py",
-                  "--listen", f"0.0.0.0:{PORT}", "--registration-token", self.token, "--external-url", URL,
-                  "--git-root", "/git"])
-        self.control = f"http://{self.standin.address()}:{PORT}"
-        processes.wait_for(self._answers, 30, what="the test coordinator")
+        self.gitlab.start("--external-url", URL, "--git-root", "/git")
         self._start_nested()
         self._start_baseline()
 
@@ -194,7 +172,7 @@ class JobsHost:
                    "--docker-volumes", "/cache", "--feature-flags", "FF_NETWORK_PER_BUILD:true")
         self.alice("systemd-run", "--user", "--unit", "bench-baseline-runner", "--quiet", "gitlab-runner", "run",
                    "--config", config, "--working-directory", BASELINE_DIR)
-        runners = {r["description"]: r["id"] for r in self.coordinator("GET", "/_test/state")["runners"]}
+        runners = {r["description"]: r["id"] for r in self.gitlab.state()["runners"]}
         self.runner_ids = {"nested": runners["bench-nested"], "baseline": runners["bench-baseline"]}
 
     def podman_log(self, who: str) -> str:
@@ -218,11 +196,11 @@ class JobsHost:
             spec.update(script=[f"echo {FIRST}", "ls file0.txt", "mkdir -p deps", "echo $CI_JOB_ID > deps/value"],
                         git={"sha": self.sha, "ref": "main"}, cache=CACHE,
                         variables={**FLAGS, "GIT_STRATEGY": "clone"})
-        return self.coordinator("POST", "/_test/jobs", spec)["id"]
+        return self.gitlab.request("POST", "/_test/jobs", spec)["id"]
 
     def wait(self, job_ids: list[int], timeout: float = 600) -> list[dict]:
         def finished():
-            jobs = self.coordinator("GET", "/_test/state")["jobs"]
+            jobs = self.gitlab.state()["jobs"]
             done = [jobs[str(i)] for i in job_ids if jobs[str(i)]["state"] in ("success", "failed")]
             return done if len(done) == len(job_ids) else None
         jobs = processes.wait_for(finished, timeout, interval=0.25, what=f"jobs {job_ids} to finish")

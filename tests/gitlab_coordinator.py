@@ -35,6 +35,10 @@ from pathlib import Path
 FAILURE_REASONS = ["unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "image_pull_failure"]
+# Its port and the default project (id 42) whose repository --git-root serves; the tests and the bench take
+# them from pipglr_builder/coordinator.py (this script runs alone in a stand-in; test_bench holds the two alike).
+PORT = 8080
+PROJECT = "pipglr/e2e"
 JOB_PATH = re.compile(r"/api/v4/jobs/(\d+)(/trace|/artifacts)?")
 TEST_CANCEL_PATH = re.compile(r"/_test/jobs/(\d+)/cancel")
 
@@ -117,7 +121,7 @@ def job_payload(job_id: int, token: str, spec: dict, external_url: str, st: Stat
     project: {id, path} of another project (default 42, pipglr/e2e, whose repository is served).
     """
     server = urllib.parse.urlsplit(external_url)
-    project_id, project = spec.get("project", {}).get("id", 42), spec.get("project", {}).get("path", "pipglr/e2e")
+    project_id, project = spec.get("project", {}).get("id", 42), spec.get("project", {}).get("path", PROJECT)
     git = spec.get("git") or {}
     sha = git.get("sha", "0" * 40)
     ref = git.get("ref", "main")
@@ -519,7 +523,7 @@ def serve(host: str, port: int, registration_token: str, external_url: str | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (loopback or a test namespace)")
+    parser.add_argument("--listen", default=f"127.0.0.1:{PORT}", help="HOST:PORT (loopback or a test namespace)")
     parser.add_argument("--registration-token", required=True)
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="and this key")

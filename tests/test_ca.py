@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder.processes import wait_for
+from pipglr_builder.coordinator import HOST, VOLUME, Coordinator
 from pipglr_builder.standin import StandIn
 
 from .conftest import ROOT
-from .test_e2e import BASE, HELPER, TESTS, World, _answers
+from .test_e2e import BASE, HELPER, World
 
 pytestmark = pytest.mark.slow
-PORT = 8443
-URL = f"https://host.containers.internal:{PORT}"
+PORT = 8443  # the coordinator serves HTTPS here
+URL = f"https://{HOST}:{PORT}"
 
 
 def make_ca(directory: Path) -> Path:
@@ -43,17 +43,14 @@ def world(image, tmp_path_factory):
     certs = tmp_path_factory.mktemp("ca")
     ca = make_ca(certs)
     certs.chmod(0o755)
-    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro", f"{certs}:/certs:ro"))
-    token = f"reg-{uuid.uuid4().hex}"
+    standin = StandIn(BASE, volumes=(VOLUME, f"{certs}:/certs:ro"))
     try:
         standin.start()
-        subprocess.run(["podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
-                        "--listen", f"0.0.0.0:{PORT}", "--registration-token", token,
-                        "--tls-cert", "/certs/server.crt", "--tls-key", "/certs/server.key"], check=True)
         context = ssl.create_default_context(cafile=str(ca))
         context.check_hostname = False  # the control API is reached by the stand-in's address
-        w = World(standin, image, token, port=PORT, scheme="https", context=context)
-        wait_for(lambda: _answers(w), 30, what="the HTTPS test coordinator")
+        gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}", port=PORT, scheme="https", context=context)
+        w = World(standin, image, gitlab.start("--tls-cert", "/certs/server.crt", "--tls-key", "/certs/server.key",
+                                               what="the HTTPS test coordinator"))
         standin.load_image("alice", image)
         w.ca = ca.read_text()
         yield w

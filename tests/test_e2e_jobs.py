@@ -22,18 +22,16 @@ from pathlib import Path
 
 import pytest
 
+from pipglr_builder.coordinator import HOST, PORT, PROJECT, URL, VOLUME, Coordinator
 from pipglr_builder.errors import PipglrError
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_VOLUMES
 from pipglr_builder.standin import StandIn
 
 from .conftest import sh
-from .test_e2e import BASE, HELPER, PODMAN, TESTS, World, _answers
+from .test_e2e import BASE, HELPER, PODMAN, World
 
 pytestmark = pytest.mark.slow
-PORT = 8080
-URL = f"http://host.containers.internal:{PORT}"
-PROJECT = "pipglr/e2e"  # the coordinator's project (job_info, repo_url path)
 SERVICE_PORT = 18080  # every job's service listens on this port, on its job's own network
 # tini as PID 1 passes SIGTERM on, as a well-behaved service image does (a PID 1 that ignores it costs
 # every job podman's 10 s stop timeout at cleanup). EXPOSE: the runner's health check waits for that port.
@@ -103,15 +101,11 @@ def repo(tmp_path_factory):
 def world(image, repo, service_image):
     git_root = repo.bare.parent.parent
     git_root.chmod(0o755)
-    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro", f"{git_root}:/git:ro"))
+    standin = StandIn(BASE, volumes=(VOLUME, f"{git_root}:/git:ro"))
     token = f"reg-{uuid.uuid4().hex}"
     try:
         standin.start()
-        sh("podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
-           "--listen", f"0.0.0.0:{PORT}", "--registration-token", token, "--external-url", URL,
-           "--git-root", "/git")
-        w = World(standin, image, token)
-        wait_for(lambda: _answers(w), 30, what="the test coordinator")
+        w = World(standin, image, Coordinator(standin, token).start("--external-url", URL, "--git-root", "/git"))
         standin.load_image("alice", image)
         # As the README says: register with the token secret, the config secret, storage, cache, helper, run;
         # two jobs at a time (the README's `concurrent = 2` line before register).
@@ -169,7 +163,7 @@ def test_jobs_reach_host_containers_internal_where_the_runner_does(world):
     assert world.outer("stat", "--format", "%U:%G", conf, check=True).stdout.strip() == "podman:podman"
     # And a connection there reaches GitLab (from the job's own network, through the nested pasta).
     job = run_job(world, "getent hosts host.containers.internal",
-                  f"exec 3<>/dev/tcp/host.containers.internal/{PORT}; printf 'GET /_test/state HTTP/1.0\\r\\n\\r\\n' >&3; "
+                  f"exec 3<>/dev/tcp/{HOST}/{PORT}; printf 'GET /_test/state HTTP/1.0\\r\\n\\r\\n' >&3; "
                   "head -n 1 <&3")
     assert job["state"] == "success", job["trace"][-3000:]
     assert f"{outer} " in job["trace"] or f"{outer}\t" in job["trace"], job["trace"][-2000:]
