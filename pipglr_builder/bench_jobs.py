@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from . import helper_image, processes, runner
 from .base_image import native_arch
 from .boot import booted_state
 from .config import Config
-from .coordinator import PORT, PROJECT, URL, VOLUME, Coordinator
+from .coordinator import PORT, URL, VOLUME, Coordinator, Repository
 from .errors import PipglrError
 from .standin import StandIn
 
@@ -99,27 +98,9 @@ class JobsHost:
         self.runner_ids: dict[str, int] = {}
 
     def _repository(self) -> str:
-        """ROOT/pipglr/e2e.git with a few small files, served over dumb HTTP; its head sha."""
-        env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-               "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-               "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
-        bare, work = self.tmp / "root" / f"{PROJECT}.git", self.tmp / "work"
-
-        def git(*args: str, cwd: Path | None = None) -> str:
-            return processes.execute(["git", *(["-C", str(cwd)] if cwd else []), *args], env=env).stdout.strip()
-        git("init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-        git("init", "--quiet", "--initial-branch=main", str(work))
-        for i in range(20):
-            (work / f"file{i}.txt").write_text(f"bench file {i}\n" * 50)
-        git("add", ".", cwd=work)
-        git("commit", "--quiet", "--message", "bench", cwd=work)
-        git("push", "--quiet", str(bare), "main", cwd=work)
-        git("update-server-info", cwd=bare)
-        for directory, _, files in os.walk(self.tmp):
-            os.chmod(directory, 0o755)
-            for f in files:
-                os.chmod(os.path.join(directory, f), 0o644)
-        return git("rev-parse", "HEAD", cwd=work)
+        """The served repository (TMP/root/pipglr/e2e.git) with a few small files; its head sha."""
+        repository = Repository(self.tmp / "root", self.tmp / "work", author="bench")
+        return repository.commit({f"file{i}.txt": f"bench file {i}\n" * 50 for i in range(20)}, "bench")
 
     def alice(self, *argv: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         return self.standin.as_user("alice", list(argv), input=input, check=check)

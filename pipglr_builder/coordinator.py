@@ -9,6 +9,7 @@ stand-in's own address. The script lives with the tests: from a clone only.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,37 @@ HOST = "host.containers.internal"
 PORT = 8080
 URL = f"http://{HOST}:{PORT}"  # what the runner is registered with, and what jobs reach GitLab at
 PROJECT = "pipglr/e2e"  # its default project: the repository GIT_ROOT/PROJECT.git it serves to jobs
+
+
+class Repository:
+    """The bare repository the coordinator serves to jobs (ROOT/PROJECT.git; ROOT is its --git-root)
+    and a work tree to commit from, git run as AUTHOR with no user or system git config."""
+
+    def __init__(self, root: Path, work: Path, author: str = "e2e"):
+        self.root, self.bare, self.work = root, root / f"{PROJECT}.git", work
+        self.env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+                    "GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@example.invalid",
+                    "GIT_COMMITTER_NAME": author, "GIT_COMMITTER_EMAIL": f"{author}@example.invalid"}
+        self.git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
+        self.git("init", "--quiet", "--initial-branch=main", str(self.work))
+
+    def git(self, *args: str, cwd: Path | None = None) -> str:
+        return processes.execute(["git", *(["-C", str(cwd)] if cwd else []), *args], env=self.env).stdout.strip()
+
+    def commit(self, files: dict[str, str], message: str) -> str:
+        """Commit FILES ({name: text}), push them to the served repository, refresh its dumb-HTTP index
+        and make it all readable for the coordinator; the commit's sha."""
+        for name, text in files.items():
+            (self.work / name).write_text(text)
+        self.git("add", *files, cwd=self.work)
+        self.git("commit", "--quiet", "--message", message, cwd=self.work)
+        self.git("push", "--quiet", str(self.bare), "main", cwd=self.work)
+        self.git("update-server-info", cwd=self.bare)
+        for directory, _, names in os.walk(self.root):
+            os.chmod(directory, 0o755)
+            for name in names:
+                os.chmod(os.path.join(directory, name), 0o644)
+        return self.git("rev-parse", "HEAD", cwd=self.work)
 
 
 class Coordinator:

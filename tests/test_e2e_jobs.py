@@ -14,15 +14,13 @@ coordinator recorded and on the trace, and each leaving no nested container.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from pipglr_builder.coordinator import HOST, PORT, PROJECT, URL, VOLUME, Coordinator
+from pipglr_builder.coordinator import HOST, PORT, PROJECT, URL, VOLUME, Coordinator, Repository
 from pipglr_builder.errors import PipglrError
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_VOLUMES
@@ -47,35 +45,6 @@ CMD ["sh", "-c", "echo service-of-$SERVICE_MARKER > /srv/www/marker.txt && exec 
 """
 
 
-class Repo:
-    """The bare repository the coordinator serves (ROOT/pipglr/e2e.git) and a work tree to commit from."""
-
-    def __init__(self, root: Path, work: Path):
-        self.bare, self.work = root / f"{PROJECT}.git", work
-        self.env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-                    "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
-                    "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid"}
-        self.git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
-        self.git("init", "--quiet", "--initial-branch=main", str(self.work))
-
-    def git(self, *args: str, cwd: Path | None = None) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, env=self.env, capture_output=True, text=True,
-                              check=True).stdout.strip()
-
-    def commit(self, name: str, text: str) -> str:
-        """Commit NAME with TEXT, push it to the served repository, refresh its dumb-HTTP index; the sha."""
-        (self.work / name).write_text(text + "\n")
-        self.git("add", name, cwd=self.work)
-        self.git("commit", "--quiet", "--message", f"add {name}", cwd=self.work)
-        self.git("push", "--quiet", str(self.bare), "main", cwd=self.work)
-        self.git("update-server-info", cwd=self.bare)
-        for directory, _, files in os.walk(self.bare.parent.parent):  # readable for the coordinator
-            os.chmod(directory, 0o755)
-            for f in files:
-                os.chmod(os.path.join(directory, f), 0o644)
-        return self.git("rev-parse", "HEAD", cwd=self.work)
-
-
 @pytest.fixture(scope="module")
 def service_image():
     """A service image made from the Debian base: busybox httpd answering on SERVICE_PORT."""
@@ -92,14 +61,14 @@ def service_image():
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root, work = tmp_path_factory.mktemp("git-root"), tmp_path_factory.mktemp("git-work")
-    r = Repo(root, work)
-    r.commit("README.md", "pipglr e2e repository, first commit")
+    r = Repository(root, work)
+    r.commit({"README.md": "pipglr e2e repository, first commit\n"}, "add README.md")
     return r
 
 
 @pytest.fixture(scope="module")
 def world(image, repo, service_image):
-    git_root = repo.bare.parent.parent
+    git_root = repo.root
     git_root.chmod(0o755)
     standin = StandIn(BASE, volumes=(VOLUME, f"{git_root}:/git:ro"))
     token = f"reg-{uuid.uuid4().hex}"
@@ -185,7 +154,7 @@ def test_git_clone_then_fetch(world, repo):
     # A project set to git strategy "fetch": the build directory is kept and fetched into.
     fetches = []
     for name in ("second.txt", "third.txt"):
-        sha = repo.commit(name, f"content of {name}")
+        sha = repo.commit({name: f"content of {name}\n"}, f"add {name}")
         job = run_job(world, f"cat {name}", "cat README.md", git={"sha": sha, "ref": "main"},
                       allow_git_fetch=True, variables={"GIT_STRATEGY": "fetch"})
         assert job["state"] == "success", job["trace"][-3000:]
