@@ -5,16 +5,17 @@ No GIT_SSL_NO_VERIFY anywhere: the coordinator's certificate is signed only by t
 from __future__ import annotations
 
 import ssl
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
+from pipglr_builder import processes
 from pipglr_builder.coordinator import HOST, VOLUME, Coordinator
 from pipglr_builder.standin import StandIn
 
 from .conftest import ROOT
+from .registry import make_certificates
 from .test_e2e import BASE, HELPER, World
 
 pytestmark = pytest.mark.slow
@@ -23,19 +24,11 @@ URL = f"https://{HOST}:{PORT}"
 
 
 def make_ca(directory: Path) -> Path:
-    """A test CA and a server certificate for host.containers.internal signed by it."""
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-            "-subj", "/CN=pipglr test CA", "-keyout", "ca.key", "-out", "ca.crt")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-subj", "/CN=host.containers.internal", "-keyout", "server.key", "-out", "server.csr")
-    (directory / "san.ext").write_text("subjectAltName=DNS:host.containers.internal\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
-    for name in ("ca.crt", "server.crt", "server.key"):
-        (directory / name).chmod(0o644)
-    return directory / "ca.crt"
+    """A test CA and a server certificate for host.containers.internal signed by it, readable in the stand-in."""
+    made = make_certificates(directory, server=HOST, alt_names=f"DNS:{HOST}", ca_name="pipglr test CA")
+    for path in made:
+        path.chmod(0o644)
+    return made[0]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +85,9 @@ def test_with_the_ca_registration_and_jobs_work(world):
 
 
 def test_no_advice_to_disable_tls_verification():
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    proc = processes.call(["git", "-C", str(ROOT), "ls-files"])
+    assert proc.returncode == 0, proc.stderr
+    tracked = proc.stdout
     for name in tracked.split():
         if not name.startswith("tests/") and (ROOT / name).is_file():  # top-level links to template folders
             assert "GIT_SSL_NO_VERIFY" not in (ROOT / name).read_text(errors="ignore"), f"{name} mentions it"
