@@ -54,6 +54,19 @@ def _each_matches(pattern: str, problem: str, empty: str | None = None) -> Calla
     return check
 
 
+def _file_holding(holds: Callable[[bytes], bool], problem: str) -> Callable[[str], str | None]:
+    """A check of a file setting: empty, or a readable file whose bytes HOLDS accepts, else PROBLEM."""
+    def check(value: str) -> str | None:
+        if not value:
+            return None
+        try:
+            data = Path(value).expanduser().read_bytes()
+        except OSError as e:
+            return f"cannot read it ({e.strerror})"
+        return None if holds(data) else problem
+    return check
+
+
 def _platforms(value: list[str]) -> str | None:
     if not value:
         return "at least one platform is needed"
@@ -84,14 +97,8 @@ def _repository(value: str) -> str | None:
 _hostport = _matches(r"[A-Za-z0-9.-]+:([1-9][0-9]{0,4})", "expected HOST:PORT, e.g. 0.0.0.0:8093", optional=True)
 
 
-def _ca_bundle(value: str) -> str | None:
-    if not value:
-        return None
-    try:
-        text = Path(value).expanduser().read_text()
-    except OSError as e:
-        return f"cannot read it ({e.strerror})"
-    return None if "-----BEGIN CERTIFICATE-----" in text else "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+_ca_bundle = _file_holding(lambda data: b"-----BEGIN CERTIFICATE-----" in data,
+                           "holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 
 
 _HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9._/-]+)?"
@@ -139,17 +146,13 @@ _sha256 = _matches(rf"{_SHA256}|(amd64|arm64)={_SHA256}(,(amd64|arm64)={_SHA256}
                    "expected 64 lower-case hex digits, or amd64=HASH,arm64=HASH", optional=True)
 
 
-def _keyring(value: str) -> str | None:
-    """An OpenPGP public key file: ASCII-armored, binary (gpg --export) or a keybox (.kbx)."""
-    if not value:
-        return None
-    try:
-        data = Path(value).expanduser().read_bytes()
-    except OSError as e:
-        return f"cannot read it ({e.strerror})"
-    if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" in data or data[8:12] == b"KBXf" or (data and data[0] & 0x80):
-        return None
-    return "holds no OpenPGP public key (armored, binary or keybox), e.g. GitLab's key from `gpg --export`"
+def _openpgp_public_key(data: bytes) -> bool:
+    """ASCII-armored, binary (gpg --export) or a keybox (.kbx)."""
+    return b"-----BEGIN PGP PUBLIC KEY BLOCK-----" in data or data[8:12] == b"KBXf" or bool(data and data[0] & 0x80)
+
+
+_keyring = _file_holding(_openpgp_public_key, "holds no OpenPGP public key (armored, binary or keybox), "
+                         "e.g. GitLab's key from `gpg --export`")
 
 
 def _uid(value: int) -> str | None:
