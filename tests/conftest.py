@@ -26,7 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipglr_builder import processes
+from pipglr_builder import config, helper_image, processes
+from pipglr_builder.base_image import base_tag
 from pipglr_builder.processes import wait_for
 
 # Read-only queries unit tests may make: config validation asks systemd-analyze
@@ -65,6 +66,11 @@ def need(*programs: str) -> None:
 
 
 IMAGE_NAME = "localhost/pipglr-test"
+# What the image fixture's build (default settings) makes beside the image: the Debian base (the tests'
+# job image, and the stand-in hosts' base) and the helper image under the runner's own name for it.
+DEFAULTS = config.load(None)
+BASE = base_tag(DEFAULTS, "amd64")
+HELPER = helper_image.names(DEFAULTS, "amd64")[0]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:

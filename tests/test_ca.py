@@ -14,9 +14,9 @@ from pipglr_builder import processes
 from pipglr_builder.coordinator import HOST, VOLUME, Coordinator
 from pipglr_builder.standin import StandIn
 
-from .conftest import ROOT
+from .conftest import BASE, HELPER, ROOT
 from .registry import make_certificates
-from .test_e2e import BASE, HELPER, World
+from .test_e2e import World
 
 pytestmark = pytest.mark.slow
 PORT = 8443  # the coordinator serves HTTPS here

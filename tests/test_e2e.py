@@ -23,11 +23,9 @@ from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn
 
-from .conftest import IMAGE_NAME, cli, runner_args, sh
+from .conftest import BASE, HELPER, IMAGE_NAME, cli, runner_args, sh
 
 pytestmark = pytest.mark.slow
-BASE = "localhost/pipglr-base:trixie-amd64"
-HELPER = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.0"
 # User podman's podman CLI inside the outer container (its nested storage).
 PODMAN = ["runuser", "-u", "podman", "--", "env", f"XDG_RUNTIME_DIR={PODMAN_RUNTIME_DIR}", "podman"]
 

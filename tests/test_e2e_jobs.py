@@ -26,8 +26,8 @@ from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_VOLUMES
 from pipglr_builder.standin import StandIn
 
-from .conftest import sh
-from .test_e2e import BASE, HELPER, PODMAN, World
+from .conftest import BASE, HELPER, sh
+from .test_e2e import PODMAN, World
 
 pytestmark = pytest.mark.slow
 SERVICE_PORT = 18080  # every job's service listens on this port, on its job's own network

@@ -21,7 +21,7 @@ from pipglr_builder.errors import ConfigError
 from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
 
-from .conftest import cli, image_exists
+from .conftest import BASE, cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
 CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093"}
@@ -172,7 +172,6 @@ def test_cli_quadlet_to_stdout_and_file(tmp_path):
 
 # --- on the stand-in host -------------------------------------------------------------------------
 
-BASE = "localhost/pipglr-base:trixie-amd64"
 UNIT_DIR = ".config/containers/systemd"
 GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/libexec/podman/quadlet")
 
