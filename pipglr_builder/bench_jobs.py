@@ -32,7 +32,7 @@ from .boot import booted_state
 from .config import Config
 from .coordinator import PORT, URL, VOLUME, Coordinator, Repository
 from .errors import PipglrError
-from .standin import StandIn
+from .standin import USERS, StandIn
 
 FIRST = "bench-first-line"  # the first script line's output
 FLAGS = {"FF_TIMESTAMPS": "true", "FF_NETWORK_PER_BUILD": "true"}
@@ -44,7 +44,7 @@ BASELINE_DIR = "/home/alice/bench-baseline"
 NETWORK_TOOLS = ("command -v nft >/dev/null && test -x /usr/lib/podman/aardvark-dns || { apt-get update -qq "
                  "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
                  "nftables aardvark-dns; }")
-ALICE_SOCKET = "unix:///run/user/2000/podman/podman.sock"
+ALICE_SOCKET = f"unix:///run/user/{USERS['alice']}/podman/podman.sock"
 # A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
 # the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
 STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z [0-9a-f]+[OE][ +](.*)$")
