@@ -28,7 +28,6 @@ from pathlib import Path
 
 from . import helper_image, processes, runner
 from .base_image import native_arch
-from .boot import booted_state
 from .config import Config
 from .coordinator import PORT, URL, VOLUME, Coordinator, Repository
 from .errors import PipglrError
@@ -128,8 +127,7 @@ class JobsHost:
         processes.copy_image(self.helper, [*self.standin.user_argv("alice", interactive=True),
                                        "podman", "container", "runlabel", "preload", self.image])
         self.alice("podman", "container", "runlabel", "run", self.image)
-        processes.wait_for(lambda: booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]),
-                       180, what="the pipglr container to boot")
+        self.standin.wait_booted()
         processes.copy_image(self.job_image, [*self.standin.user_argv("alice", interactive=True), *user])
 
     def _start_baseline(self) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder.boot import booted_state
 from pipglr_builder.coordinator import SCRIPT, URL, VOLUME, Coordinator
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
@@ -60,8 +59,7 @@ class World:
         return wait_for(finished, timeout, interval=1, what=f"job {job_id} to finish")
 
     def wait_booted(self) -> None:
-        wait_for(lambda: booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
-                 what="the pipglr container to boot")
+        self.standin.wait_booted()
 
     def load_nested(self, image: str, tag: str | None = None) -> None:
         """Copy IMAGE from this machine into the nested storage (as an air-gapped host would)."""

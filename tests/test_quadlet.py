@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from pipglr_builder import config, quadlet, render
-from pipglr_builder.boot import booted_state
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
 from pipglr_builder.processes import wait_for
@@ -233,8 +232,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
             as_alice("podman", "container", "runlabel", label, image)
         as_alice("systemctl", "--user", "start", "pipglr.service")
         def booted():
-            return wait_for(lambda: booted_state([*standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
-                            what="systemd in the quadlet's pipglr container to boot")
+            return standin.wait_booted(what="systemd in the quadlet's pipglr container to boot")
 
         state = booted()
         failed = as_alice("podman", "exec", "pipglr", "systemctl", "--failed", "--no-legend", check=False).stdout
