@@ -46,7 +46,12 @@ def cache_dir() -> Path:
 
 
 def base_tag(config: Config, arch: str) -> str:
-    return f"localhost/pipglr-base:{config.base_suite}-{arch}"
+    return suite_tag(config.base_suite, arch)
+
+
+def suite_tag(suite: str, arch: str) -> str:
+    """Where the Debian base of SUITE for ARCH is kept in local container storage."""
+    return f"localhost/pipglr-base:{suite}-{arch}"
 
 
 def sources(config: Config) -> list[tuple[str, str]]:

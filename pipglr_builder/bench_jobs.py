@@ -18,27 +18,21 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 from . import helper_image, processes, runner
 from .base_image import native_arch
-from .boot import booted_state
 from .config import Config
+from .coordinator import PORT, URL, VOLUME, Coordinator, Repository
 from .errors import PipglrError
-from .standin import StandIn
+from .standin import USERS, StandIn
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"  # the coordinator lives with the tests
-PORT = 8080
-URL = f"http://host.containers.internal:{PORT}"  # what jobs (and the nested runner) reach GitLab at
-PROJECT = "pipglr/e2e"
 FIRST = "bench-first-line"  # the first script line's output
 FLAGS = {"FF_TIMESTAMPS": "true", "FF_NETWORK_PER_BUILD": "true"}
 CACHE = [{"key": "bench-deps", "paths": ["deps/"], "policy": "pull-push", "when": "on_success",
@@ -49,7 +43,7 @@ BASELINE_DIR = "/home/alice/bench-baseline"
 NETWORK_TOOLS = ("command -v nft >/dev/null && test -x /usr/lib/podman/aardvark-dns || { apt-get update -qq "
                  "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
                  "nftables aardvark-dns; }")
-ALICE_SOCKET = "unix:///run/user/2000/podman/podman.sock"
+ALICE_SOCKET = f"unix:///run/user/{USERS['alice']}/podman/podman.sock"
 # A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
 # the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
 STAMPED = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z [0-9a-f]+[OE][ +](.*)$")
@@ -98,58 +92,22 @@ class JobsHost:
         self.token = f"reg-{uuid.uuid4().hex}"
         self.tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-git-"))
         self.sha = self._repository()
-        self.standin = StandIn(job_image, volumes=(f"{TESTS}:/e2e:ro", f"{self.tmp}/root:/git:ro"))
-        self.control = ""
+        self.standin = StandIn(job_image, volumes=(VOLUME, f"{self.tmp}/root:/git:ro"))
+        self.gitlab = Coordinator(self.standin, self.token)
         self.runner_ids: dict[str, int] = {}
 
     def _repository(self) -> str:
-        """ROOT/pipglr/e2e.git with a few small files, served over dumb HTTP; its head sha."""
-        env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-               "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-               "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
-        bare, work = self.tmp / "root" / f"{PROJECT}.git", self.tmp / "work"
-
-        def git(*args: str, cwd: Path | None = None) -> str:
-            return processes.execute(["git", *(["-C", str(cwd)] if cwd else []), *args], env=env).stdout.strip()
-        git("init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-        git("init", "--quiet", "--initial-branch=main", str(work))
-        for i in range(20):
-            (work / f"file{i}.txt").write_text(f"bench file {i}\n" * 50)
-        git("add", ".", cwd=work)
-        git("commit", "--quiet", "--message", "bench", cwd=work)
-        git("push", "--quiet", str(bare), "main", cwd=work)
-        git("update-server-info", cwd=bare)
-        for directory, _, files in os.walk(self.tmp):
-            os.chmod(directory, 0o755)
-            for f in files:
-                os.chmod(os.path.join(directory, f), 0o644)
-        return git("rev-parse", "HEAD", cwd=work)
+        """The served repository (TMP/root/pipglr/e2e.git) with a few small files; its head sha."""
+        repository = Repository(self.tmp / "root", self.tmp / "work", author="bench")
+        return repository.commit({f"file{i}.txt": f"bench file {i}\n" * 50 for i in range(20)}, "bench")
 
     def alice(self, *argv: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         return self.standin.as_user("alice", list(argv), input=input, check=check)
 
-    def coordinator(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.control + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"{}")
-
-    def _answers(self) -> bool:
-        try:
-            self.coordinator("GET", "/_test/state")
-            return True
-        except OSError:
-            return False
-
     def start(self) -> None:
         processes.say(f"bench: jobs: starting the stand-in host {self.standin.name} and the coordinator")
         self.standin.start()
-        processes.execute(["podman", "exec", "--detach", self.standin.name, "python3", "/e2e/gitlab_coordinator.py",
-                  "--listen", f"0.0.0.0:{PORT}", "--registration-token", self.token, "--external-url", URL,
-                  "--git-root", "/git"])
-        self.control = f"http://{self.standin.address()}:{PORT}"
-        processes.wait_for(self._answers, 30, what="the test coordinator")
+        self.gitlab.start("--external-url", URL, "--git-root", "/git")
         self._start_nested()
         self._start_baseline()
 
@@ -169,8 +127,7 @@ class JobsHost:
         processes.copy_image(self.helper, [*self.standin.user_argv("alice", interactive=True),
                                        "podman", "container", "runlabel", "preload", self.image])
         self.alice("podman", "container", "runlabel", "run", self.image)
-        processes.wait_for(lambda: booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]),
-                       180, what="the pipglr container to boot")
+        self.standin.wait_booted()
         processes.copy_image(self.job_image, [*self.standin.user_argv("alice", interactive=True), *user])
 
     def _start_baseline(self) -> None:
@@ -194,7 +151,7 @@ class JobsHost:
                    "--docker-volumes", "/cache", "--feature-flags", "FF_NETWORK_PER_BUILD:true")
         self.alice("systemd-run", "--user", "--unit", "bench-baseline-runner", "--quiet", "gitlab-runner", "run",
                    "--config", config, "--working-directory", BASELINE_DIR)
-        runners = {r["description"]: r["id"] for r in self.coordinator("GET", "/_test/state")["runners"]}
+        runners = {r["description"]: r["id"] for r in self.gitlab.state()["runners"]}
         self.runner_ids = {"nested": runners["bench-nested"], "baseline": runners["bench-baseline"]}
 
     def podman_log(self, who: str) -> str:
@@ -218,11 +175,11 @@ class JobsHost:
             spec.update(script=[f"echo {FIRST}", "ls file0.txt", "mkdir -p deps", "echo $CI_JOB_ID > deps/value"],
                         git={"sha": self.sha, "ref": "main"}, cache=CACHE,
                         variables={**FLAGS, "GIT_STRATEGY": "clone"})
-        return self.coordinator("POST", "/_test/jobs", spec)["id"]
+        return self.gitlab.request("POST", "/_test/jobs", spec)["id"]
 
     def wait(self, job_ids: list[int], timeout: float = 600) -> list[dict]:
         def finished():
-            jobs = self.coordinator("GET", "/_test/state")["jobs"]
+            jobs = self.gitlab.state()["jobs"]
             done = [jobs[str(i)] for i in job_ids if jobs[str(i)]["state"] in ("success", "failed")]
             return done if len(done) == len(job_ids) else None
         jobs = processes.wait_for(finished, timeout, interval=0.25, what=f"jobs {job_ids} to finish")

@@ -43,11 +43,27 @@ def _matches(pattern: str, problem: str, optional: bool = False) -> Callable[[st
     return check
 
 
-def _each_matches(pattern: str, problem: str) -> Callable[[list[str]], str | None]:
-    """A check of a list: every item must match PATTERN in full, else "'ITEM' PROBLEM"."""
+def _each_matches(pattern: str, problem: str, empty: str | None = None) -> Callable[[list[str]], str | None]:
+    """A check of a list: every item must match PATTERN in full, else "'ITEM' PROBLEM"
+    (EMPTY: the problem of an empty list; without it an empty list passes)."""
     def check(value: list[str]) -> str | None:
+        if empty is not None and not value:
+            return empty
         bad = next((item for item in value if not re.fullmatch(pattern, item)), None)
         return None if bad is None else f"{bad!r} {problem}"
+    return check
+
+
+def _file_holding(holds: Callable[[bytes], bool], problem: str) -> Callable[[str], str | None]:
+    """A check of a file setting: empty, or a readable file whose bytes HOLDS accepts, else PROBLEM."""
+    def check(value: str) -> str | None:
+        if not value:
+            return None
+        try:
+            data = Path(value).expanduser().read_bytes()
+        except OSError as e:
+            return f"cannot read it ({e.strerror})"
+        return None if holds(data) else problem
     return check
 
 
@@ -61,15 +77,12 @@ def _platforms(value: list[str]) -> str | None:
     return None
 
 
-_image_name = _matches(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*",
-                       "not a valid image name (lower case, no tag; e.g. localhost/pipglr)")
+_IMAGE_NAME = r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*"
+_image_name = _matches(_IMAGE_NAME, "not a valid image name (lower case, no tag; e.g. localhost/pipglr)")
 
 
-def _tags(value: list[str]) -> str | None:
-    for t in value:
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", t):
-            return f"{t!r} is not a valid image tag"
-    return None if value else "at least one tag is needed"
+_tags = _each_matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", "is not a valid image tag",
+                      empty="at least one tag is needed")
 
 
 _version = _matches(r"\d+\.\d+\.\d+", "expected a release number like 17.5.0 (without a leading v)")
@@ -84,14 +97,8 @@ def _repository(value: str) -> str | None:
 _hostport = _matches(r"[A-Za-z0-9.-]+:([1-9][0-9]{0,4})", "expected HOST:PORT, e.g. 0.0.0.0:8093", optional=True)
 
 
-def _ca_bundle(value: str) -> str | None:
-    if not value:
-        return None
-    try:
-        text = Path(value).expanduser().read_text()
-    except OSError as e:
-        return f"cannot read it ({e.strerror})"
-    return None if "-----BEGIN CERTIFICATE-----" in text else "holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+_ca_bundle = _file_holding(lambda data: b"-----BEGIN CERTIFICATE-----" in data,
+                           "holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 
 
 _HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9._/-]+)?"
@@ -100,20 +107,17 @@ _HOST = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?(/[a-z0-9._/-]+)?"
 _registries = _each_matches(_HOST, "is not a registry host[:port]")
 
 
-def _mirrors(value: list[str]) -> str | None:
-    for m in value:
-        registry, _, mirror = m.partition("=")
-        if not (re.fullmatch(_HOST, registry) and re.fullmatch(_HOST, mirror)):
-            return f"{m!r} is not REGISTRY=MIRROR (e.g. docker.io=mirror.example.com:5000)"
-    return None
+# _HOST has no "=": the pattern splits at the first one, as REGISTRY=MIRROR does.
+_mirrors = _each_matches(f"(?:{_HOST})=(?:{_HOST})", "is not REGISTRY=MIRROR (e.g. docker.io=mirror.example.com:5000)")
+
+
+_helper_reference = _matches(rf"{_IMAGE_NAME}:[A-Za-z0-9_][A-Za-z0-9_.-]*",
+                             "expected an image reference with a tag, e.g. registry.example.com/helper:{arch}-v{version}")
 
 
 def _helper(value: str) -> str | None:
-    probe = value.replace("{arch}", "x86_64").replace("{version}", "1.2.3")
-    if not re.fullmatch(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._/-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]*",
-                        probe):
-        return "expected an image reference with a tag, e.g. registry.example.com/helper:{arch}-v{version}"
-    return None
+    """An image reference with a tag once {arch} and {version} are filled in."""
+    return _helper_reference(value.replace("{arch}", "x86_64").replace("{version}", "1.2.3"))
 
 
 def _directory(value: str) -> str | None:
@@ -142,17 +146,13 @@ _sha256 = _matches(rf"{_SHA256}|(amd64|arm64)={_SHA256}(,(amd64|arm64)={_SHA256}
                    "expected 64 lower-case hex digits, or amd64=HASH,arm64=HASH", optional=True)
 
 
-def _keyring(value: str) -> str | None:
-    """An OpenPGP public key file: ASCII-armored, binary (gpg --export) or a keybox (.kbx)."""
-    if not value:
-        return None
-    try:
-        data = Path(value).expanduser().read_bytes()
-    except OSError as e:
-        return f"cannot read it ({e.strerror})"
-    if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" in data or data[8:12] == b"KBXf" or (data and data[0] & 0x80):
-        return None
-    return "holds no OpenPGP public key (armored, binary or keybox), e.g. GitLab's key from `gpg --export`"
+def _openpgp_public_key(data: bytes) -> bool:
+    """ASCII-armored, binary (gpg --export) or a keybox (.kbx)."""
+    return b"-----BEGIN PGP PUBLIC KEY BLOCK-----" in data or data[8:12] == b"KBXf" or bool(data and data[0] & 0x80)
+
+
+_keyring = _file_holding(_openpgp_public_key, "holds no OpenPGP public key (armored, binary or keybox), "
+                         "e.g. GitLab's key from `gpg --export`")
 
 
 def _uid(value: int) -> str | None:

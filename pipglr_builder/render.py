@@ -25,8 +25,12 @@ PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from
 # apart from images, and need no volume_path setting (podman ignores a changed one on old storage).
 NESTED_STORAGE = "/home/podman/.local/share/containers"
 NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
-# The nested podman's API socket (user podman's podman.socket, moved by a drop-in): runner's DOCKER_HOST.
-NESTED_SOCKET = "/run/pipglr/podman.sock"
+# pipglr's runtime folder in the outer container (tmpfiles-pipglr.conf makes it): the nested podman's API
+# socket (user podman's podman.socket, moved by a drop-in: runner's DOCKER_HOST) and the environment file
+# pipglr-env writes at boot (the log levels given at `runlabel run`), which the services read.
+RUN_DIR = "/run/pipglr"
+NESTED_SOCKET = f"{RUN_DIR}/podman.sock"
+RUN_ENV = f"{RUN_DIR}/env"
 # User podman's uid and runtime directory in an image built with the default podman_uid (as the tests
 # build it); for an image built otherwise read its io.pipglr.podman-uid label.
 DEFAULT_PODMAN_UID = SETTINGS_BY_KEY["podman_uid"].default
@@ -149,6 +153,8 @@ def template_values(config: Config) -> dict:
         "nested_storage": NESTED_STORAGE,
         "nested_volumes": NESTED_VOLUMES,
         "nested_socket": NESTED_SOCKET,
+        "run_dir": RUN_DIR,
+        "run_env": RUN_ENV,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

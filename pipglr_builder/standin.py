@@ -69,6 +69,11 @@ class StandIn:
                                                    check=False).returncode == 0, 60, what=f"{user}'s user manager")
         return self
 
+    def wait_booted(self, user: str = "alice", container: str = "pipglr", timeout: float = 180,
+                    what: str = "the pipglr container to boot") -> str:
+        """Wait until systemd has booted in USER's CONTAINER (started by the run runlabel or the quadlet); its state."""
+        return wait_for(lambda: booted_state([*self.user_argv(user), "podman", "exec", container]), timeout, what=what)
+
     def user_argv(self, user: str, interactive: bool = False) -> list[str]:
         uid = USERS[user]
         return ["podman", "exec", *(["--interactive"] if interactive else []), "--user", user,

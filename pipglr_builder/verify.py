@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from . import processes
-from .base_image import native_arch
+from .base_image import native_arch, suite_tag
 from .boot import RootfulBoot, booted_state
+from .config import SETTINGS_BY_KEY
 from .errors import PipglrError
 from .standin import StandIn
 
@@ -85,7 +86,7 @@ def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
 
 def setup_full(image: str, marker: str, cleanup: list) -> Target:
     """Start IMAGE on a stand-in host as user alice, through the runlabels."""
-    base = f"localhost/pipglr-base:{_labels(image).get('io.pipglr.base-suite', 'trixie')}-{native_arch()}"
+    base = suite_tag(_labels(image).get("io.pipglr.base-suite", SETTINGS_BY_KEY["base_suite"].default), native_arch())
     base_there = processes.execute(["podman", "image", "exists", base], check=False).returncode == 0
     standin = StandIn(base if base_there else image)
     cleanup.append(standin.close)  # before anything starts, so an interruption cleans up too

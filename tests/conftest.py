@@ -26,7 +26,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipglr_builder import processes
+from pipglr_builder import config, helper_image, processes
+from pipglr_builder.base_image import base_tag
 from pipglr_builder.processes import wait_for
 
 # Read-only queries unit tests may make: config validation asks systemd-analyze
@@ -65,16 +66,21 @@ def need(*programs: str) -> None:
 
 
 IMAGE_NAME = "localhost/pipglr-test"
+# What the image fixture's build (default settings) makes beside the image: the Debian base (the tests'
+# job image, and the stand-in hosts' base) and the helper image under the runner's own name for it.
+DEFAULTS = config.load(None)
+BASE = base_tag(DEFAULTS, "amd64")
+HELPER = helper_image.names(DEFAULTS, "amd64")[0]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=600)
+    """A short command, its output captured; CommandFailed when CHECK and it fails."""
+    return processes.execute(list(argv), check=check)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run build.py as a user would."""
-    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=3000, check=False)
+    proc = processes.call([sys.executable, str(ROOT / "build.py"), *args], cwd=ROOT, timeout=3000)
     if check and proc.returncode != 0:
         raise AssertionError(f"build.py {shlex.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -83,6 +89,8 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def stop_midway(*args: str, when, timeout: float, what: str, exit_within: float) -> tuple[int, str]:
     """Run build.py ARGS, send it SIGTERM once WHEN(its stderr so far) is true (within TIMEOUT), give it
     EXIT_WITHIN seconds to exit; return (exit code, stderr)."""
+    # A bare Popen: the test reads build.py's stderr while it runs and signals it midway, which
+    # processes.run and processes.call (each to the command's end) do not offer.
     proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -142,8 +150,11 @@ def fresh_storage():
 # --- OpenPGP keys made by the tests (signed releases, signed archives) ---------
 
 def gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
-    return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
-                           "--passphrase", "", *args], input=stdin, capture_output=True, check=True).stdout
+    argv = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "", *args]
+    proc = processes.call(argv, input=stdin, binary=True)
+    if proc.returncode != 0:
+        raise processes.failure(argv, proc.returncode, proc.stderr)
+    return proc.stdout
 
 
 @pytest.fixture(scope="session")
@@ -161,7 +172,7 @@ def signing_keys():
         yield keys
     finally:
         for home in homes.values():
-            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+            processes.call(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"])
             shutil.rmtree(home, ignore_errors=True)
 
 

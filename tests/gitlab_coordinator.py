@@ -35,6 +35,10 @@ from pathlib import Path
 FAILURE_REASONS = ["unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "image_pull_failure"]
+# Its port and the default project (id 42) whose repository --git-root serves; the tests and the bench take
+# them from pipglr_builder/coordinator.py (this script runs alone in a stand-in; test_bench holds the two alike).
+PORT = 8080
+PROJECT = "pipglr/e2e"
 JOB_PATH = re.compile(r"/api/v4/jobs/(\d+)(/trace|/artifacts)?")
 TEST_CANCEL_PATH = re.compile(r"/_test/jobs/(\d+)/cancel")
 
@@ -117,7 +121,7 @@ def job_payload(job_id: int, token: str, spec: dict, external_url: str, st: Stat
     project: {id, path} of another project (default 42, pipglr/e2e, whose repository is served).
     """
     server = urllib.parse.urlsplit(external_url)
-    project_id, project = spec.get("project", {}).get("id", 42), spec.get("project", {}).get("path", "pipglr/e2e")
+    project_id, project = spec.get("project", {}).get("id", 42), spec.get("project", {}).get("path", PROJECT)
     git = spec.get("git") or {}
     sha = git.get("sha", "0" * 40)
     ref = git.get("ref", "main")
@@ -231,6 +235,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
 
+    def forbidden(self, reason: str = "", headers: dict | None = None) -> None:
+        """GitLab's 403 answer, REASON after the status as GitLab words it."""
+        self.reply(403, {"message": "403 Forbidden" + (f" - {reason}" if reason else "")}, headers)
+
     def reply_bytes(self, status: int, raw: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
@@ -284,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         data, st = self.json_body(), self.state
         if data.get("token") != st.registration_token:
             st.event("register-refused", token_prefix=str(data.get("token"))[:4])
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         runner = {"id": st.next_runner_id, "description": data.get("description"), "info": data.get("info", {}),
                   "tag_list": data.get("tag_list"), "run_untagged": data.get("run_untagged")}
         st.next_runner_id += 1
@@ -295,7 +303,7 @@ class Handler(BaseHTTPRequestHandler):
         data, st = self.json_body(), self.state
         runner = st.runner_for(data.get("token"))
         if runner is None:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         # What gitlab-runner sent (field names only: the token is a secret).
         st.event("verify", runner_id=runner["id"], system_id=data.get("system_id"), fields=sorted(data),
                  info=sorted(data.get("info") or {}))
@@ -306,7 +314,7 @@ class Handler(BaseHTTPRequestHandler):
         data, st = self.json_body(), self.state
         runner = st.runners.pop(data.get("token", ""), None)
         if runner is None:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         st.event("unregister", runner_id=runner["id"], system_id=data.get("system_id"))
         self.reply(204)
 
@@ -315,7 +323,7 @@ class Handler(BaseHTTPRequestHandler):
         data, st = self.json_body(), self.state
         runner = st.runner_for(data.get("token"))
         if runner is None:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         st.event("unregister-manager", runner_id=runner["id"], system_id=data.get("system_id"))
         self.reply(204)
 
@@ -323,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
         data, st = self.json_body(), self.state
         runner = st.runner_for(data.get("token"))
         if runner is None:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         old = runner["token"]
         del st.runners[old]
         st.retired_tokens.append(old)
@@ -337,7 +345,7 @@ class Handler(BaseHTTPRequestHandler):
         st.requests.append({"runner_id": runner["id"] if runner else None, "system_id": data.get("system_id"),
                             "token": str(data.get("token"))[:12], "at": iso(now())})
         if runner is None:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         headers = {"X-GitLab-Last-Update": secrets.token_hex(8)}
         for i, spec in enumerate(st.queue):
             if spec.get("runner_id") in (None, runner["id"]):
@@ -358,9 +366,9 @@ class Handler(BaseHTTPRequestHandler):
         chunk = self.body().decode(errors="replace")
         job = self._job(job_id, self.headers.get("JOB-TOKEN"))
         if job is None:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         if job["state"] != "running":  # GitLab: 403 "Job is not running", with the job's status
-            return self.reply(403, {"message": "403 Forbidden - Job is not running"}, {"Job-Status": job["state"]})
+            return self.forbidden("Job is not running", {"Job-Status": job["state"]})
         start = int((self.headers.get("Content-Range") or "0-0").split("-")[0])
         if start != len(job["trace"]):
             return self.reply(416, None, {"Range": f"0-{len(job['trace'])}"})
@@ -371,12 +379,12 @@ class Handler(BaseHTTPRequestHandler):
         data = self.json_body()
         job = self._job(job_id, data.get("token"))
         if job is None:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         state = data.get("state")
         job.setdefault("updates", []).append({"state": state, "failure_reason": data.get("failure_reason"),
                                               "exit_code": data.get("exit_code"), "at": iso(now())})
         if job["state"] != "running":  # canceled from GitLab (or already finished): GitLab refuses it
-            return self.reply(403, {"message": "403 Forbidden - Job is not running"}, {"Job-Status": job["state"]})
+            return self.forbidden("Job is not running", {"Job-Status": job["state"]})
         if state in ("success", "failed"):
             job.update(state=state, failure_reason=data.get("failure_reason"), exit_code=data.get("exit_code"),
                        finished_at=iso(now()))
@@ -388,7 +396,7 @@ class Handler(BaseHTTPRequestHandler):
         st = self.state
         job = self._job(job_id, self.headers.get("JOB-TOKEN"))
         if job is None or job["state"] != "running":
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         filename, data = multipart_file(self.headers.get("Content-Type", ""), self.body())
         if data is None:
             return self.reply(400, {"message": "400 Bad request - file is missing"})
@@ -413,7 +421,7 @@ class Handler(BaseHTTPRequestHandler):
         st.event("artifacts-download", job_id=job_id, by=job["id"] if job else None, allowed=allowed,
                  direct_download=self.query().get("direct_download"))
         if not allowed:
-            return self.reply(403, {"message": "403 Forbidden"})
+            return self.forbidden()
         if job_id not in st.artifacts:
             return self.reply(404, {"message": "404 Not Found"})
         self.reply_bytes(200, st.artifacts[job_id], "application/zip",
@@ -519,7 +527,7 @@ def serve(host: str, port: int, registration_token: str, external_url: str | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="127.0.0.1:8080", help="HOST:PORT (loopback or a test namespace)")
+    parser.add_argument("--listen", default=f"127.0.0.1:{PORT}", help="HOST:PORT (loopback or a test namespace)")
     parser.add_argument("--registration-token", required=True)
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="and this key")

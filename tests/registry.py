@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipglr_builder import processes
 from pipglr_builder.publish import Registry
 
 REGISTRY_BINARY = "docker-registry"  # Debian package docker-registry (distribution 2.8)
@@ -55,7 +56,7 @@ class RunningRegistry:
 
 
 def _run(*argv: str) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    proc = processes.call(list(argv), timeout=60)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
@@ -67,20 +68,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A test CA and a server certificate it signs for 127.0.0.1 and localhost: (ca.crt, server.crt, server.key)."""
+def make_certificates(directory: Path, server: str = "localhost", alt_names: str = "IP:127.0.0.1, DNS:localhost",
+                      ca_name: str = "pipglr test registry CA") -> tuple[Path, Path, Path]:
+    """A test CA (CA_NAME) and a server certificate it signs for SERVER (ALT_NAMES, by default 127.0.0.1
+    and localhost): (ca.crt, server.crt, server.key)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
     key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _run("openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_crt), "-days", "2",
-         "-subj", "/CN=pipglr test registry CA")
-    _run("openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
+         "-subj", f"/CN={ca_name}")
+    _run("openssl", "req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={server}")
     extensions = directory / "server.ext"
     extensions.write_text("basicConstraints = critical, CA:FALSE\n"
                           "keyUsage = critical, digitalSignature, keyEncipherment\n"
                           "extendedKeyUsage = serverAuth\n"
-                          "subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+                          f"subjectAltName = {alt_names}\n")
     _run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
          "-CAcreateserial", "-out", str(crt), "-days", "2", "-extfile", str(extensions))
     return ca_crt, crt, key
@@ -146,6 +149,8 @@ def start_registry(directory: Path, tls: bool, auth: bool, timeout: float = 30.0
         config.write_text(_config(directory / "storage", port, tls_files, htpasswd))
         log = directory / "registry.log"
         with log.open("wb") as out:
+            # A bare Popen: the registry serves in the background until stop(); processes starts
+            # only commands it waits for.
             process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL)
         address = f"127.0.0.1:{port}"

@@ -1,5 +1,7 @@
 """The benchmark's arithmetic: medians with min and max, targets checked on the median."""
 
+from pathlib import Path
+
 from pipglr_builder import bench
 
 
@@ -85,6 +87,15 @@ def test_a_trace_without_timestamps_or_the_first_line_is_an_error():
         bench_jobs.job_timings("Running with gitlab-runner\n$ echo bench-first-line\n")
     with pytest.raises(PipglrError, match="no 'bench-first-line' line"):
         bench_jobs.job_timings("2026-11-24T08:00:00Z 00O Running\n2026-11-24T08:00:01Z 00O Job failed\n")
+
+
+def test_the_coordinator_script_listens_and_serves_where_the_tests_and_bench_expect():
+    """tests/gitlab_coordinator.py runs alone in a stand-in (no pipglr_builder there): its copy of the facts."""
+    from pipglr_builder import coordinator
+
+    from . import gitlab_coordinator
+    assert (gitlab_coordinator.PORT, gitlab_coordinator.PROJECT) == (coordinator.PORT, coordinator.PROJECT)
+    assert coordinator.SCRIPT == Path(gitlab_coordinator.__file__).resolve()
 
 
 def test_jobs_per_minute():

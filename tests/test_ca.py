@@ -5,37 +5,30 @@ No GIT_SSL_NO_VERIFY anywhere: the coordinator's certificate is signed only by t
 from __future__ import annotations
 
 import ssl
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from pipglr_builder.processes import wait_for
+from pipglr_builder import processes
+from pipglr_builder.coordinator import HOST, VOLUME, Coordinator
 from pipglr_builder.standin import StandIn
 
-from .conftest import ROOT
-from .test_e2e import BASE, HELPER, TESTS, World, _answers
+from .conftest import BASE, HELPER, ROOT
+from .registry import make_certificates
+from .test_e2e import World
 
 pytestmark = pytest.mark.slow
-PORT = 8443
-URL = f"https://host.containers.internal:{PORT}"
+PORT = 8443  # the coordinator serves HTTPS here
+URL = f"https://{HOST}:{PORT}"
 
 
 def make_ca(directory: Path) -> Path:
-    """A test CA and a server certificate for host.containers.internal signed by it."""
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-            "-subj", "/CN=pipglr test CA", "-keyout", "ca.key", "-out", "ca.crt")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-subj", "/CN=host.containers.internal", "-keyout", "server.key", "-out", "server.csr")
-    (directory / "san.ext").write_text("subjectAltName=DNS:host.containers.internal\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
-    for name in ("ca.crt", "server.crt", "server.key"):
-        (directory / name).chmod(0o644)
-    return directory / "ca.crt"
+    """A test CA and a server certificate for host.containers.internal signed by it, readable in the stand-in."""
+    made = make_certificates(directory, server=HOST, alt_names=f"DNS:{HOST}", ca_name="pipglr test CA")
+    for path in made:
+        path.chmod(0o644)
+    return made[0]
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +36,14 @@ def world(image, tmp_path_factory):
     certs = tmp_path_factory.mktemp("ca")
     ca = make_ca(certs)
     certs.chmod(0o755)
-    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro", f"{certs}:/certs:ro"))
-    token = f"reg-{uuid.uuid4().hex}"
+    standin = StandIn(BASE, volumes=(VOLUME, f"{certs}:/certs:ro"))
     try:
         standin.start()
-        subprocess.run(["podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
-                        "--listen", f"0.0.0.0:{PORT}", "--registration-token", token,
-                        "--tls-cert", "/certs/server.crt", "--tls-key", "/certs/server.key"], check=True)
         context = ssl.create_default_context(cafile=str(ca))
         context.check_hostname = False  # the control API is reached by the stand-in's address
-        w = World(standin, image, token, port=PORT, scheme="https", context=context)
-        wait_for(lambda: _answers(w), 30, what="the HTTPS test coordinator")
+        gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}", port=PORT, scheme="https", context=context)
+        w = World(standin, image, gitlab.start("--tls-cert", "/certs/server.crt", "--tls-key", "/certs/server.key",
+                                               what="the HTTPS test coordinator"))
         standin.load_image("alice", image)
         w.ca = ca.read_text()
         yield w
@@ -95,7 +85,9 @@ def test_with_the_ca_registration_and_jobs_work(world):
 
 
 def test_no_advice_to_disable_tls_verification():
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    proc = processes.call(["git", "-C", str(ROOT), "ls-files"])
+    assert proc.returncode == 0, proc.stderr
+    tracked = proc.stdout
     for name in tracked.split():
         if not name.startswith("tests/") and (ROOT / name).is_file():  # top-level links to template folders
             assert "GIT_SSL_NO_VERIFY" not in (ROOT / name).read_text(errors="ignore"), f"{name} mentions it"

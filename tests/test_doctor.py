@@ -8,10 +8,9 @@ import pytest
 from pipglr_builder import processes
 from pipglr_builder.standin import StandIn
 
-from .conftest import cli, sh
+from .conftest import BASE, cli, sh
 
 pytestmark = pytest.mark.slow
-BASE = "localhost/pipglr-base:trixie-amd64"
 RUNNER = '[[runners]]\n  name = "d"\n  url = "http://gitlab.invalid"\n  token = "glrt-doctor123456"\n  executor = "docker"\n'
 
 

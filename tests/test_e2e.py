@@ -10,40 +10,29 @@ The tests run in order and share one world.
 
 from __future__ import annotations
 
-import json
 import os
-import ssl
 import tempfile
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from pipglr_builder.boot import booted_state
+from pipglr_builder.coordinator import SCRIPT, URL, VOLUME, Coordinator
 from pipglr_builder.processes import wait_for
-from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR
+from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn
 
-from .conftest import IMAGE_NAME, cli, runner_args, sh
+from .conftest import BASE, HELPER, IMAGE_NAME, cli, runner_args, sh
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parent
-PORT = 8080
-# pasta maps this address to the stand-in host itself (host.containers.internal).
-URL = f"http://host.containers.internal:{PORT}"
-BASE = "localhost/pipglr-base:trixie-amd64"
-HELPER = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.4.0"
 # User podman's podman CLI inside the outer container (its nested storage).
 PODMAN = ["runuser", "-u", "podman", "--", "env", f"XDG_RUNTIME_DIR={PODMAN_RUNTIME_DIR}", "podman"]
 
 
 class World:
-    def __init__(self, standin: StandIn, image: str, registration_token: str, port: int = PORT,
-                 scheme: str = "http", context: ssl.SSLContext | None = None):
-        self.standin, self.image, self.registration_token = standin, image, registration_token
-        self.control = f"{scheme}://{standin.address()}:{port}"
-        self.context = context
+    def __init__(self, standin: StandIn, image: str, gitlab: Coordinator):
+        self.standin, self.image, self.gitlab = standin, image, gitlab
+        self.registration_token = gitlab.token
 
     def alice(self, *argv: str, check: bool = True, input: str | None = None):
         return self.standin.as_user("alice", list(argv), check=check, input=input)
@@ -53,14 +42,10 @@ class World:
         return self.alice("podman", "exec", "pipglr", *argv, check=check)
 
     def coordinator(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.control + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10, context=self.context) as response:
-            return json.loads(response.read() or b"{}")
+        return self.gitlab.request(method, path, body)
 
     def state(self) -> dict:
-        return self.coordinator("GET", "/_test/state")
+        return self.gitlab.state()
 
     def add_job(self, *script: str, image: str = BASE, runner_id: int | None = None) -> int:
         """Queue a job (for any runner, or only the runner with RUNNER_ID); return its id."""
@@ -74,8 +59,7 @@ class World:
         return wait_for(finished, timeout, interval=1, what=f"job {job_id} to finish")
 
     def wait_booted(self) -> None:
-        wait_for(lambda: booted_state([*self.standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
-                 what="the pipglr container to boot")
+        self.standin.wait_booted()
 
     def load_nested(self, image: str, tag: str | None = None) -> None:
         """Copy IMAGE from this machine into the nested storage (as an air-gapped host would)."""
@@ -103,26 +87,14 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(image):
-    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro",))
-    token = f"reg-{uuid.uuid4().hex}"
+    standin = StandIn(BASE, volumes=(VOLUME,))
     try:
         standin.start()
-        sh("podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
-           "--listen", f"0.0.0.0:{PORT}", "--registration-token", token)
-        w = World(standin, image, token)
-        wait_for(lambda: _answers(w), 30, what="the test coordinator")
+        w = World(standin, image, Coordinator(standin, f"reg-{uuid.uuid4().hex}").start())
         standin.load_image("alice", image)
         yield w
     finally:
         standin.close()
-
-
-def _answers(world: World) -> bool:
-    try:
-        world.state()
-        return True
-    except OSError:
-        return False
 
 
 def runners_in(config_text: str) -> int:
@@ -342,7 +314,7 @@ def test_debug_switches_without_rebuilding(world):
     world.alice("env", "RUNNER_LOG_LEVEL=debug", "PODMAN_LOG_LEVEL=debug",
                 "podman", "container", "runlabel", "run", world.image)
     world.wait_booted()
-    assert "RUNNER_LOG_LEVEL=debug" in world.outer("cat", "/run/pipglr/env").stdout
+    assert "RUNNER_LOG_LEVEL=debug" in world.outer("cat", RUN_ENV).stdout
     wait_for(lambda: "--log-level debug run" in world.outer("ps", "-o", "args=", "-u", "runner").stdout, 60,
              what="gitlab-runner to run with --log-level debug")
     world.outer("runuser", "-u", "runner", "--", "curl", "-sS", "--unix-socket", NESTED_SOCKET,
@@ -452,7 +424,7 @@ def test_jobs_run_with_the_config_register_wrote_unedited(world):
 
 
 def test_unreachable_coordinator_is_retried_and_logged(world):
-    sh("podman", "exec", world.standin.name, "pkill", "-f", "gitlab_coordinator.py")
+    sh("podman", "exec", world.standin.name, "pkill", "-f", SCRIPT.name)
     def reported():
         log = world.runner_log()
         return log if "connection refused" in log else None

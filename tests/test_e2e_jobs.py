@@ -14,26 +14,22 @@ coordinator recorded and on the trace, and each leaving no nested container.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
+from pipglr_builder.coordinator import HOST, PORT, PROJECT, URL, VOLUME, Coordinator, Repository
 from pipglr_builder.errors import PipglrError
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_VOLUMES
 from pipglr_builder.standin import StandIn
 
-from .conftest import sh
-from .test_e2e import BASE, HELPER, PODMAN, TESTS, World, _answers
+from .conftest import BASE, HELPER, sh
+from .test_e2e import PODMAN, World
 
 pytestmark = pytest.mark.slow
-PORT = 8080
-URL = f"http://host.containers.internal:{PORT}"
-PROJECT = "pipglr/e2e"  # the coordinator's project (job_info, repo_url path)
 SERVICE_PORT = 18080  # every job's service listens on this port, on its job's own network
 # tini as PID 1 passes SIGTERM on, as a well-behaved service image does (a PID 1 that ignores it costs
 # every job podman's 10 s stop timeout at cleanup). EXPOSE: the runner's health check waits for that port.
@@ -47,35 +43,6 @@ EXPOSE {SERVICE_PORT}
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["sh", "-c", "echo service-of-$SERVICE_MARKER > /srv/www/marker.txt && exec busybox httpd -f -v -p 0.0.0.0:{SERVICE_PORT} -h /srv/www"]
 """
-
-
-class Repo:
-    """The bare repository the coordinator serves (ROOT/pipglr/e2e.git) and a work tree to commit from."""
-
-    def __init__(self, root: Path, work: Path):
-        self.bare, self.work = root / f"{PROJECT}.git", work
-        self.env = {**os.environ, "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
-                    "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
-                    "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid"}
-        self.git("init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
-        self.git("init", "--quiet", "--initial-branch=main", str(self.work))
-
-    def git(self, *args: str, cwd: Path | None = None) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, env=self.env, capture_output=True, text=True,
-                              check=True).stdout.strip()
-
-    def commit(self, name: str, text: str) -> str:
-        """Commit NAME with TEXT, push it to the served repository, refresh its dumb-HTTP index; the sha."""
-        (self.work / name).write_text(text + "\n")
-        self.git("add", name, cwd=self.work)
-        self.git("commit", "--quiet", "--message", f"add {name}", cwd=self.work)
-        self.git("push", "--quiet", str(self.bare), "main", cwd=self.work)
-        self.git("update-server-info", cwd=self.bare)
-        for directory, _, files in os.walk(self.bare.parent.parent):  # readable for the coordinator
-            os.chmod(directory, 0o755)
-            for f in files:
-                os.chmod(os.path.join(directory, f), 0o644)
-        return self.git("rev-parse", "HEAD", cwd=self.work)
 
 
 @pytest.fixture(scope="module")
@@ -94,24 +61,20 @@ def service_image():
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     root, work = tmp_path_factory.mktemp("git-root"), tmp_path_factory.mktemp("git-work")
-    r = Repo(root, work)
-    r.commit("README.md", "pipglr e2e repository, first commit")
+    r = Repository(root, work)
+    r.commit({"README.md": "pipglr e2e repository, first commit\n"}, "add README.md")
     return r
 
 
 @pytest.fixture(scope="module")
 def world(image, repo, service_image):
-    git_root = repo.bare.parent.parent
+    git_root = repo.root
     git_root.chmod(0o755)
-    standin = StandIn(BASE, volumes=(f"{TESTS}:/e2e:ro", f"{git_root}:/git:ro"))
+    standin = StandIn(BASE, volumes=(VOLUME, f"{git_root}:/git:ro"))
     token = f"reg-{uuid.uuid4().hex}"
     try:
         standin.start()
-        sh("podman", "exec", "--detach", standin.name, "python3", "/e2e/gitlab_coordinator.py",
-           "--listen", f"0.0.0.0:{PORT}", "--registration-token", token, "--external-url", URL,
-           "--git-root", "/git")
-        w = World(standin, image, token)
-        wait_for(lambda: _answers(w), 30, what="the test coordinator")
+        w = World(standin, image, Coordinator(standin, token).start("--external-url", URL, "--git-root", "/git"))
         standin.load_image("alice", image)
         # As the README says: register with the token secret, the config secret, storage, cache, helper, run;
         # two jobs at a time (the README's `concurrent = 2` line before register).
@@ -169,7 +132,7 @@ def test_jobs_reach_host_containers_internal_where_the_runner_does(world):
     assert world.outer("stat", "--format", "%U:%G", conf, check=True).stdout.strip() == "podman:podman"
     # And a connection there reaches GitLab (from the job's own network, through the nested pasta).
     job = run_job(world, "getent hosts host.containers.internal",
-                  f"exec 3<>/dev/tcp/host.containers.internal/{PORT}; printf 'GET /_test/state HTTP/1.0\\r\\n\\r\\n' >&3; "
+                  f"exec 3<>/dev/tcp/{HOST}/{PORT}; printf 'GET /_test/state HTTP/1.0\\r\\n\\r\\n' >&3; "
                   "head -n 1 <&3")
     assert job["state"] == "success", job["trace"][-3000:]
     assert f"{outer} " in job["trace"] or f"{outer}\t" in job["trace"], job["trace"][-2000:]
@@ -191,7 +154,7 @@ def test_git_clone_then_fetch(world, repo):
     # A project set to git strategy "fetch": the build directory is kept and fetched into.
     fetches = []
     for name in ("second.txt", "third.txt"):
-        sha = repo.commit(name, f"content of {name}")
+        sha = repo.commit({name: f"content of {name}\n"}, f"add {name}")
         job = run_job(world, f"cat {name}", "cat README.md", git={"sha": sha, "ref": "main"},
                       allow_git_fetch=True, variables={"GIT_STRATEGY": "fetch"})
         assert job["state"] == "success", job["trace"][-3000:]

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Bare subprocess here on purpose: the linters judge the package, so they do not run through it
+# (a broken processes.py must still be reported by them, not hide them).
 
 
 @pytest.mark.tools

@@ -12,15 +12,13 @@ import time
 
 import pytest
 
-from pipglr_builder import config, helper_image
+from pipglr_builder import processes
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import copy_image, unique, wait_for
 
-from .conftest import sh
+from .conftest import BASE, HELPER, sh
 
 pytestmark = pytest.mark.slow
-HELPER = helper_image.names(config.load(None), "amd64")[0]  # the one the build made, under the runner's own name
-BASE = "localhost/pipglr-base:trixie-amd64"  # a job image
 PINNED = "registry.example.com/ci/helper:x86_64-v19.4.0"  # helper_image of the live config
 AGE = 30
 VOLUME = "runner-t3st0000-project-{}-concurrent-0-cache-c33bcaa1fd2c77edfc3893b41966cea8"
@@ -29,8 +27,8 @@ VOLUME = "runner-t3st0000-project-{}-concurrent-0-cache-c33bcaa1fd2c77edfc3893b4
 class Box(RootfulBoot):
     def run(self, *argv: str, user: str = "root", input: str | None = None) -> subprocess.CompletedProcess:
         interactive = ["--interactive"] if input is not None else []
-        proc = subprocess.run([*self.exec_argv(user)[:2], *interactive, *self.exec_argv(user)[2:], *argv],
-                              input=input, capture_output=True, text=True, timeout=300, check=False)
+        proc = processes.call([*self.exec_argv(user)[:2], *interactive, *self.exec_argv(user)[2:], *argv],
+                              input=input, timeout=300)
         assert proc.returncode == 0, f"{argv}: {proc.stderr[-2000:]}"
         return proc
 

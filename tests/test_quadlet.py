@@ -15,13 +15,12 @@ import pytest
 from click.testing import CliRunner
 
 from pipglr_builder import config, quadlet, render
-from pipglr_builder.boot import booted_state
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
 from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
 
-from .conftest import cli, image_exists
+from .conftest import BASE, cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
 CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093"}
@@ -172,7 +171,6 @@ def test_cli_quadlet_to_stdout_and_file(tmp_path):
 
 # --- on the stand-in host -------------------------------------------------------------------------
 
-BASE = "localhost/pipglr-base:trixie-amd64"
 UNIT_DIR = ".config/containers/systemd"
 GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/libexec/podman/quadlet")
 
@@ -234,8 +232,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
             as_alice("podman", "container", "runlabel", label, image)
         as_alice("systemctl", "--user", "start", "pipglr.service")
         def booted():
-            return wait_for(lambda: booted_state([*standin.user_argv("alice"), "podman", "exec", "pipglr"]), 180,
-                            what="systemd in the quadlet's pipglr container to boot")
+            return standin.wait_booted(what="systemd in the quadlet's pipglr container to boot")
 
         state = booted()
         failed = as_alice("podman", "exec", "pipglr", "systemctl", "--failed", "--no-legend", check=False).stdout
@@ -248,7 +245,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert inspect["Config"]["Labels"].get("PODMAN_SYSTEMD_UNIT") == "pipglr.service"
         mounted = as_alice("podman", "exec", "pipglr", "stat", "-c", "%u %g %a", "/run/secrets/config.toml").stdout
         assert mounted.split() == [runner_uid, runner_uid, "400"]
-        levels = as_alice("podman", "exec", "pipglr", "cat", "/run/pipglr/env").stdout.splitlines()
+        levels = as_alice("podman", "exec", "pipglr", "cat", render.RUN_ENV).stdout.splitlines()
         assert "RUNNER_LOG_LEVEL=debug" in levels and "LOGGING=--log-level=info" in levels, levels
 
         # A reboot inside ends the container with status 129: Restart=on-failure brings it back.

@@ -1,10 +1,9 @@
 """redact-secrets, the filter the logs runlabel puts everything through: no token or credential gets out."""
 
-import subprocess
 
 import pytest
 
-from pipglr_builder import render
+from pipglr_builder import processes, render
 
 FILTER = render.TEMPLATES / "files" / "redact-secrets"
 
@@ -42,8 +41,9 @@ SECRETS = ("t3_rUnNeRsEcReT", "env-secret-1", "env-secret-2", "AKIAS3ACCESSKEYID
 
 @pytest.mark.tools
 def test_every_secret_shape_is_redacted():
-    out = subprocess.run(["sh", str(FILTER)], input=CONFIG + JOURNAL, capture_output=True, text=True,
-                         check=True).stdout
+    proc = processes.call(["sh", str(FILTER)], input=CONFIG + JOURNAL)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     leaked = [s for s in SECRETS if s in out]
     assert leaked == [], out
     # What a bug report needs stays readable.

@@ -18,6 +18,8 @@ from pipglr_builder import config, runner
 from .conftest import IMAGE_NAME, ROOT, runner_args, sh
 
 pytestmark = pytest.mark.slow
+# Bare subprocess here on purpose: the wheel is built, installed and run as an outsider does it,
+# with nothing of the clone's package (processes included) in between.
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET as SOCKET
-from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY
+from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY, RUN_DIR
 from pipglr_builder.verify import METRICS
 
 
@@ -62,7 +62,7 @@ def test_socket_is_for_podman_and_runner_only(host):
         return fields if result.rc == 0 and len(fields) == 4 else None
     owner, group, mode, kind = wait_for(settled, 60, what=f"{SOCKET} to exist")
     assert (owner, group, mode, kind) == ("podman", "podman-api", "660", "socket")
-    folder = host.file("/run/pipglr")
+    folder = host.file(RUN_DIR)
     assert (folder.user, folder.group, folder.mode) == ("podman", "podman-api", 0o750)
     members = host.check_output("getent group podman-api").rsplit(":", 1)[-1]
     assert sorted(members.split(",")) == ["podman", "runner"]
