@@ -7,9 +7,11 @@ dependencies. So render, build and verify work with no clone anywhere near.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
+import zipfile
 
 import pytest
 
@@ -26,10 +28,23 @@ pytestmark = pytest.mark.slow
 def installed(tmp_path_factory):
     """pipglr-build from a freshly built wheel, in a new venv (dependencies from PyPI)."""
     work = tmp_path_factory.mktemp("wheel")
+    # From a copy of the clone's own files: setuptools reuses a build/ folder left in the clone by an
+    # earlier install, which would ship modules since renamed or removed (and hide a missing one).
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    source = work / "source"
+    for name in files:
+        if (ROOT / name).is_file() and not (ROOT / name).is_symlink():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(work / "dist"),
-                    str(ROOT)], check=True, timeout=600)
+                    str(source)], check=True, timeout=600)
     wheels = list((work / "dist").glob("pipglr_builder-*.whl"))
     assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        shipped = {n for n in wheel.namelist() if n.startswith("pipglr_builder/")}
+    package = {n for n in files if n.startswith("pipglr_builder/") and (ROOT / n).is_file()}
+    assert shipped == package, "the wheel must hold the package's files, no more"
     subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True, timeout=300)
     subprocess.run([str(work / "venv" / "bin" / "pip"), "install", "--quiet", str(wheels[0])], check=True, timeout=900)
     elsewhere = work / "elsewhere"  # no pipglr.toml, no clone
