@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder import base_image, config, nightly
+from pipglr_builder import base_image, config, debian_archive, nightly
 from pipglr_builder.errors import MirrorError
 
 from .conftest import file_server, keyring, sign
@@ -54,7 +54,7 @@ def mirror(signing_keys, tmp_path):
 
 
 def key(cfg, arch="amd64"):
-    return base_image.base_key(cfg, arch, base_image.archive_state(cfg, arch))
+    return base_image.base_key(cfg, arch, debian_archive.archive_state(cfg, arch))
 
 
 def test_key_follows_the_packages_of_its_arch_only(mirror):
@@ -72,7 +72,7 @@ def test_key_follows_the_packages_of_its_arch_only(mirror):
 
 def test_label_has_each_suite_and_its_release_date(mirror):
     cfg, _, _ = mirror
-    assert base_image.archive_label(base_image.archive_state(cfg, "amd64")) == (
+    assert debian_archive.archive_label(debian_archive.archive_state(cfg, "amd64")) == (
         "trixie 2026-11-21T09:15:44Z, trixie-updates 2026-11-21T09:15:44Z, trixie-security 2026-11-21T00:53:03Z")
 
 
@@ -86,7 +86,7 @@ def test_mmdebstrap_installs_from_updates_and_security(mirror):
 def test_without_updates_only_the_suite_is_read(mirror):
     cfg, _, asked = mirror
     cfg = config.load(None, {"base_mirror": cfg.base_mirror, "base_updates": "false", "base_keyring": cfg.base_keyring})
-    base_image.archive_state(cfg, "amd64")
+    debian_archive.archive_state(cfg, "amd64")
     assert asked == ["/debian/dists/trixie/InRelease"]
     assert base_image.mmdebstrap_argv(cfg, "amd64", "out.tar")[-1] == f"deb {cfg.base_mirror} trixie main"
 
@@ -95,7 +95,7 @@ def test_a_suite_the_mirror_lacks_is_named(mirror):
     cfg, _, _ = mirror
     cfg = config.load(None, {"base_mirror": cfg.base_mirror, "base_suite": "sid", "base_keyring": cfg.base_keyring})
     with pytest.raises(MirrorError, match=r"dists/sid/InRelease \(Not Found\).*base_updates = false"):
-        base_image.archive_state(cfg, "amd64")
+        debian_archive.archive_state(cfg, "amd64")
 
 
 @pytest.mark.parametrize("change, why", [
@@ -113,7 +113,7 @@ def test_a_forged_or_stale_archive_is_refused(mirror, signing_keys, change, why)
     else:
         files[SECURITY] = in_release("Sat, 13 Nov 2026 00:53:03 UTC", "c", "d", "Fri, 20 Nov 2026 00:53:03 UTC")
     with pytest.raises(MirrorError, match=f"trixie-security/InRelease .*{why}"):
-        base_image.archive_state(cfg, "amd64")
+        debian_archive.archive_state(cfg, "amd64")
 
 
 def test_only_the_signed_text_counts(mirror, signing_keys):
@@ -128,7 +128,7 @@ def test_only_the_signed_text_counts(mirror, signing_keys):
 def test_unreachable_mirror_says_so():
     cfg = config.load(None, {"base_mirror": "http://127.0.0.1:9/debian"})  # port 9: connection refused
     with pytest.raises(MirrorError, match="cannot read http://127.0.0.1:9/debian/dists/trixie/InRelease"):
-        base_image.archive_state(cfg, "amd64")
+        debian_archive.archive_state(cfg, "amd64")
 
 
 def test_nightly_lists_changed_packages():
@@ -202,11 +202,11 @@ def archive(signing_keys, tmp_path, cache, monkeypatch):
     with file_server(served.body) as (url, asked):
         cfg = config.load(None, {"base_mirror": f"{url}/debian", "base_security_mirror": f"{url}/debian-security",
                                  "base_keyring": str(keyring(signing_keys, tmp_path / "archive.gpg", armored=False))})
-        state = base_image.archive_state(cfg, "amd64")
+        state = debian_archive.archive_state(cfg, "amd64")
         made = base_image.base_key(cfg, "amd64", state)
         tarball = base_image.tarball_path(cfg, "amd64", made)
         tarball.parent.mkdir(parents=True)
-        base_image._write_record(tarball, {"sources": base_image.sources(cfg), "made": state, "checked": {}})
+        base_image._write_record(tarball, {"sources": debian_archive.sources(cfg), "made": state, "checked": {}})
         images = {IMAGE: Image(made, "sha256:1", dict(INSTALLED)),
                   base_image.base_tag(cfg, "amd64"): Image(made, "sha256:base", {"libc6": "2.41-12"})}
         monkeypatch.setattr(base_image, "image_on_base",
@@ -217,7 +217,7 @@ def archive(signing_keys, tmp_path, cache, monkeypatch):
 
 
 def same(cfg, made, *images):
-    return base_image.same_packages(cfg, "amd64", made, base_image.archive_state(cfg, "amd64"),
+    return base_image.same_packages(cfg, "amd64", made, debian_archive.archive_state(cfg, "amd64"),
                                     [base_image.base_tag(cfg, "amd64"), *(images or [IMAGE])])
 
 
@@ -228,7 +228,7 @@ def indexes_read(asked):
 def test_a_security_update_of_a_package_the_image_lacks_keeps_the_base(archive):
     cfg, served, asked, made, _ = archive
     served.suites["trixie-security"]["openjdk-21-jre"] = "21.0.9+10-1~deb13u1"
-    state = base_image.archive_state(cfg, "amd64")
+    state = debian_archive.archive_state(cfg, "amd64")
     assert base_image.base_key(cfg, "amd64", state) != made  # the archive did change
     assert same(cfg, made) == (True, "archive changed (trixie-security), no package of the image changed")
     assert indexes_read(asked) == ["trixie-security"]  # only the index that changed is read
@@ -318,7 +318,7 @@ def test_the_helper_image_and_the_base_count_too(archive):
 def test_another_mirror_bootstraps_a_new_base(archive):
     cfg, _, _, made, _ = archive
     other = dataclasses.replace(cfg, base_security_mirror=cfg.base_security_mirror + "/")
-    assert base_image.same_packages(other, "amd64", made, base_image.archive_state(other, "amd64"), [IMAGE]) == (
+    assert base_image.same_packages(other, "amd64", made, debian_archive.archive_state(other, "amd64"), [IMAGE]) == (
         False, "the sources changed since the base was made")
 
 
@@ -360,7 +360,7 @@ def test_bootstrap_keeps_or_replaces_the_base(archive, fake_podman, capsys):
     assert base.note == ("archive changed (trixie-security): 1 package(s) of the image changed: "
                          "libc6 2.41-12 -> 2.41-12+deb13u1: bootstrapped")
     assert fake_podman == ["mmdebstrap", "podman"]
-    state = base_image.archive_state(cfg, "amd64")
+    state = debian_archive.archive_state(cfg, "amd64")
     new = base_image.tarball_path(cfg, "amd64", base_image.base_key(cfg, "amd64", state))
     record = json.loads(new.with_suffix(base_image.RECORD).read_text())
     assert record["made"] == state and record["checked"] == {}
@@ -372,8 +372,8 @@ def test_debian_version_order():
     ordered = ["1.0~rc1", "1.0", "1.0-1", "1.0-1+deb13u1", "1.0a", "1.0+b1", "1.1", "1.10", "2:0.1"]
     for i, a in enumerate(ordered):
         for j, b in enumerate(ordered):
-            assert (base_image.compare_versions(a, b) > 0) == (i > j), (a, b)
-    assert base_image.compare_versions("1.01", "1.1") == 0 and base_image.compare_versions("1.0", "1.0-0") == 0
+            assert (debian_archive.compare_versions(a, b) > 0) == (i > j), (a, b)
+    assert debian_archive.compare_versions("1.01", "1.1") == 0 and debian_archive.compare_versions("1.0", "1.0-0") == 0
 
 
 def test_nightly_says_what_became_of_the_base():
