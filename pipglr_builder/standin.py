@@ -33,7 +33,7 @@ class StandIn:
         self.extra_volumes = volumes  # host:container[:options], e.g. test helpers
         self.name = name or unique("pipglr-standin")
         self.home_volume = f"{self.name}-home"
-        self.api_dir = Path(tempfile.mkdtemp(prefix="pipglr-standin-api-"))
+        self.api_dir: Path | None = None  # made by start(): a StandIn never started leaves nothing behind
 
     @property
     def image(self) -> str:
@@ -51,6 +51,7 @@ class StandIn:
 
     def start(self, timeout: float = 180) -> StandIn:
         self._ensure_image()
+        self.api_dir = Path(tempfile.mkdtemp(prefix="pipglr-standin-api-"))
         os.chmod(self.api_dir, 0o777)
         # --no-hosts: this machine's /etc/hosts entries (host.containers.internal
         # pointing at this machine) must not leak into the user's containers.
@@ -107,4 +108,5 @@ class StandIn:
     def close(self) -> None:
         processes.execute(["podman", "rm", "--force", "--volumes", "--time", "0", self.name], check=False)
         processes.execute(["podman", "volume", "rm", "--force", self.home_volume], check=False)
-        shutil.rmtree(self.api_dir, ignore_errors=True)
+        if self.api_dir is not None:
+            shutil.rmtree(self.api_dir, ignore_errors=True)
