@@ -148,7 +148,7 @@ def bootstrap(config: Config, arch: str, refresh: bool = False, images: list[str
     made = refresh or not tarball.exists()
     if made:
         processes.say(f"base {tag}: bootstrapping Debian {config.base_suite} for {arch} with mmdebstrap "
-                  f"(archive {archive_label(state)})...")
+                      f"(archive {archive_label(state)})...")
         tarball.parent.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".partial")
         try:

@@ -150,7 +150,7 @@ def cold_build(config: Config, arch: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="pipglr-bench-") as tmp:
         processes.say(f"bench: cold {arch}: bootstrapping Debian {config.base_suite} into a scratch tarball")
         bootstrap = _timed(lambda: processes.run(base_image.mmdebstrap_argv(config, arch, Path(tmp) / "base.tar"),
-                                             on_line=base_image.mmdebstrap_progress, quiet=True))
+                                                 on_line=base_image.mmdebstrap_progress, quiet=True))
     processes.say(f"bench: cold {arch}: building every layer without cache")
     try:
         layers = _timed(lambda: build.build(cold, no_cache=True))
@@ -253,7 +253,7 @@ class Outer:
         self.as_podman(f"mkdir -p {root} {run} && exec podman {' '.join(flags)} --root {root} --runroot {run} "
                        f"--tmpdir {run}/tmp system service --time 0 {url}", detach=True)
         processes.wait_for(lambda: self.as_podman(f"podman --url {url} info >/dev/null 2>&1 && echo up",
-                                              check=False).strip() == "up", 60, what=f"the {name} podman service")
+                                                  check=False).strip() == "up", 60, what=f"the {name} podman service")
         return url
 
 

@@ -125,7 +125,7 @@ class JobsHost:
         for label in ("setupstorage", "setupcache"):
             self.alice("podman", "container", "runlabel", label, self.image)
         processes.copy_image(self.helper, [*self.standin.user_argv("alice", interactive=True),
-                                       "podman", "container", "runlabel", "preload", self.image])
+                                           "podman", "container", "runlabel", "preload", self.image])
         self.alice("podman", "container", "runlabel", "run", self.image)
         self.standin.wait_booted()
         processes.copy_image(self.job_image, [*self.standin.user_argv("alice", interactive=True), *user])

@@ -182,7 +182,7 @@ def _tag(config: Config, images: dict[str, str]) -> list[str]:
             per_arch = platform_ref(config, arch)
             processes.run(["buildah", "tag", image, per_arch], quiet=True)
             processes.run(["buildah", "manifest", "add", "--arch", arch, "--os", "linux", first,
-                       f"containers-storage:{per_arch}"], quiet=True)
+                           f"containers-storage:{per_arch}"], quiet=True)
         for ref in rest:
             processes.run(["buildah", "tag", first, ref], quiet=True)
     for ref in refs:

@@ -61,7 +61,7 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> 
         tag = f"localhost/pipglr-helper:build-{nonce}-{arch}"
         try:
             processes.run(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary)),
-                      on_line=build.StepProgress(f"{arch} helper", False), quiet=True)
+                          on_line=build.StepProgress(f"{arch} helper", False), quiet=True)
             processes.run(["buildah", "tag", tag, *refs], quiet=True)
         finally:
             build.remove_quietly(tag)

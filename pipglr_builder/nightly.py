@@ -37,7 +37,7 @@ def nightly_tags(config: Config, today: datetime.date) -> list[str]:
 def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]]:
     """The versions the report shows, and the image's package list {name: version}."""
     out, _, listed = processes.execute(["podman", "run", "--rm", "--arch", arch, "--entrypoint", "/bin/sh", ref, "-c",
-                                    VERSION_SCRIPT], timeout=600).stdout.partition(PACKAGES_MARK + "\n")
+                                        VERSION_SCRIPT], timeout=600).stdout.partition(PACKAGES_MARK + "\n")
     podman, runner, systemd, suite = (out.splitlines() + [""] * 4)[:4]
     return {
         "podman": podman.removeprefix("podman version ").strip(),

@@ -239,13 +239,13 @@ def from_gomodule(config: Config, arch: str) -> Path:
             p.chmod(p.stat().st_mode | 0o200)
         standins = _use_standins(work, nested_module_dir(config))
         processes.say(f"runner: building gitlab-runner {src_version} ({module_version}) and its helper for {arch} from its "
-                  "Go module (takes minutes)" + (f"; stand-ins for {len(standins)} modules the proxy refuses: "
+                      "Go module (takes minutes)" + (f"; stand-ins for {len(standins)} modules the proxy refuses: "
                                                  + ", ".join(standins) if standins else ""))
         out = Path(tmp) / "out"
         try:
             for package, name in ((".", "gitlab-runner"), (HELPER_PACKAGE, "gitlab-runner-helper")):
                 processes.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, module_version),
-                           "-o", str(out / f"{name}-{arch}"), package], cwd=str(work), env=env, tail=400)
+                               "-o", str(out / f"{name}-{arch}"), package], cwd=str(work), env=env, tail=400)
         except CommandFailed as e:
             refused = sorted(set(REFUSED.findall(str(e))))
             if any(module == NESTED_MODULE for module, _ in refused):

@@ -46,8 +46,8 @@ class StandIn:
             return
         processes.say(f"stand-in: building {self.image} (a cgroup v2 host with rootless podman)")
         processes.run(["buildah", "bud", "--layers", "--isolation", "chroot", "--build-arg", f"BASE_IMAGE={self.base_image}",
-                   "--file", str(CONTEXT / "Containerfile"), "--tag", self.image, str(CONTEXT)],
-                  quiet=True)
+                       "--file", str(CONTEXT / "Containerfile"), "--tag", self.image, str(CONTEXT)],
+                      quiet=True)
 
     def start(self, timeout: float = 180) -> StandIn:
         self._ensure_image()
@@ -56,18 +56,18 @@ class StandIn:
         # --no-hosts: this machine's /etc/hosts entries (host.containers.internal
         # pointing at this machine) must not leak into the user's containers.
         processes.execute(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin", "--no-hosts",
-                       "--privileged", "--cgroupns=private", "--systemd=always",
-                       "--device", "/dev/fuse", "--device", "/dev/net/tun",
-                       # A host has no task limit of podman's 2048 (this machine's cgroup v1 enforces it).
-                       "--pids-limit", "-1",
-                       # Users' container storage must not be on overlay (no overlay on overlay).
-                       "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
-                       *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])
+                           "--privileged", "--cgroupns=private", "--systemd=always",
+                           "--device", "/dev/fuse", "--device", "/dev/net/tun",
+                           # A host has no task limit of podman's 2048 (this machine's cgroup v1 enforces it).
+                           "--pids-limit", "-1",
+                           # Users' container storage must not be on overlay (no overlay on overlay).
+                           "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
+                           *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])
         wait_for(lambda: booted_state(["podman", "exec", self.name]), timeout, what="the stand-in host to boot")
         for user, uid in USERS.items():
             bus = f"/run/user/{uid}/bus"
             wait_for(lambda bus=bus: processes.execute(["podman", "exec", self.name, "test", "-S", bus],
-                                                   check=False).returncode == 0, 60, what=f"{user}'s user manager")
+                                                       check=False).returncode == 0, 60, what=f"{user}'s user manager")
         return self
 
     def wait_booted(self, user: str = "alice", container: str = "pipglr", timeout: float = 180,
@@ -85,7 +85,7 @@ class StandIn:
                 timeout: float = 600) -> subprocess.CompletedProcess:
         """Run ARGV in the stand-in host as USER in a login-like environment."""
         return processes.execute([*self.user_argv(user, interactive=input is not None), *argv], check=check,
-                             input=input, timeout=timeout)
+                                 input=input, timeout=timeout)
 
     def load_image(self, user: str, ref: str) -> None:
         """Copy IMAGE from host storage into USER's rootless storage (podman save | podman load)."""

@@ -105,7 +105,7 @@ def setup_full(image: str, marker: str, cleanup: list) -> Target:
     standin.as_user("alice", ["podman", "container", "runlabel", "run", image])
     target.env = standin.start_api("alice")
     processes.wait_for(lambda: booted_state(["podman", "exec", CONTAINER], env=target.env),
-                   180, what="systemd in the pipglr container to boot")
+                       180, what="systemd in the pipglr container to boot")
     processes.say("verify: copying a job image into the nested storage")
     _load_nested(target, image)
     return target
@@ -114,7 +114,7 @@ def setup_full(image: str, marker: str, cleanup: list) -> Target:
 def _load_nested(target: Target, image: str) -> None:
     """IMAGE into user podman's storage in the outer container (through alice's podman API)."""
     processes.copy_image(image, ["podman", *target.exec_args("podman", interactive=True), "podman", "load", "--quiet"],
-                     env=target.env)
+                         env=target.env)
 
 
 def _setup_emulated(image: str, arch: str, cleanup: list) -> Target:

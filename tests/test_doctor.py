@@ -113,7 +113,7 @@ def test_65536_sub_ids_and_missing_linger(standin, image):
     script = standin.as_user("alice", ["podman", "container", "runlabel", "doctor", image]).stdout
     sh("podman", "exec", standin.name, "install", "-d", "-o", "bob", "-m", "0700", "/tmp/bob-runtime")
     result = processes.execute(["podman", "exec", "--interactive", "--user", "bob", "--workdir", "/home/bob", "--env",
-                            "XDG_RUNTIME_DIR=/tmp/bob-runtime", standin.name, "sh", "-s"], input=script, check=False)
+                                "XDG_RUNTIME_DIR=/tmp/bob-runtime", standin.name, "sh", "-s"], input=script, check=False)
     code, out = result.returncode, result.stdout + result.stderr
     assert code == 1
     assert "FAIL  /etc/subuid gives bob 65536 IDs; pipglr needs 65539" in out, out

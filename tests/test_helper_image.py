@@ -22,7 +22,7 @@ def test_a_pinned_helper_elsewhere_gets_both_names():
 
 def test_bud_argv_builds_from_the_debian_base_for_the_arch():
     argv = helper_image.bud_argv(config.load(None), "arm64", Path("/ctx"), "localhost/h:t", "key",
-                           ["--build-arg", "RUNNER_STANDINS=gitlab.com/gitlab-org/moa"])
+                                 ["--build-arg", "RUNNER_STANDINS=gitlab.com/gitlab-org/moa"])
     assert ["--arch", "arm64"] == argv[argv.index("--arch"):argv.index("--arch") + 2]
     assert "BASE_IMAGE=localhost/pipglr-base:trixie-arm64" in argv
     assert "RUNNER_STANDINS=gitlab.com/gitlab-org/moa" in argv
