@@ -169,11 +169,11 @@ def call(argv: list[str], *, input: str | bytes | None = None, binary: bool = Fa
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
-def execute(argv: list[str], *, check: bool = True, input: str | bytes | None = None,
+def execute(argv: list[str], *, check: bool = True, input: str | bytes | None = None, binary: bool = False,
             timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run a short command and capture its output (text unless INPUT is bytes), by default with
+    """Run a short command and capture its output (text unless BINARY or INPUT is bytes), by default with
     this machine's own podman; on failure (CHECK) raise CommandFailed with the end of its stderr."""
-    proc = call(argv, input=input, binary=isinstance(input, bytes), timeout=timeout, env=env or local_env())
+    proc = call(argv, input=input, binary=binary or isinstance(input, bytes), timeout=timeout, env=env or local_env())
     if check and proc.returncode != 0:
         raise failure(argv, proc.returncode, proc.stderr)
     return proc
@@ -200,7 +200,7 @@ def copy_image(ref: str, load_argv: list[str], env: dict[str, str] | None = None
             output, _ = load.communicate()
         saved = save.wait()
     if saved != 0 or load.returncode != 0:
-        raise failure([*load_argv], load.returncode or saved, f"(podman save {ref} | ...)\n{output}")
+        raise failure(load_argv, load.returncode or saved, f"(podman save {ref} | ...)\n{output}")
 
 
 def capture(argv: list[str], cwd: Path | None = None) -> str:

@@ -16,7 +16,7 @@ import jinja2
 
 from . import processes
 from .config import SETTINGS_BY_KEY, Config
-from .errors import PipglrError
+from .errors import PipglrError, ToolMissing
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from one
@@ -94,7 +94,7 @@ def _git(*args: str) -> str:
         return "unknown"
     try:
         out = processes.call(["git", "-C", str(PROJECT), *args])
-    except OSError:
+    except (OSError, ToolMissing):  # no git on this host: the label says unknown, as without a clone
         return "unknown"
     return (out.returncode == 0 and out.stdout.strip()) or "unknown"
 

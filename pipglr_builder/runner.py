@@ -240,7 +240,7 @@ def from_gomodule(config: Config, arch: str) -> Path:
         standins = _use_standins(work, nested_module_dir(config))
         processes.say(f"runner: building gitlab-runner {src_version} ({module_version}) and its helper for {arch} from its "
                       "Go module (takes minutes)" + (f"; stand-ins for {len(standins)} modules the proxy refuses: "
-                                                 + ", ".join(standins) if standins else ""))
+                                                     + ", ".join(standins) if standins else ""))
         out = Path(tmp) / "out"
         try:
             for package, name in ((".", "gitlab-runner"), (HELPER_PACKAGE, "gitlab-runner-helper")):

@@ -151,10 +151,7 @@ def fresh_storage():
 
 def gpg(home: Path, *args: str, stdin: bytes | None = None) -> bytes:
     argv = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "", *args]
-    proc = processes.call(argv, input=stdin, binary=True)
-    if proc.returncode != 0:
-        raise processes.failure(argv, proc.returncode, proc.stderr)
-    return proc.stdout
+    return processes.execute(argv, input=stdin, binary=True).stdout
 
 
 @pytest.fixture(scope="session")

@@ -56,10 +56,7 @@ class RunningRegistry:
 
 
 def _run(*argv: str) -> str:
-    proc = processes.call(list(argv), timeout=60)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
+    return processes.execute(list(argv), timeout=60).stdout
 
 
 def _free_port() -> int:

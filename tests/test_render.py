@@ -160,3 +160,9 @@ def test_session_server_is_off_by_default_and_published_when_set(tmp_path):
     assert "--publish 8093:8093 $IMAGE" in render.template_values(cfg)["runlabels"]["run"]
     text = (render.render(cfg, tmp_path / "b") / "session-server.toml").read_text()
     assert 'listen_address = "0.0.0.0:8093"' in text and 'advertise_address = "runner.example.com:8093"' in text
+
+
+def test_revision_is_unknown_on_a_host_without_git(monkeypatch):
+    """A clone on a host without git still builds: the labels say unknown (no ToolMissing)."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert render.git_revision() == "unknown" and render.git_source() == "unknown"
