@@ -15,10 +15,11 @@ PACKAGES=(
     podman buildah skopeo runc crun uidmap fuse-overlayfs slirp4netns passt
     mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support
     docker-registry apache2-utils openssl zstd jq curl iproute2 nftables
-    systemd python3-venv golang-go gpgv gpg gpg-agent
+    systemd python3-venv golang-go gpgv gpg gpg-agent git
 )
 # gpgv checks a release's signed checksums (runner_signing_keyring); gpg and
 # gpg-agent only make the tests' keys (gpg merely recommends its agent).
+# git: the e2e tests serve jobs a repository they commit on this host.
 
 missing=()
 for p in "${PACKAGES[@]}"; do
