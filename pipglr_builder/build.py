@@ -69,7 +69,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     for arch in () if config.base_image else config.arches:
         helper = runner.helper_binary(binaries[arch], arch) is not None
         bases[arch] = base_image.bootstrap(config, arch, images=on_base(config, arch, helper)).note
-    note = runner.standins_note(next(iter(binaries.values())))
+    note = runner.replacements_note(next(iter(binaries.values())))
     if note:
         processes.say(f"build: {note}")
 

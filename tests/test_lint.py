@@ -33,10 +33,10 @@ def test_shell_scripts_parse():
 
 @pytest.mark.tools
 @pytest.mark.parametrize("module", ["moa", "phrasestream"])
-def test_runner_stand_ins_go_vet_and_tests(module):
-    """The stand-ins that implement behaviour (expression evaluation, ::add-mask:: masking) and their own tests."""
+def test_runner_go_replacements_vet_and_tests(module):
+    """The Go replacements that implement behaviour (expression evaluation, ::add-mask:: masking) and their own tests."""
     env = dict(os.environ, CGO_ENABLED="0")
     for argv in (["go", "vet", "./..."], ["go", "test", "-count=1", "./..."]):
-        proc = subprocess.run(argv, cwd=ROOT / "pipglr_builder" / "runner_standins" / module, capture_output=True,
+        proc = subprocess.run(argv, cwd=ROOT / "pipglr_builder" / "runner_go_replacements" / module, capture_output=True,
                               text=True, env=env, timeout=600, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
