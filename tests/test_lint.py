@@ -1,4 +1,4 @@
-"""Linters run as tests: ruff over the package, the CLI script and the tests."""
+"""Linters run as tests: ruff over the package, the CLI script and the tests; the package's import structure."""
 
 import os
 import shutil
@@ -40,3 +40,31 @@ def test_runner_go_replacements_vet_and_tests(module):
         proc = subprocess.run(argv, cwd=ROOT / "pipglr_builder" / "runner_go_replacements" / module, capture_output=True,
                               text=True, env=env, timeout=600, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_no_module_of_the_package_imports_one_that_imports_it_back():
+    """Data flows down from cli.py: no import circle, late (in-function) imports included."""
+    import ast
+    package = ROOT / "pipglr_builder"
+    names = {p.stem for p in package.glob("*.py")}
+    imports: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+        imports[path.stem] = found & names
+
+    def circle_from(start: str, at: str, path: list[str]) -> list[str] | None:
+        for nxt in sorted(imports[at]):
+            if nxt == start:
+                return [*path, nxt]
+            if nxt not in path:
+                found = circle_from(start, nxt, [*path, nxt])
+                if found:
+                    return found
+        return None
+
+    for module in sorted(imports):
+        circle = circle_from(module, module, [module])
+        assert circle is None, " -> ".join(circle)
