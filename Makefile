@@ -1,5 +1,5 @@
 # pipglr-builder: the two commands of the README are `make image` and `make test`.
-# Both set up what they need and are safe to run again.
+# Both set up what they need and are safe to run again. `make unit` is the quick one.
 
 SHELL     := /bin/bash
 VENV      := .venv
@@ -8,7 +8,7 @@ PY        := $(VENV)/bin/python
 export PIPGLR_CACHE ?= $(HOME)/.cache/pipglr-builder
 SUDO      := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: image test bench setup host venv runner lint clean
+.PHONY: image test unit bench setup host venv runner lint clean
 
 image: setup
 	@scripts/build-image.sh $(PY)
@@ -17,6 +17,11 @@ image: setup
 # both platforms first (minutes once, then cached under $(PIPGLR_CACHE)/runner).
 test: setup runner
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tests alone, in seconds: only the venv, no host setup, no Go, no images (tests marked
+# `tools` or `slow` run host programs; conftest refuses host programs to every other test).
+unit: venv
+	@$(PY) -m pytest -m "not slow and not tools" $(PYTEST_ARGS)
 
 runner: setup
 	@$(PY) build.py runner --runner-source gomodule --platform linux/amd64,linux/arm64

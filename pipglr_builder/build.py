@@ -9,76 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
-import re
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from . import base_image, helper_image, processes, render, runner
+from . import base_image, buildah, helper_image, processes, render, runner
 from .config import Config
-from .errors import CommandFailed
-
-STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
-
-
-INPUTS_LABEL = "io.pipglr.inputs"
 
 
 def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "",
              no_cache: bool = False, runner_args: list[str] | tuple[str, ...] = (), runner_sha256: str = "") -> list[str]:
     """The buildah command for one platform (data, so tests can read it)."""
-    return [
-        # --force-rm: a failed step's working container is removed too, not left to fill the disk.
-        "buildah", "bud", "--layers", *(["--no-cache"] if no_cache else []), "--force-rm", "--isolation", "chroot",
-        "--arch", arch, "--os", "linux", "--label", f"{INPUTS_LABEL}={inputs}",
-        "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
-        "--build-arg", f"TARGETARCH={arch}",
-        "--build-arg", f"CREATED={created}",
-        "--build-arg", f"REVISION={render.git_revision()}",
-        "--build-arg", f"SOURCE={render.git_source()}",
+    args = [
+        *buildah.build_args({"BASE_IMAGE": render.base_image_for(config, arch), "TARGETARCH": arch, "CREATED": created,
+                             "REVISION": render.git_revision(), "SOURCE": render.git_source()}),
         *runner_args,  # the runner's own labels (runner.label_args)
-        "--build-arg", f"RUNNER_SHA256={runner_sha256}",
-        "--file", str(context / "Containerfile"),
-        "--tag", tag,
-        str(context),
+        *buildah.build_args({"RUNNER_SHA256": runner_sha256}),
     ]
-
-
-class StepProgress:
-    """Turns buildah's output into one progress line per Containerfile step."""
-
-    HEARTBEAT = 30.0  # seconds between "still working" lines on a long step
-
-    def __init__(self, arch: str, verbose: bool):
-        self.arch, self.verbose = arch, verbose
-        self.started = self.last_said = time.monotonic()
-        self.step = ""
-
-    def __call__(self, line: str) -> None:
-        now = time.monotonic()
-        match = STEP.match(line)
-        if match:
-            number, total, what = match.groups()
-            self.step = f"step {number}/{total}"
-            self.last_said = now
-            processes.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step}: {what[:90]}")
-        elif self.verbose or line.startswith(("Error", "error")):
-            processes.say(f"    {line}")
-        elif now - self.last_said >= self.HEARTBEAT:
-            self.last_said = now
-            processes.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step} still running: {line.strip()[:80]}")
-
-
-def inputs_key(context: Path, base_id: str, arch: str) -> str:
-    """A hash of everything an image is made from: the rendered context (with the
-    runner binary), the base image and the platform. Same key, same image."""
-    digest = hashlib.sha256(f"{arch}\0{base_id}\0".encode())
-    for path in sorted(p for p in context.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode & 0o777:o}\0".encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:32]
+    return buildah.bud_argv(context, tag, args=args, arch=arch, inputs=inputs, containerfile=context / "Containerfile",
+                            no_cache=no_cache)
 
 
 def platform_ref(config: Config, arch: str) -> str:
@@ -94,15 +44,6 @@ def on_base(config: Config, arch: str, helper: bool) -> list[str]:
 
 def final_refs(config: Config) -> list[str]:
     return [f"{config.image_name}:{tag}" for tag in config.tags]
-
-
-def remove_quietly(ref: str) -> None:
-    for argv in (["buildah", "manifest", "rm", ref], ["buildah", "rmi", ref]):
-        try:
-            processes.run(argv, quiet=True)
-            return
-        except CommandFailed:
-            continue
 
 
 @dataclasses.dataclass
@@ -128,7 +69,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     for arch in () if config.base_image else config.arches:
         helper = runner.helper_binary(binaries[arch], arch) is not None
         bases[arch] = base_image.bootstrap(config, arch, images=on_base(config, arch, helper)).note
-    note = runner.standins_note(next(iter(binaries.values())))
+    note = runner.replacements_note(next(iter(binaries.values())))
     if note:
         processes.say(f"build: {note}")
 
@@ -144,47 +85,44 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
             for arch in config.arches:
                 tag = f"{config.image_name}:build-{nonce}-{arch}"
                 base_ref = render.base_image_for(config, arch)
-                key = inputs_key(context, processes.image_field(base_ref, "{{.Id}}") or base_ref, arch)
+                key = buildah.inputs_key(context, buildah.base_id(base_ref), arch)
                 started = time.monotonic()
-                if not no_cache and processes.image_label(platform_ref(config, arch), INPUTS_LABEL) == key:
-                    processes.run(["buildah", "tag", platform_ref(config, arch), tag], quiet=True)
+                if not no_cache and buildah.made_from(platform_ref(config, arch), key):
+                    buildah.tag(platform_ref(config, arch), tag)
                     temporary[arch] = tag
                     result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, False
                     processes.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
                 processes.say(f"build: {arch} image (gitlab-runner from {source})")
-                processes.run(bud_argv(config, arch, context, tag, created, key, no_cache,
-                                       runner.label_args(binaries[arch]), runner.sha256_of(binaries[arch])),
-                          on_line=StepProgress(arch, verbose), quiet=not verbose)
+                buildah.bud(bud_argv(config, arch, context, tag, created, key, no_cache,
+                                     runner.label_args(binaries[arch]), runner.sha256_of(binaries[arch])),
+                            arch, verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True
                 processes.say(f"build: {arch} done in {result.seconds[arch]:.0f}s")
             result.refs = _tag(config, temporary)
         finally:
-            for tag in temporary.values():
-                remove_quietly(tag)
+            buildah.remove_quietly(*temporary.values())
     return result
 
 
 def _tag(config: Config, images: dict[str, str]) -> list[str]:
     """Apply the final names: the image itself (one platform) or a manifest list."""
     refs = final_refs(config)
-    for ref in refs:
-        remove_quietly(ref)
+    buildah.remove_quietly(*refs)
     if len(images) == 1:
         (image,) = images.values()
-        processes.run(["buildah", "tag", image, *refs], quiet=True)
+        buildah.tag(image, *refs)
     else:
         first, *rest = refs
-        processes.run(["buildah", "manifest", "create", first], quiet=True)
+        processes.run(buildah.manifest_create_argv(first), quiet=True)
         for arch, image in sorted(images.items()):
             # Per-platform names stay usable for `verify --arch`.
             per_arch = platform_ref(config, arch)
-            processes.run(["buildah", "tag", image, per_arch], quiet=True)
-            processes.run(["buildah", "manifest", "add", "--arch", arch, "--os", "linux", first,
-                           f"containers-storage:{per_arch}"], quiet=True)
+            buildah.tag(image, per_arch)
+            processes.run(buildah.manifest_add_argv(first, arch, per_arch), quiet=True)
         for ref in rest:
-            processes.run(["buildah", "tag", first, ref], quiet=True)
+            buildah.tag(first, ref)
     for ref in refs:
         processes.say(f"build: tagged {ref}")
     return refs

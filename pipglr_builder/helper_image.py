@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import processes, render, runner
+from . import buildah, processes, render, runner
 from .config import Config
 
 CONTEXT = render.TEMPLATES / "helper"
@@ -32,18 +32,15 @@ def names(config: Config, arch: str) -> list[str]:
 
 
 def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, runner_args: list[str]) -> list[str]:
-    from .build import INPUTS_LABEL  # late import: build calls this module
-    return ["buildah", "bud", "--layers", "--force-rm", "--isolation", "chroot", "--arch", arch, "--os", "linux",
-            "--label", f"{INPUTS_LABEL}={inputs}",
-            "--build-arg", f"BASE_IMAGE={render.base_image_for(config, arch)}",
-            "--build-arg", f"RUNNER_VERSION={config.runner_version}",
-            *runner_args,  # the runner's own labels (runner.label_args)
-            "--tag", tag, str(context)]
+    """The buildah command for ARCH's helper image (data, so tests can read it)."""
+    args = [*buildah.build_args({"BASE_IMAGE": render.base_image_for(config, arch),
+                                 "RUNNER_VERSION": config.runner_version}),
+            *runner_args]  # the runner's own labels (runner.label_args)
+    return buildah.bud_argv(context, tag, args=args, arch=arch, inputs=inputs)
 
 
 def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> list[str] | None:
     """Build and tag the helper image for ARCH; None when the runner came without a helper binary."""
-    from . import build  # late import: build calls this module
     helper_bin = runner.helper_binary(runner_binary, arch)
     if helper_bin is None:
         return None
@@ -52,17 +49,15 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> 
         context = Path(tmp) / "context"
         shutil.copytree(CONTEXT, context)
         shutil.copy2(helper_bin, context / "gitlab-runner-helper")
-        base_ref = render.base_image_for(config, arch)
-        key = build.inputs_key(context, processes.image_field(base_ref, "{{.Id}}") or base_ref, arch)
-        if all(processes.image_label(ref, build.INPUTS_LABEL) == key for ref in refs):
+        key = buildah.inputs_key(context, buildah.base_id(render.base_image_for(config, arch)), arch)
+        if all(buildah.made_from(ref, key) for ref in refs):
             processes.say(f"helper: {arch} unchanged ({refs[0]})")
             return refs
         processes.say(f"helper: building {refs[0]}")
         tag = f"localhost/pipglr-helper:build-{nonce}-{arch}"
         try:
-            processes.run(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary)),
-                          on_line=build.StepProgress(f"{arch} helper", False), quiet=True)
-            processes.run(["buildah", "tag", tag, *refs], quiet=True)
+            buildah.bud(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary)), f"{arch} helper")
+            buildah.tag(tag, *refs)
         finally:
-            build.remove_quietly(tag)
+            buildah.remove_quietly(tag)
     return refs

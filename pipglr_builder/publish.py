@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import processes
+from . import buildah, processes
 from .errors import CommandFailed, PipglrError
 
 
@@ -90,14 +90,12 @@ def login_argv(registry: Registry, username: str) -> list[str]:
 
 def manifest_push_argv(local_ref: str, registry: Registry, name: str, tag: str, digestfile: str) -> list[str]:
     """buildah manifest push of a local manifest list and every image in it."""
-    return ["buildah", "manifest", "push", "--all", "--quiet", *registry.flags(), "--digestfile", digestfile,
-            local_ref, f"docker://{registry.ref(name, tag)}"]
+    return buildah.manifest_push_argv(local_ref, f"docker://{registry.ref(name, tag)}", registry.flags(), digestfile)
 
 
 def image_push_argv(local_ref: str, registry: Registry, name: str, tag: str, digestfile: str) -> list[str]:
     """buildah push of one single-platform image."""
-    return ["buildah", "push", "--quiet", *registry.flags(), "--digestfile", digestfile,
-            local_ref, f"docker://{registry.ref(name, tag)}"]
+    return buildah.push_argv(local_ref, f"docker://{registry.ref(name, tag)}", registry.flags(), digestfile)
 
 
 def inspect_raw_argv(registry: Registry, name: str, tag: str, *, config: bool = False) -> list[str]:

@@ -136,10 +136,13 @@ def from_release(config: Config, arch: str) -> Path:
 
 # --- source: gomodule -------------------------------------------------------
 # gitlab-runner and its helper built from the module the Go proxy serves. Where
-# the proxy refuses a dependency, that one module is replaced by this project's
-# stand-in (runner_standins/, each README line says what it turns off).
+# the proxy refuses a dependency, that one module is replaced (a go.mod `replace`)
+# by this project's module of that path (runner_go_replacements/, each README line
+# says what it turns off).
 
-STANDINS = Path(__file__).resolve().parent / "runner_standins"
+GO_REPLACEMENTS = Path(__file__).resolve().parent / "runner_go_replacements"
+# The list of replaced modules beside a built runner (file name kept: runner caches made earlier hold it).
+REPLACED_LIST = "STANDINS"
 THIRD_PARTY = Path(__file__).resolve().parent.parent.parent / "shared" / "third_party"  # beside a clone
 HELPER_PACKAGE = "./apps/gitlab-runner-helper"
 
@@ -156,10 +159,10 @@ def gomodule_ldflags(version: str, module_version: str) -> str:
             f"-X {pkg}.BRANCH=v{version} -X {pkg}.BUILT={built}")
 
 
-def standin_modules() -> dict[str, Path]:
-    """{module path: directory} of every stand-in module this project has."""
+def replacement_modules() -> dict[str, Path]:
+    """{module path: directory} of every Go replacement module this project has."""
     found = {}
-    for gomod in sorted(STANDINS.glob("*/go.mod")):
+    for gomod in sorted(GO_REPLACEMENTS.glob("*/go.mod")):
         for line in gomod.read_text().splitlines():
             if line.startswith("module "):
                 found[line.split()[1]] = gomod.parent
@@ -179,10 +182,11 @@ def _tree_digest(digest, root: Path) -> None:
 
 
 def gomodule_key(config: Config) -> str:
-    """Everything the build depends on: module version, Go, stand-ins, nested module."""
+    """Everything the build depends on: module version, Go, the replacement modules (their content, not
+    their folder's name), the nested module."""
     recipe = gomodule_ldflags(config.runner_version, config.runner_module_version)
     digest = hashlib.sha256(f"{recipe}\0{processes.capture(['go', 'env', 'GOVERSION'])}".encode())
-    _tree_digest(digest, STANDINS)
+    _tree_digest(digest, GO_REPLACEMENTS)
     nested = nested_module_dir(config)
     if nested:
         _tree_digest(digest, nested)
@@ -200,8 +204,8 @@ def _refused(module: str, version: str) -> bool:
         raise RunnerSourceError(f"the Go module proxy did not answer for {module}@{version}: {e}") from None
 
 
-def _use_standins(work: Path, nested: Path | None) -> list[str]:
-    """Point go.mod at a stand-in for each refused requirement; return their module paths."""
+def _use_replacements(work: Path, nested: Path | None) -> list[str]:
+    """Point go.mod at this project's replacement for each refused requirement; return their module paths."""
     required = {r["Path"]: r["Version"] for r in json.loads(processes.capture(["go", "mod", "edit", "-json"], cwd=work))
                 .get("Require") or []}
     if nested:
@@ -209,7 +213,7 @@ def _use_standins(work: Path, nested: Path | None) -> list[str]:
     else:  # use the published version (where the proxy serves it)
         processes.run(["go", "mod", "edit", f"-dropreplace={NESTED_MODULE}"], cwd=str(work), quiet=True)
     used = []
-    for module, directory in standin_modules().items():
+    for module, directory in replacement_modules().items():
         if module in required and _refused(module, required[module]):
             processes.run(["go", "mod", "edit", f"-replace={module}={directory}"], cwd=str(work), quiet=True)
             used.append(module)
@@ -237,10 +241,10 @@ def from_gomodule(config: Config, arch: str) -> Path:
         shutil.copytree(info["Dir"], work)
         for p in work.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
-        standins = _use_standins(work, nested_module_dir(config))
+        replaced = _use_replacements(work, nested_module_dir(config))
         processes.say(f"runner: building gitlab-runner {src_version} ({module_version}) and its helper for {arch} from its "
-                      "Go module (takes minutes)" + (f"; stand-ins for {len(standins)} modules the proxy refuses: "
-                                                     + ", ".join(standins) if standins else ""))
+                      "Go module (takes minutes)" + (f"; replacements for {len(replaced)} modules the proxy refuses: "
+                                                     + ", ".join(replaced) if replaced else ""))
         out = Path(tmp) / "out"
         try:
             for package, name in ((".", "gitlab-runner"), (HELPER_PACKAGE, "gitlab-runner-helper")):
@@ -257,11 +261,11 @@ def from_gomodule(config: Config, arch: str) -> Path:
             if refused:
                 raise RunnerSourceError(
                     f"the Go module proxy refuses {', '.join(m + '@' + v for m, v in refused)} "
-                    "(\"403 Forbidden, This module version is not available\") and this project has no stand-in "
-                    f"for it (stand-ins: {STANDINS}). Use runner_source = file or release.") from None
+                    "(\"403 Forbidden, This module version is not available\") and this project has no replacement "
+                    f"for it (replacements: {GO_REPLACEMENTS}). Use runner_source = file or release.") from None
             last = "\n".join(str(e).splitlines()[-12:])
             raise RunnerSourceError(f"building gitlab-runner from its Go module failed:\n{last}") from None
-        (out / "STANDINS").write_text("".join(m + "\n" for m in standins))
+        (out / REPLACED_LIST).write_text("".join(m + "\n" for m in replaced))
         dest.mkdir(parents=True, exist_ok=True)
         for f in out.iterdir():  # helper first, runner last: the runner's presence means the whole set is there
             if f.name != runner_bin.name:
@@ -277,24 +281,25 @@ def helper_binary(runner_binary: Path, arch: str) -> Path | None:
     return helper if helper.is_file() else None
 
 
-def standins_in(runner_binary: Path) -> list[str]:
-    """The modules replaced by stand-ins in RUNNER_BINARY (gomodule source); empty for a real release."""
-    listing = runner_binary.parent / "STANDINS"
+def replaced_in(runner_binary: Path) -> list[str]:
+    """The modules replaced in RUNNER_BINARY (gomodule source); empty for a real release."""
+    listing = runner_binary.parent / REPLACED_LIST
     return listing.read_text().split() if listing.is_file() else []
 
 
 def label_args(runner_binary: Path) -> list[str]:
-    """Build arguments for the image label that says which stand-ins RUNNER_BINARY has (io.pipglr.runner-standins)."""
-    return ["--build-arg", f"RUNNER_STANDINS={','.join(standins_in(runner_binary)) or 'none'}"]
+    """Build arguments for the image label that says which modules are replaced in RUNNER_BINARY
+    (io.pipglr.runner-standins: the image's label keeps its name)."""
+    return ["--build-arg", f"RUNNER_STANDINS={','.join(replaced_in(runner_binary)) or 'none'}"]
 
 
-def standins_note(runner_binary: Path) -> str | None:
-    """What a build with RUNNER_BINARY should tell its user about stand-ins; None for a binary without any."""
-    standins = standins_in(runner_binary)
-    if not standins:
+def replacements_note(runner_binary: Path) -> str | None:
+    """What a build with RUNNER_BINARY should tell its user about replaced modules; None for a binary without any."""
+    replaced = replaced_in(runner_binary)
+    if not replaced:
         return None
-    return ("NOTE this gitlab-runner is built from its Go module with stand-ins for modules the Go proxy refuses "
-            f"({', '.join(standins)}): native steps, the autoscaler executors and usage events are off. Where the "
+    return ("NOTE this gitlab-runner is built from its Go module with replacements for modules the Go proxy refuses "
+            f"({', '.join(replaced)}): native steps, the autoscaler executors and usage events are off. Where the "
             "release server is reachable, runner_source = release gives the official binary.")
 
 

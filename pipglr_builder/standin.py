@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import processes
+from . import buildah, processes
 from .boot import booted_state
 from .processes import unique, wait_for
 
@@ -45,9 +45,8 @@ class StandIn:
         if processes.execute(["podman", "image", "exists", self.image], check=False).returncode == 0:
             return
         processes.say(f"stand-in: building {self.image} (a cgroup v2 host with rootless podman)")
-        processes.run(["buildah", "bud", "--layers", "--isolation", "chroot", "--build-arg", f"BASE_IMAGE={self.base_image}",
-                       "--file", str(CONTEXT / "Containerfile"), "--tag", self.image, str(CONTEXT)],
-                      quiet=True)
+        processes.run(buildah.bud_argv(CONTEXT, self.image, args=buildah.build_args({"BASE_IMAGE": self.base_image}),
+                                       containerfile=CONTEXT / "Containerfile"), quiet=True)
 
     def start(self, timeout: float = 180) -> StandIn:
         self._ensure_image()

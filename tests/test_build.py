@@ -1,6 +1,6 @@
 """The build stage as data: buildah argv and the inputs key that lets an unchanged build be skipped."""
 
-from pipglr_builder import build, config, render
+from pipglr_builder import build, buildah, config, render
 
 
 def test_bud_argv_builds_one_platform_with_its_base():
@@ -10,7 +10,7 @@ def test_bud_argv_builds_one_platform_with_its_base():
     assert ["--arch", "arm64"] == argv[argv.index("--arch"):argv.index("--arch") + 2]
     assert "BASE_IMAGE=localhost/pipglr-base:trixie-arm64" in argv
     assert "TARGETARCH=arm64" in argv and "CREATED=2026-01-01T00:00:00Z" in argv
-    assert f"{build.INPUTS_LABEL}=k" in argv
+    assert f"{buildah.INPUTS_LABEL}=k" in argv
     argv = build.bud_argv(cfg, "arm64", render.TEMPLATES, "t", "c", "k", runner_sha256="ab" * 32)
     assert f"RUNNER_SHA256={'ab' * 32}" in argv  # part of the install step's cache key
 
@@ -19,14 +19,14 @@ def test_inputs_key_is_stable_and_sees_every_input(tmp_path):
     cfg = config.load(None)
     a = render.render(cfg, tmp_path / "a")
     b = render.render(cfg, tmp_path / "b")
-    key = build.inputs_key(a, "sha256:base", "amd64")
-    assert key == build.inputs_key(b, "sha256:base", "amd64")
-    assert key != build.inputs_key(a, "sha256:other-base", "amd64")
-    assert key != build.inputs_key(a, "sha256:base", "arm64")
+    key = buildah.inputs_key(a, "sha256:base", "amd64")
+    assert key == buildah.inputs_key(b, "sha256:base", "amd64")
+    assert key != buildah.inputs_key(a, "sha256:other-base", "amd64")
+    assert key != buildah.inputs_key(a, "sha256:base", "arm64")
     (b / "runner" / "gitlab-runner-amd64").write_bytes(b"new runner")
-    assert key != build.inputs_key(b, "sha256:base", "amd64")
+    assert key != buildah.inputs_key(b, "sha256:base", "amd64")
     c = render.render(config.load(None, {"prune_interval": "weekly"}), tmp_path / "c")
-    assert key != build.inputs_key(c, "sha256:base", "amd64")
+    assert key != buildah.inputs_key(c, "sha256:base", "amd64")
 
 
 def test_platform_refs():

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -162,25 +163,25 @@ def test_gomodule_replaces_only_refused_modules(fake_go):
     assert [r for r in replaced if r != runner.NESTED_MODULE] == [labkit, step]  # moa is served: never replaced
     for edit in go.edits:
         if edit.startswith(f"-replace={labkit}="):
-            assert edit.endswith("runner_standins/labkit")
+            assert edit.endswith("runner_go_replacements/labkit")
     assert go.built == [".", "./apps/gitlab-runner-helper"]
-    assert runner.standins_in(binary) == [labkit, step]
+    assert runner.replaced_in(binary) == [labkit, step]
     assert runner.label_args(binary) == ["--build-arg", f"RUNNER_STANDINS={labkit},{step}"]
-    assert f"({labkit}, {step})" in runner.standins_note(binary)
+    assert f"({labkit}, {step})" in runner.replacements_note(binary)
     assert runner.helper_binary(binary, "amd64").name == "gitlab-runner-helper-amd64"
     assert runner.from_gomodule(config.load(None), "amd64") == binary  # cached: no second build
     assert go.built == [".", "./apps/gitlab-runner-helper"]
 
 
-def test_gomodule_refused_module_without_stand_in_is_named(fake_go):
-    """A refused dependency this project has no stand-in for: one readable sentence naming it."""
+def test_gomodule_refused_module_without_replacement_is_named(fake_go):
+    """A refused dependency this project has no replacement for: one readable sentence naming it."""
     fake_go(refused=set(), requires={}, build_error=(
         "x.go:1:2: gitlab.com/example/newdep@v1.2.3: reading "
         "https://proxy.golang.org/gitlab.com/example/newdep/@v/v1.2.3.zip: 403 Forbidden\n"))
     with pytest.raises(RunnerSourceError) as err:
         runner.from_gomodule(config.load(None), "amd64")
     text = str(err.value)
-    assert "refuses gitlab.com/example/newdep@v1.2.3" in text and "no stand-in" in text
+    assert "refuses gitlab.com/example/newdep@v1.2.3" in text and "no replacement" in text
     assert "runner_source = file" in text
 
 
@@ -242,3 +243,17 @@ def test_bad_signature_is_refused_and_nothing_cached(signed_release, signing_key
         runner.obtain(cfg)
     assert "not trust" in str(err.value)
     assert not list(cache.rglob("gitlab-runner-amd64*"))
+
+
+def test_gomodule_key_follows_the_replacements_content_not_their_folder(monkeypatch, tmp_path):
+    """Renaming or moving the replacements' folder keeps the cached runner build; an edit in it does not."""
+    from pipglr_builder import processes
+    monkeypatch.setattr(processes, "capture", lambda argv, cwd=None: "go1.24.4")
+    cfg = config.load(None)
+    key = runner.gomodule_key(cfg)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(runner.GO_REPLACEMENTS, moved)
+    monkeypatch.setattr(runner, "GO_REPLACEMENTS", moved)
+    assert runner.gomodule_key(cfg) == key
+    (moved / "moa" / "moa.go").write_text((moved / "moa" / "moa.go").read_text() + "\n// changed\n")
+    assert runner.gomodule_key(cfg) != key
