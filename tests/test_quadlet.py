@@ -145,6 +145,18 @@ def test_quadlet_carries_the_resource_limits():
         assert line in lines, f"{line!r} missing from the quadlet"
 
 
+def test_cli_quadlet_takes_the_limits_as_flags(tmp_path):
+    settings = tmp_path / "pipglr.toml"
+    settings.write_text('memory = "2g"\n')
+    result = CliRunner().invoke(main, ["--config", str(settings), "quadlet", "--cpus", "1.5", IMAGE])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "PodmanArgs=--cpus 1.5" in lines and "PodmanArgs=--memory 2g" in lines
+    result = CliRunner().invoke(main, ["--config", str(settings), "quadlet", "--memory", "4", IMAGE])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("error: memory = '4' (flag): expected empty (no limit) or a size with the unit k, m")
+
+
 def test_quadlet_uses_the_template_values():
     cfg = config.load(None, CUSTOM)
     text = quadlet.render_quadlet(cfg, "registry.example.com/group/pipglr@sha256:" + "a" * 64)
