@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipglr_builder import config, processes, render
+from pipglr_builder import config, processes, quadlet, render
 from pipglr_builder.standin import StandIn
 
 from .conftest import BASE, cli, sh
@@ -172,6 +172,15 @@ def test_limits_the_host_does_not_delegate_are_named_and_refused(standin, image)
     finally:
         standin.as_user("alice", ["podman", "rm", "--force", "--time", "0", "pipglr"], check=False)
         standin.as_user("alice", ["podman", "rmi", limited], check=False)
+
+    # The quadlet of this configuration: podman 5.4's generator takes its lines (Memory= it would not).
+    standin.as_user("alice", ["sh", "-c", "mkdir -p limits-units && cat > limits-units/pipglr.container"],
+                    input=quadlet.render_quadlet(cfg, image))
+    dry = standin.as_user("alice", ["env", "QUADLET_UNIT_DIRS=/home/alice/limits-units", "/usr/libexec/podman/quadlet",
+                                    "-user", "-dryrun"], check=False)
+    assert dry.returncode == 0 and "unsupported" not in dry.stderr, dry.stderr
+    exec_start = next(line for line in dry.stdout.splitlines() if line.startswith("ExecStart="))
+    assert all(flag in exec_start for flag in ("--pids-limit 4096", "--cpus 1.5", "--memory 4g")), exec_start
 
     # Each limit alone is refused with its own message; the same container without a limit starts.
     plain = ["podman", "run", "--rm", "--pids-limit", "0", "--entrypoint", "true", image]
