@@ -28,7 +28,7 @@ DEFAULT_RUNNER_MODULE_VERSION = "v1.11.1-0.20260903214710-fc1f1862bd91"
 @dataclasses.dataclass(frozen=True)
 class Setting:
     key: str
-    kind: type  # str, int, bool or list (of str)
+    kind: type  # str, int, float, bool or list (of str)
     default: Any
     help: str
     check: Callable[[Any], str | None] | None = None  # returns a problem or None
@@ -173,6 +173,31 @@ def _pids_limit(value: int) -> str | None:
     return None
 
 
+def _cpus(value: float) -> str | None:
+    # NaN and infinities fail the comparison too.
+    if value != 0 and not 0.1 <= value <= 1024:
+        return "expected 0 (no limit) or a number of CPUs between 0.1 and 1024, e.g. 2 or 1.5"
+    return None
+
+
+_MEMORY = re.compile(r"([1-9][0-9]*)([kmg])", re.IGNORECASE)
+_MEMORY_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_MEMORY_MIN = "512m"
+
+
+def memory_bytes(value: str) -> int:
+    """A memory setting (e.g. 4g, as podman's --memory takes it) in bytes."""
+    number, unit = _MEMORY.fullmatch(value).groups()
+    return int(number) * _MEMORY_UNITS[unit.lower()]
+
+
+def _memory(value: str) -> str | None:
+    if value and (not _MEMORY.fullmatch(value) or memory_bytes(value) < memory_bytes(_MEMORY_MIN)):
+        return (f"expected empty (no limit) or a size with the unit k, m or g of at least {_MEMORY_MIN}, e.g. 4g "
+                "(systemd, podman, the runner and every job share it)")
+    return None
+
+
 _packages = _each_matches(r"[a-z0-9][a-z0-9+.-]+", "is not a Debian package name")
 
 
@@ -255,6 +280,12 @@ SETTINGS: tuple[Setting, ...] = (
             "job), where the host delegates the pids controller: 0 = none, as upstream pipglr (podman's default "
             "is 2048; -1 is refused: podman then writes pids.max, which fails where pids is not delegated).",
             _pids_limit),
+    Setting("cpus", float, 0.0, "CPU limit of the whole outer container (podman run --cpus; systemd, podman, the "
+            "runner and every job share it), where the host delegates the cpu controller: 0 = none, e.g. 2 or 1.5.",
+            _cpus),
+    Setting("memory", str, "", "Memory limit of the whole outer container (podman run --memory; shared like cpus), "
+            "where the host delegates the memory controller: empty = none, e.g. 4g (k, m or g; at least 512m).",
+            _memory),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
     Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
     Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
@@ -297,6 +328,8 @@ class Config:
     session_server_advertise: str
     stop_timeout: int
     pids_limit: int
+    cpus: float
+    memory: str
     nested_privileged: bool
     podman_uid: int
     runner_uid: int
@@ -327,6 +360,14 @@ def _coerce(setting: Setting, value: Any, origin: str) -> Any:
                 value = int(value)
             except ValueError:
                 raise ConfigError(f"{setting.key}: expected a number, got {value!r} ({origin})") from None
+        elif kind is float:
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{setting.key}: expected a number such as 2 or 1.5, got {value!r} ({origin})") \
+                    from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # TOML: cpus = 2
     ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)) if kind is list else (
         isinstance(value, kind) and not (kind is int and isinstance(value, bool)))
     if not ok:

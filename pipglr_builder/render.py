@@ -122,6 +122,18 @@ def base_image_for(config: Config, arch: str) -> str:
     return config.base_image or base_tag(config, arch)
 
 
+def cpus_flag(cpus: float) -> str:
+    """The cpus setting as podman's --cpus value: 2, 1.5 ("" when unset)."""
+    return format(cpus, ".15g") if cpus else ""
+
+
+def outer_limits(config: Config) -> list[tuple[str, str, str]]:
+    """The limits set on the outer container: (setting, value, the cgroup controller the host must delegate)."""
+    limits = [("cpus", cpus_flag(config.cpus), "cpu"), ("memory", config.memory, "memory"),
+              ("pids_limit", str(config.pids_limit) if config.pids_limit else "", "pids")]
+    return [limit for limit in limits if limit[1]]
+
+
 def template_values(config: Config) -> dict:
     env = _environment()
     values = {
@@ -133,6 +145,9 @@ def template_values(config: Config) -> dict:
         "stop_timeout": config.stop_timeout,
         "outer_stop_timeout": config.stop_timeout + OUTER_STOP_MARGIN,
         "pids_limit": config.pids_limit,
+        "cpus": cpus_flag(config.cpus),
+        "memory": config.memory,
+        "outer_limits": outer_limits(config),
         "runner_version": config.runner_version,
         "runner_release_url": config.runner_release_url,
         "base_suite": config.base_suite,

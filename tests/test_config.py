@@ -60,6 +60,18 @@ def test_every_setting_has_a_config_field():
     ('base_suite = "Trixie 13"', ["base_suite", "suite"]),
     ('runner_signing_keyring = "/nonexistent/gitlab.asc"', ["runner_signing_keyring", "cannot read it"]),
     ('runner_signing_keyring = "/etc/passwd"', ["runner_signing_keyring", "holds no OpenPGP public key"]),
+    ('pids_limit = 100', ["pids_limit = 100", "0 (no limit) or at least 512 tasks"]),
+    ('pids_limit = -1', ["pids_limit = -1", "0 (no limit) or at least 512 tasks"]),
+    ('cpus = 0.05', ["cpus = 0.05", "0 (no limit) or a number of CPUs between 0.1 and 1024"]),
+    ('cpus = -2', ["cpus = -2.0", "between 0.1 and 1024"]),
+    ('cpus = 5000', ["cpus = 5000.0", "between 0.1 and 1024"]),
+    ('cpus = nan', ["cpus = nan", "between 0.1 and 1024"]),
+    ('cpus = "2"', ["cpus", "'2'", "expected float"]),
+    ('memory = "4096"', ["memory = '4096'", "unit k, m or g", "at least 512m, e.g. 4g"]),
+    ('memory = "4 GB"', ["memory = '4 GB'", "unit k, m or g"]),
+    ('memory = "256m"', ["memory = '256m'", "at least 512m"]),
+    ('memory = "0g"', ["memory = '0g'", "at least 512m"]),
+    ('memory = 4', ["memory", "expected str"]),
 ])
 def test_bad_values_are_refused(tmp_path, text, words):
     with pytest.raises(ConfigError) as err:
@@ -83,12 +95,26 @@ def test_missing_file(tmp_path):
     ("podman_uid", "many", ["podman_uid", "expected a number"]),
     ("nested_privileged", "perhaps", ["nested_privileged", "true or false"]),
     ("platforms", "linux/amd64,windows/amd64", ["windows/amd64"]),
+    ("cpus", "two", ["cpus", "'two'", "a number such as 2 or 1.5"]),
+    ("cpus", "inf", ["cpus = inf (flag)", "between 0.1 and 1024"]),
+    ("memory", "1t", ["memory = '1t' (flag)", "unit k, m or g"]),
 ])
 def test_bad_flags_are_refused(flag, value, words):
     with pytest.raises(ConfigError) as err:
         config.load(None, {flag: value})
     for word in words:
         assert word in str(err.value)
+
+
+def test_resource_limits_default_to_none_and_take_podmans_forms(tmp_path):
+    cfg = config.load(None)
+    assert (cfg.cpus, cfg.memory, cfg.pids_limit) == (0.0, "", 0)
+    cfg = config.load(write(tmp_path, 'cpus = 2\nmemory = "4g"\npids_limit = 4096\n'))
+    assert (cfg.cpus, cfg.memory, cfg.pids_limit) == (2.0, "4g", 4096)
+    cfg = config.load(None, {"cpus": "1.5", "memory": "524288k"})
+    assert (cfg.cpus, cfg.memory) == (1.5, "524288k")
+    assert config.load(None, {"memory": "512M"}).memory == "512M"
+    assert config.memory_bytes("4g") == 4 << 30 and config.memory_bytes("512M") == 512 << 20
 
 
 def test_sha256_per_arch_form_is_accepted():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipglr_builder import processes
+from pipglr_builder import config, processes, quadlet, render
 from pipglr_builder.standin import StandIn
 
 from .conftest import BASE, cli, sh
@@ -128,3 +128,63 @@ def test_doctor_command_on_this_machine():
     proc = cli("doctor", check=False)
     assert proc.returncode == 1
     assert "FAIL  cgroup v1" in proc.stdout and "WARN  running as root" in proc.stdout
+
+
+# Resource limits on the outer container (settings cpus, memory, pids_limit): this stand-in, like this VM,
+# delegates no cgroup controller, so each limit is refused here; that a limit really limits is not exercised.
+LIMITS = {"cpus": "1.5", "memory": "4g", "pids_limit": "4096"}
+# podman 5.4 with crun on a host that does not delegate the controller (measured on the stand-in).
+REFUSALS = {("--cpus", "1.5"): "crun: controller `cpu` is not available",
+            ("--memory", "4g"): "crun: opening file `memory.max` for writing: No such file or directory",
+            ("--pids-limit", "4096"): "crun: controller `pids` is not available"}
+
+
+def test_limits_the_host_does_not_delegate_are_named_and_refused(standin, image):
+    cfg = config.load(None, LIMITS)
+    # The doctor of this configuration, as `pipglr-build doctor --cpus 1.5 --memory 4g --pids-limit 4096` runs it.
+    result = standin.as_user("alice", ["sh", "-s", "--", image], input=render.render_file(cfg, "files/doctor"),
+                             check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    for setting, value, controller in (("cpus", "1.5", "cpu"), ("memory", "4g", "memory"),
+                                       ("pids_limit", "4096", "pids")):
+        assert (f"FAIL  {setting} = {value} is set on the pipglr container, but alice is not delegated the "
+                f"{controller} controller (delegated: none): podman refuses to start pipglr with this limit") in out, out
+    assert out.count("Delegate=cpu cpuset io memory pids") >= 3 and "sudo systemctl restart user@2000.service" in out
+
+    # What podman says: the run label a user types, of an image that carries these limits (the label
+    # written as the Containerfile writes it).
+    values = render.template_values(cfg)
+    run, limited = values["runlabels"]["run"], "localhost/pipglr-limits:test"
+    standin.as_user("alice", ["sh", "-c", "mkdir -p limits && cat > limits/Containerfile"],
+                    input=f'FROM {image}\nLABEL run="{values["labels"]["run"]}"\n')
+    standin.as_user("alice", ["podman", "build", "--quiet", "--tag", limited, "limits"])
+    label = standin.as_user("alice", ["podman", "image", "inspect", "--format", '{{index .Labels "run"}}', limited])
+    assert label.stdout.strip() == run
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"], check=False)
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = 1\n" + RUNNER)
+    try:
+        started = standin.as_user("alice", ["podman", "container", "runlabel", "run", limited], check=False)
+        said = started.stdout + started.stderr
+        assert started.returncode != 0 and REFUSALS[("--memory", "4g")] in said, said  # crun sets memory first
+        state = standin.as_user("alice", ["podman", "inspect", "--format", "{{.State.Status}}", "pipglr"]).stdout
+        assert state.strip() != "running"
+    finally:
+        standin.as_user("alice", ["podman", "rm", "--force", "--time", "0", "pipglr"], check=False)
+        standin.as_user("alice", ["podman", "rmi", limited], check=False)
+
+    # The quadlet of this configuration: podman 5.4's generator takes its lines (Memory= it would not).
+    standin.as_user("alice", ["sh", "-c", "mkdir -p limits-units && cat > limits-units/pipglr.container"],
+                    input=quadlet.render_quadlet(cfg, image))
+    dry = standin.as_user("alice", ["env", "QUADLET_UNIT_DIRS=/home/alice/limits-units", "/usr/libexec/podman/quadlet",
+                                    "-user", "-dryrun"], check=False)
+    assert dry.returncode == 0 and "unsupported" not in dry.stderr, dry.stderr
+    exec_start = next(line for line in dry.stdout.splitlines() if line.startswith("ExecStart="))
+    assert all(flag in exec_start for flag in ("--pids-limit 4096", "--cpus 1.5", "--memory 4g")), exec_start
+
+    # Each limit alone is refused with its own message; the same container without a limit starts.
+    plain = ["podman", "run", "--rm", "--pids-limit", "0", "--entrypoint", "true", image]
+    assert standin.as_user("alice", plain, check=False).returncode == 0
+    for (flag, value), message in REFUSALS.items():
+        refused = standin.as_user("alice", [*plain[:3], flag, value, *plain[5:]], check=False)
+        assert refused.returncode != 0 and message in refused.stderr, (flag, refused.stderr)

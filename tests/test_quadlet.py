@@ -24,6 +24,7 @@ from .conftest import BASE, cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
 CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093"}
+LIMITS = {"cpus": "1.5", "memory": "4g", "pids_limit": "4096"}
 
 # `podman run` flags of labels/run and where the quadlet carries them.
 NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
@@ -31,7 +32,7 @@ NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddD
           "--pids-limit": "PidsLimit"}
 # No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=. `--env NAME` (the
 # caller's value) has none either: Environment= needs NAME=VALUE and quadlet drops a bare NAME.
-PASSED_WITH_VALUE = {"--systemd", "--env"}
+PASSED_WITH_VALUE = {"--systemd", "--env", "--cpus", "--memory"}
 PASSED_ALONE = {"--privileged"}
 IMPLIED = {"--detach"}  # quadlet's ExecStart always runs `podman run ... -d`
 VOLUMES = {"pipglr-storage": "/home/podman/.local/share/containers", "pipglr-cache": "/home/podman/.local/share/containers/storage/volumes",
@@ -122,7 +123,7 @@ def test_quadlet_has_the_run_label_container(overrides):
     assert set(sections) == {"Unit", "Container", "Service", "Install"}
 
 
-@pytest.mark.parametrize("overrides", [{}, CUSTOM])
+@pytest.mark.parametrize("overrides", [{}, CUSTOM, LIMITS, {"memory": "1g"}])
 def test_quadlet_and_run_label_cannot_drift(overrides):
     """Every flag of labels/run is in the quadlet and the quadlet has nothing the run label lacks."""
     cfg = config.load(None, overrides)
@@ -132,6 +133,28 @@ def test_quadlet_and_run_label_cannot_drift(overrides):
     assert values(container, "Image") == [IMAGE]
     known = {"Image", "PodmanArgs", *NATIVE.values()}
     assert {key for key, _ in container} <= known, "a [Container] key the run label does not have"
+
+
+def test_quadlet_carries_the_resource_limits():
+    """No limit by default (PidsLimit=0 leaves it unset); cpus and memory through PodmanArgs= (no quadlet key)."""
+    container = unit_sections(quadlet.render_quadlet(config.load(None), IMAGE))["Container"]
+    assert values(container, "PidsLimit") == ["0"]
+    assert not [v for v in values(container, "PodmanArgs") if "--cpus" in v or "--memory" in v]
+    lines = quadlet.render_quadlet(config.load(None, LIMITS), IMAGE).splitlines()
+    for line in ("PidsLimit=4096", "PodmanArgs=--cpus 1.5", "PodmanArgs=--memory 4g"):
+        assert line in lines, f"{line!r} missing from the quadlet"
+
+
+def test_cli_quadlet_takes_the_limits_as_flags(tmp_path):
+    settings = tmp_path / "pipglr.toml"
+    settings.write_text('memory = "2g"\n')
+    result = CliRunner().invoke(main, ["--config", str(settings), "quadlet", "--cpus", "1.5", IMAGE])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "PodmanArgs=--cpus 1.5" in lines and "PodmanArgs=--memory 2g" in lines
+    result = CliRunner().invoke(main, ["--config", str(settings), "quadlet", "--memory", "4", IMAGE])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("error: memory = '4' (flag): expected empty (no limit) or a size with the unit k, m")
 
 
 def test_quadlet_uses_the_template_values():

@@ -2,19 +2,20 @@
 
 import filecmp
 import os
+import re
 import shlex
 from pathlib import Path
 
 import pytest
 
-from pipglr_builder import config, render
+from pipglr_builder import config, processes, render
 
 GOLDEN = Path(__file__).parent / "golden"
 CUSTOM = {
     "platforms": "linux/arm64", "prune_interval": "*-*-* 03:30:00", "prune_age": "5d",
     "nested_privileged": "false",
     "podman_uid": "2000", "runner_uid": "3000", "extra_packages": "git,make", "runner_version": "17.5.0",
-    "base_suite": "bookworm",
+    "base_suite": "bookworm", "cpus": "1.5", "memory": "4g", "pids_limit": "4096",
 }
 
 
@@ -160,6 +161,60 @@ def test_session_server_is_off_by_default_and_published_when_set(tmp_path):
     assert "--publish 8093:8093 $IMAGE" in render.template_values(cfg)["runlabels"]["run"]
     text = (render.render(cfg, tmp_path / "b") / "session-server.toml").read_text()
     assert 'listen_address = "0.0.0.0:8093"' in text and 'advertise_address = "runner.example.com:8093"' in text
+
+
+def run_flags(overrides: dict[str, str]) -> list[str]:
+    return shlex.split(render.template_values(config.load(None, overrides))["runlabels"]["run"])
+
+
+def test_resource_limits_are_off_by_default_and_in_the_run_label_when_set():
+    argv = run_flags({})
+    assert argv[argv.index("--pids-limit") + 1] == "0"
+    assert "--cpus" not in argv and "--memory" not in argv
+    argv = run_flags({"cpus": "2", "memory": "4g", "pids_limit": "4096"})
+    assert argv[argv.index("--cpus") + 1] == "2"  # not 2.0
+    assert argv[argv.index("--memory") + 1] == "4g"
+    assert argv[argv.index("--pids-limit") + 1] == "4096"
+    assert argv[-1] == "$IMAGE"
+    assert run_flags({"cpus": "0.25"})[run_flags({"cpus": "0.25"}).index("--cpus") + 1] == "0.25"
+    assert "--memory" not in run_flags({"cpus": "1"}) and "--cpus" not in run_flags({"memory": "1g"})
+
+
+def doctor_limits(overrides: dict[str, str], delegated: str) -> tuple[int, str]:
+    """The rendered doctor's limit check (its ok/warn/fail and check_outer_limits, run by sh), for a host
+    that delegates DELEGATED to the user."""
+    script = render.render_file(config.load(None, overrides), "files/doctor")
+    helpers = [line for line in script.splitlines() if line.startswith(("ok()", "warn()", "fail()"))]
+    check = re.search(r"^check_outer_limits\(\) \{\n.*?^\}\n", script, re.MULTILINE | re.DOTALL)
+    assert len(helpers) == 3 and check, "the doctor's helpers or check_outer_limits moved"
+    body = "\n".join(["user=alice uid=2000 fails=0 warns=0 delegate_fix=FIX", *helpers, check.group(0),
+                      'check_outer_limits "$1"', 'exit "$fails"'])
+    proc = processes.call(["sh", "-c", body, "doctor", delegated], timeout=30)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.tools
+def test_doctor_names_each_limit_whose_controller_is_not_delegated():
+    limits = {"cpus": "1.5", "memory": "4g", "pids_limit": "4096"}
+    fails, out = doctor_limits(limits, "cpu pids")
+    assert fails == 1, out
+    assert "ok    cpus = 1.5: the cpu controller is delegated to alice" in out
+    assert "ok    pids_limit = 4096: the pids controller is delegated to alice" in out
+    assert ("FAIL  memory = 4g is set on the pipglr container, but alice is not delegated the memory controller "
+            "(delegated: cpu pids): podman refuses to start pipglr with this limit\n      fix: FIX") in out, out
+    fails, out = doctor_limits(limits, "")
+    assert fails == 3 and out.count("(delegated: none)") == 3, out
+    assert "the cpu controller" in out and "the pids controller" in out
+    assert doctor_limits(limits, "cpuset cpu io memory pids") == (0, doctor_limits(limits, "cpu memory pids")[1])
+    # No limit set (the default): nothing to say, whatever the host delegates.
+    assert doctor_limits({}, "") == (0, "")
+
+
+def test_doctor_fix_is_the_delegation_drop_in():
+    script = render.render_file(config.load(None), "files/doctor")
+    fix = next(line for line in script.splitlines() if line.startswith("delegate_fix="))
+    assert "Delegate=cpu cpuset io memory pids" in fix and "/etc/systemd/system/user@.service.d/" in fix
+    assert "sudo systemctl daemon-reload" in fix and "reboot" in fix
 
 
 def test_revision_is_unknown_on_a_host_without_git(monkeypatch):
