@@ -8,8 +8,10 @@ config.toml secret, setupstorage, setupcache, the helper image through the
 `preload` runlabel, `runlabel run`; the job image (the Debian base) and a
 service image this test builds are loaded into the nested storage. Then git
 clone and fetch, cache, artifacts, services of two jobs at once, after_script, a job timeout, a
-job cancelled from GitLab and a masked variable, each checked on what the
-coordinator recorded and on the trace, and each leaving no nested container.
+job cancelled from GitLab and a masked variable; then the seeds' own jobs (seed
+000's flags, seed 002's non-root images, seed 003's apt sandbox, on job images
+this test builds) and gitlab-runner's init flag. Each is checked on what the
+coordinator recorded and on the trace, and each leaves no nested container.
 """
 
 from __future__ import annotations
