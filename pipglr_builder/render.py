@@ -41,10 +41,12 @@ OUTER_STOP_MARGIN = 30
 MARKER = ".pipglr-build-context"
 RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload")
 
-# Installed into the image on top of the Debian base.
+# Installed into the image on top of the Debian base. catatonit: the init podman puts in a job container
+# asked for one (gitlab-runner's FF_USE_INIT_WITH_DOCKER_EXECUTOR, Docker's HostConfig.Init); Debian's
+# package links it as /usr/libexec/podman/catatonit, where podman looks (podman only recommends it).
 PACKAGES = (
-    "aardvark-dns", "ca-certificates", "curl", "dbus", "dbus-user-session", "iproute2", "jq", "libpam-systemd",
-    "nftables", "passt", "podman", "crun", "procps", "systemd", "systemd-sysv", "uidmap",
+    "aardvark-dns", "ca-certificates", "catatonit", "curl", "dbus", "dbus-user-session", "iproute2", "jq",
+    "libpam-systemd", "nftables", "passt", "podman", "crun", "procps", "systemd", "systemd-sysv", "uidmap",
 )
 
 # The image's package list for scanners ("NAME VERSION" lines, installed packages only), and the query making it.

@@ -8,12 +8,15 @@ config.toml secret, setupstorage, setupcache, the helper image through the
 `preload` runlabel, `runlabel run`; the job image (the Debian base) and a
 service image this test builds are loaded into the nested storage. Then git
 clone and fetch, cache, artifacts, services of two jobs at once, after_script, a job timeout, a
-job cancelled from GitLab and a masked variable, each checked on what the
-coordinator recorded and on the trace, and each leaving no nested container.
+job cancelled from GitLab and a masked variable; then the seeds' own jobs (seed
+000's flags, seed 002's non-root images, seed 003's apt sandbox, on job images
+this test builds) and gitlab-runner's init flag. Each is checked on what the
+coordinator recorded and on the trace, and each leaves no nested container.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -358,6 +361,171 @@ def test_a_masked_variable_never_appears_in_the_trace(world):
     assert job["state"] == "success", job["trace"][-2000:]
     assert "secret=[MASKED]" in job["trace"] and "secret-is-set" in job["trace"]
     assert secret not in job["trace"]
+    assert_no_job_containers(world)
+
+
+# The seeds' own job configurations (shared/seeds 000, 002, 003) and gitlab-runner's init flag.
+# Job images as real ones are made: USER set to a uid the image knows and to one it does not (seed 002's
+# noroot images), and a Debian image whose apt installs from a repository inside it (seed 003), so apt
+# does what it does on every Debian job without reaching the network.
+NAMED_USER_IMAGE = f"""FROM {BASE}
+RUN useradd --uid 1000 --create-home --shell /bin/bash app
+USER app
+"""
+NUMERIC_USER_IMAGE = f"""FROM {BASE}
+USER 4242
+"""
+APT_REPOSITORY = "/srv/repo"
+APT_IMAGE = f"""FROM {BASE}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends apt-utils strace \\
+ && mkdir -p {APT_REPOSITORY} && cd {APT_REPOSITORY} && apt-get download hello \\
+ && apt-ftparchive packages . > Packages && apt-ftparchive release . > Release && chmod -R a+rX . \\
+ && rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* \\
+ && echo 'deb [trusted=yes] file:{APT_REPOSITORY} ./' > /etc/apt/sources.list.d/local.list \\
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+"""
+
+
+@pytest.fixture(scope="module")
+def seed_images(world):
+    """The job images above, built here from the Debian base and loaded into the nested storage."""
+    images = {}
+    try:
+        for name, containerfile in (("named-user", NAMED_USER_IMAGE), ("numeric-user", NUMERIC_USER_IMAGE),
+                                    ("apt", APT_IMAGE)):
+            images[name] = f"localhost/pipglr-e2e-{name}:{uuid.uuid4().hex[:8]}"
+            with tempfile.TemporaryDirectory(prefix="pipglr-e2e-seed-") as context:
+                (Path(context) / "Containerfile").write_text(containerfile)
+                sh("buildah", "bud", "--isolation", "chroot", "--quiet", "--tag", images[name], context)
+            world.load_nested(images[name])
+        yield images
+    finally:
+        for image in images.values():
+            sh("podman", "rmi", "--force", image, check=False)
+
+
+# Seed 000's runner environment (its config.toml), FF_NETWORK_PER_BUILD also being register's default.
+SEED_000_VARIABLES = {"FF_NETWORK_PER_BUILD": "1", "FF_USE_FASTZIP": "1", "ARTIFACT_COMPRESSION_LEVEL": "fast",
+                      "CACHE_COMPRESSION_LEVEL": "fast", "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR": "1"}
+# The trace's header names the flags that differ from their defaults: FF_USE_FASTZIP is on by default in
+# gitlab-runner 19 (deprecated, to be removed in 19.7), so it is said only when turned off.
+SEED_000_FLAGS = ("FF_NETWORK_PER_BUILD:true", "FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR:true")
+NOT_USING_UMASK = "Not using umask - FF_DISABLE_UMASK_FOR_DOCKER_EXECUTOR is set!"
+
+
+def feature_flags(trace: str) -> str:
+    """The trace's header line naming the flags that differ from their defaults."""
+    return next((line for line in trace.splitlines() if "feature flags:" in line), "")
+
+
+def seed_cache(key: str, path: str) -> list[dict]:
+    return [{**CACHE[0], "key": key, "paths": [path]}]
+
+
+def test_seed_000_flags_with_a_cache(world):
+    """Seed 000's three flags: the cache volume opened by the permission container, the cache saved
+    with fastzip and restored by the next job, and the runner dropping its umask."""
+    cache = seed_cache("seed-000", "deps/")
+    saver = run_job(world, "mkdir -p deps", "echo seed-000-by-$CI_JOB_ID > deps/value.txt",
+                    "echo seed-000 > /cache/seed-000.txt", cache=cache, variables=SEED_000_VARIABLES)
+    assert saver["state"] == "success", saver["trace"][-3000:]
+    reader = run_job(world, "cat deps/value.txt", "cat /cache/seed-000.txt", cache=cache,
+                     variables=SEED_000_VARIABLES)
+    assert reader["state"] == "success", reader["trace"][-3000:]
+    for job in (saver, reader):
+        flags = feature_flags(job["trace"])
+        assert all(flag in flags for flag in SEED_000_FLAGS) and "FF_USE_FASTZIP:false" not in flags, flags
+        assert NOT_USING_UMASK in job["trace"], job["trace"][-3000:]
+        assert "permission container" not in job["trace"]
+    assert "Creating cache seed-000" in saver["trace"] and "Created cache" in saver["trace"]
+    assert "Successfully extracted cache" in reader["trace"], reader["trace"][-3000:]
+    assert f"seed-000-by-{saver['id']}" in reader["trace"]
+    assert_no_job_containers(world)
+
+
+def test_seed_002_non_root_images_write_the_build_directory_and_the_cache_in_consecutive_stages(
+        world, repo, seed_images):
+    """Seed 002's pipeline: jobs whose image USER is not root (a uid the image names, and one it does not)
+    write into the cloned build directory, into their job cache and into the /cache volume, stage after
+    stage: first with the runner's default umask, then with seed 000's FF_DISABLE_UMASK (where the runner
+    hands the build directory, restored cache included, to the image's user), which appends to what the
+    same image's first stage cached. (Files one user cached are not writable by another user in a later
+    job: gitlab-runner restores them with their modes, on Docker as here.)"""
+    sha = repo.git("rev-parse", "HEAD", cwd=repo.work)
+    stages = [("named", "named-user", 1000, {}), ("numeric", "numeric-user", 4242, {}),
+              ("named-no-umask", "named-user", 1000, SEED_000_VARIABLES),
+              ("numeric-no-umask", "numeric-user", 4242, SEED_000_VARIABLES)]
+    done: dict[str, list[str]] = {}
+    for stage, image, uid, variables in stages:
+        job = run_job(world, "id", f"mkdir -p test-{stage}", f"echo test > test-{stage}/test-{stage}.txt",
+                      f"echo test > test-{stage}.txt", "cat README.md",
+                      "mkdir -p stages", f"echo {stage}-as-$(id -u) >> stages/done.txt", "cat stages/done.txt",
+                      "ls -ln stages", f"echo {stage} > /cache/seed-002-{stage}.txt", "ls -ln /cache",
+                      image=seed_images[image], name=stage, git={"sha": sha, "ref": "main"},
+                      variables={"GIT_STRATEGY": "clone", **variables}, cache=seed_cache(f"seed-002-{image}", "stages/"))
+        trace = job["trace"]
+        assert job["state"] == "success", f"stage {stage}: {trace[-3000:]}"
+        assert f"uid={uid}" in trace, trace[-3000:]
+        assert (NOT_USING_UMASK in trace) == bool(variables)
+        # Without the umask the runner hands the build directory to the image's user (chown by the helper).
+        assert bool(re.search(rf'Changing ownership of files at "[^"]+" to {uid}:\d+', trace)) == bool(variables)
+        done.setdefault(image, []).append(f"{stage}-as-{uid}")
+        lines = [re.sub(r"^\S+ \S+ ", "", line).rstrip() for line in trace.splitlines()]  # no time, no stream
+        assert "\n".join(done[image]) in "\n".join(lines), f"stage {stage} lost its image's earlier cache"
+        assert re.search(rf"^-\S+ +1 {uid} +\d+ .* seed-002-{stage}\.txt$", "\n".join(lines), re.MULTILINE), trace[-2000:]
+    assert_no_job_containers(world)
+
+
+def test_seed_003_apt_drops_to_apt_with_setgroups_65534(world, seed_images):
+    """Seed 003's symptom came from apt's sandbox: its methods drop to user _apt and call
+    setgroups(65534), which fails (`E: setgroups 65534 failed`) where the job's user namespace lacks that
+    id (a host with 65536 sub-IDs). Here apt-get update and install from the image's own repository,
+    traced: the calls succeed and apt says nothing about its sandbox."""
+    strace = "strace -f -qq -e signal=none -e trace=setgroups,setresgid,setresuid,setgid,setuid"
+    job = run_job(world, "getent passwd _apt", "cat /proc/self/gid_map",
+                  f"{strace} -o /tmp/update.strace apt-get update",
+                  f"{strace} -o /tmp/install.strace apt-get install -y --no-install-recommends hello", "hello",
+                  "cat /tmp/update.strace /tmp/install.strace | sed 's/^[0-9]* *//' | sort | uniq -c",
+                  image=seed_images["apt"])
+    trace = job["trace"]
+    assert job["state"] == "success", trace[-3000:]
+    apt_uid = re.search(r" _apt:x:(\d+):65534:", trace)
+    assert apt_uid, trace[-3000:]
+    # Each of apt's methods (store, file, gpgv, ...) sheds its groups for _apt's, then becomes _apt.
+    assert re.search(r"setgroups\(1, \[65534\]\) += 0", trace), trace[-3000:]
+    assert re.search(rf"setresuid\({apt_uid.group(1)}, {apt_uid.group(1)}, {apt_uid.group(1)}\) += 0", trace), trace[-3000:]
+    assert "Hello, world!" in trace
+    assert "setgroups 65534 failed" not in trace and "unsandboxed" not in trace, trace[-3000:]
+    assert_no_job_containers(world)
+
+
+def test_init_flag_job_cancelled_from_gitlab_gets_sigterm(world):
+    """FF_USE_INIT_WITH_DOCKER_EXECUTOR: catatonit (the image's package) is the job's PID 1. Cancelled from
+    GitLab, the runner sends SIGTERM to the job's processes: the script's trap runs (sleep's failure is
+    caught, or errexit would end the script before the signal reaches it), and nothing is left. (With FF_USE_NATIVE_CONTAINER_STOP only PID 1
+    gets SIGTERM; catatonit passes it to its one child, the runner's shell, which waits for the script's
+    subshell: the script's trap did not run, seen here.)"""
+    job_id = queue(world, "echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline)", "/run/podman-init --version",
+                   "trap 'echo got-SIGTERM; echo $CI_JOB_ID > /cache/sigterm-$CI_JOB_ID; exit 143' TERM",
+                   "while true; do echo tick; sleep 1 || echo sleep-ended-by-a-signal; done",
+                   variables={"FF_USE_INIT_WITH_DOCKER_EXECUTOR": "true"})
+    wait_for(lambda: "tick" in world.state()["jobs"][str(job_id)]["trace"], 120, interval=1,
+             what="the job to run and send its trace")
+    world.coordinator("POST", f"/_test/jobs/{job_id}/cancel", {})
+
+    def final_update():
+        job = world.state()["jobs"][str(job_id)]
+        return job if any(u["state"] in ("success", "failed") for u in job.get("updates", [])) else None
+    job = wait_for(final_update, 60, interval=1, what="the runner to stop the cancelled job")
+    trace = job["trace"]
+    assert job["state"] == "canceled"
+    assert "FF_USE_INIT_WITH_DOCKER_EXECUTOR:true" in feature_flags(trace), trace[:2000]
+    assert "pid1=/run/podman-init -- " in trace and "_catatonit" in trace, trace[-3000:]
+    assert "lookup init binary" not in trace
+    # The trap ran: its file is on the project's cache volume, where the next job reads it.
+    after = run_job(world, f"cat /cache/sigterm-{job_id}")
+    assert after["state"] == "success", f"no SIGTERM reached the script: {trace[-2000:]}\n{after['trace'][-2000:]}"
     assert_no_job_containers(world)
 
 

@@ -56,7 +56,8 @@ def assert_passed(out: str, checks) -> None:
 def test_verify_default_image(image):
     out = assert_verified(cli("verify", image, check=False), image)
     assert_passed(out, ("test_systemd_is_pid1_and_running", "test_job_runs_with_expanded_uid_map",
-                        "test_job_has_network", "test_65536_sub_ids_are_refused_with_the_fix",
+                        "test_job_has_network", "test_job_with_an_init_runs_catatonit_as_pid_1",
+                        "test_65536_sub_ids_are_refused_with_the_fix",
                         "test_no_secret_in_image_or_history", "test_storage_volume_is_native_overlay",
                         *PRIVILEGE_CHECKS))
     assert "podman container runlabel setupstorage" in out and "runlabel run" in out

@@ -69,6 +69,15 @@ def test_job_runs_with_expanded_uid_map(target):
     assert status == 404, "the job container was not removed"
 
 
+def test_job_with_an_init_runs_catatonit_as_pid_1(target):
+    # gitlab-runner's FF_USE_INIT_WITH_DOCKER_EXECUTOR sends HostConfig.Init: podman then needs catatonit
+    # (without it: `lookup init binary: exec: "catatonit": executable file not found in $PATH`).
+    # podman mounts the init at /run/podman-init; catatonit's --version says "tini version ..._catatonit".
+    code, logs, _ = run_job(target, "init=$(tr '\\0' '\\n' < /proc/1/cmdline | head -n 1); echo init=$init; "
+                                    "$init --version", {"Init": True})
+    assert code == 0 and "init=/run/podman-init" in logs and "_catatonit" in logs, logs
+
+
 def test_job_has_network(target):
     # A server on the outer container's loopback; a job in network mode host
     # must reach it. No traffic leaves the machine.
