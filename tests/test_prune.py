@@ -153,12 +153,18 @@ def test_resetcache_drops_every_cache_but_one_in_use_and_the_prune_repairs_an_ol
     assert reset.returncode == 0 and reset.stdout.endswith("removed 2 cache volume(s)\n"), reset
     assert box.podman("volume", "ls", "--format", "{{.Name}}").split() == ["job-made"]
 
-    # The old reset: the data goes (volume pipglr-cache removed), the record in pipglr-storage stays.
-    box.podman("volume", "create", "cachetest")
-    box.run("rm", "-rf", f"{NESTED_VOLUMES}/cachetest")
+    # The old reset: the data goes (volume pipglr-cache removed), the records in pipglr-storage stay.
+    # resetcache removes a runner cache's record all the same; the prune any other.
+    left = VOLUME.format("old-reset")
+    for name in (left, "cachetest"):
+        box.podman("volume", "create", name)
+        box.run("rm", "-rf", f"{NESTED_VOLUMES}/{name}")
     broken = sh(*box.exec_argv("podman"), "podman", "run", "--rm", "--volume", "cachetest:/cache", BASE, "true",
                 check=False)
     assert broken.returncode != 0 and 'reading contents of volume "cachetest"' in broken.stderr, broken
+    reset = sh(*box.exec_argv("podman"), "/usr/local/libexec/pipglr/resetcache", check=False)
+    assert reset.returncode == 0 and f"resetcache: removed volume {left}\n" in reset.stdout, reset
+    assert sorted(box.podman("volume", "ls", "--format", "{{.Name}}").split()) == ["cachetest", "job-made"]
     log = box.run("/usr/local/libexec/pipglr/pipglr-prune", "1h", user="podman").stdout
     assert (f"removed volume cachetest: its data directory {NESTED_VOLUMES}/cachetest/_data is gone"
             in log), log
