@@ -339,8 +339,11 @@ def test_the_prune_repairs_what_the_old_readme_reset_left(world):
     world.alice("podman", "container", "runlabel", "run", world.image)
     world.wait_booted()
     assert runner_cache_volumes(world) == caches
+    # podman says "reading contents of volume" for a volume never mounted yet; for one used before
+    # (as these), crun: "cannot stat `.../_data`: No such file or directory".
     broken = world.outer(*PODMAN, "run", "--rm", "--volume", f"{caches[0]}:/cache", BASE, "true")
-    assert broken.returncode != 0 and f'reading contents of volume "{caches[0]}"' in broken.stderr, broken
+    assert broken.returncode != 0, broken
+    assert f"{caches[0]}/_data" in broken.stderr and "no such file or directory" in broken.stderr.lower(), broken
     world.outer("systemctl", "start", "pipglr-prune.service", check=True)
     log = world.outer("journalctl", "--no-pager", "--output", "cat", "-u", "pipglr-prune.service").stdout
     for name in caches:
