@@ -39,7 +39,8 @@ PODMAN_RUNTIME_DIR = f"/run/user/{DEFAULT_PODMAN_UID}"
 OUTER_STOP_MARGIN = 30
 # render writes this file into every build context, and replaces only a directory holding it.
 MARKER = ".pipglr-build-context"
-RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload")
+RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload",
+             "resetcache")
 
 # Installed into the image on top of the Debian base. catatonit: the init podman puts in a job container
 # asked for one (gitlab-runner's FF_USE_INIT_WITH_DOCKER_EXECUTOR, Docker's HostConfig.Init); Debian's

@@ -309,6 +309,50 @@ def test_setup_runlabels_again_leave_a_used_volume_alone(world):
     assert "e2e-cache" in kept_in_cache_volumes(world)
 
 
+def runner_cache_volumes(world) -> list[str]:
+    names = world.outer(*PODMAN, "volume", "ls", "--format", "{{.Name}}", check=True).stdout.split()
+    return [n for n in names if n.startswith("runner-") and "-cache-" in n]
+
+
+def test_resetcache_runlabel_drops_every_cache_and_the_next_job_starts_empty(world):
+    assert "e2e-cache" in kept_in_cache_volumes(world) and runner_cache_volumes(world)
+    said = world.alice("podman", "container", "runlabel", "resetcache", world.image).stdout
+    assert "resetcache: removed volume runner-" in said, said
+    assert runner_cache_volumes(world) == [], said
+    assert kept_in_cache_volumes(world) == "", "cache data left on pipglr-cache"
+    # The same project's next job gets a cache volume of the same name again: new and empty.
+    job = world.wait_job(world.add_job("test ! -e /cache/e2e.txt", "echo after-reset > /cache/e2e.txt"))
+    assert job["state"] == "success", job["trace"][-2000:]
+    assert runner_cache_volumes(world)
+
+
+def test_the_prune_repairs_what_the_old_readme_reset_left(world):
+    """The README's reset before resetcache: pipglr-cache removed and made again under the same
+    pipglr-storage. The nested podman kept the volume records, and every container mounting one
+    (gitlab-runner's jobs with that cache) failed, until the prune removed those records."""
+    caches = runner_cache_volumes(world)
+    assert caches
+    world.alice("podman", "stop", "pipglr")
+    world.alice("podman", "rm", "pipglr")
+    world.alice("podman", "volume", "rm", "pipglr-cache")
+    world.alice("podman", "container", "runlabel", "setupcache", world.image)
+    world.alice("podman", "container", "runlabel", "run", world.image)
+    world.wait_booted()
+    assert runner_cache_volumes(world) == caches
+    # podman says "reading contents of volume" for a volume never mounted yet; for one used before
+    # (as these), crun: "cannot stat `.../_data`: No such file or directory".
+    broken = world.outer(*PODMAN, "run", "--rm", "--volume", f"{caches[0]}:/cache", BASE, "true")
+    assert broken.returncode != 0, broken
+    assert f"{caches[0]}/_data" in broken.stderr and "no such file or directory" in broken.stderr.lower(), broken
+    world.outer("systemctl", "start", "pipglr-prune.service", check=True)
+    log = world.outer("journalctl", "--no-pager", "--output", "cat", "-u", "pipglr-prune.service").stdout
+    for name in caches:
+        assert f"removed volume {name}: its data directory {NESTED_VOLUMES}/{name}/_data is gone" in log, log
+    assert runner_cache_volumes(world) == [], log
+    job = world.wait_job(world.add_job("test ! -e /cache/e2e.txt", "echo after-repair > /cache/e2e.txt"))
+    assert job["state"] == "success", job["trace"][-2000:]
+
+
 def test_debug_switches_without_rebuilding(world):
     world.alice("podman", "rm", "--force", "pipglr")
     world.alice("env", "RUNNER_LOG_LEVEL=debug", "PODMAN_LOG_LEVEL=debug",

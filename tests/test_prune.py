@@ -15,6 +15,7 @@ import pytest
 from pipglr_builder import processes
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import copy_image, unique, wait_for
+from pipglr_builder.render import NESTED_VOLUMES
 
 from .conftest import BASE, HELPER, sh
 
@@ -45,13 +46,62 @@ class Box(RootfulBoot):
              f"tar -C /tmp/{name} -c . | podman import --quiet - localhost/{name}:1", user="podman")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def box(image):
+    """One boot for this module's tests (each boot costs about 40 s); a test leaves no volume or container
+    that changes the next one's counts, except the age test, which comes last."""
     container = Box(image, name=unique("pipglr-prune"))
     try:
         yield container.start()
     finally:
         container.close()
+
+
+def test_resetcache_drops_every_cache_but_one_in_use_and_the_prune_repairs_an_old_reset(box):
+    """resetcache (what the runlabel runs in pipglr) removes record and data of every runner cache volume
+    through podman; one a running job mounts stays, named. The old reset (removing the data under the
+    records) broke every container mounting such a volume until the prune removed the record."""
+    copy_image(BASE, [*box.exec_argv("podman")[:2], "--interactive", *box.exec_argv("podman")[2:],
+                      "podman", "load", "--quiet"])
+    cache, busy = VOLUME.format("reset"), VOLUME.format("busy")
+    for name in (cache, busy, "job-made"):
+        box.podman("volume", "create", name)
+        box.podman("run", "--rm", "--volume", f"{name}:/cache", BASE, "sh", "-c", "echo cached > /cache/file")
+    box.podman("run", "--detach", "--name", "job-running", "--volume", f"{busy}:/cache", BASE, "sleep", "infinity")
+
+    reset = sh(*box.exec_argv("podman"), "/usr/local/libexec/pipglr/resetcache", check=False)
+    assert reset.returncode == 1, reset
+    assert f"resetcache: removed volume {cache}\n" in reset.stdout, reset.stdout
+    assert f"resetcache: kept volume {busy}: Error: volume {busy} is being used" in reset.stdout, reset.stdout
+    assert "run resetcache again when the jobs have finished" in reset.stdout, reset.stdout
+    assert set(box.podman("volume", "ls", "--format", "{{.Name}}").split()) == {busy, "job-made"}
+    # gitlab-runner's next job makes the volume again under the same name: it works, and it is empty.
+    again = box.podman("run", "--rm", "--volume", f"{cache}:/cache", BASE, "sh", "-c", "ls -A /cache; echo listed")
+    assert again == "listed\n", again
+    box.podman("rm", "--force", "--time", "0", "job-running")
+    reset = sh(*box.exec_argv("podman"), "/usr/local/libexec/pipglr/resetcache", check=False)
+    assert reset.returncode == 0 and reset.stdout.endswith("removed 2 cache volume(s)\n"), reset
+    assert box.podman("volume", "ls", "--format", "{{.Name}}").split() == ["job-made"]
+
+    # The old reset: the data goes (volume pipglr-cache removed), the records in pipglr-storage stay.
+    # resetcache removes a runner cache's record all the same; the prune any other.
+    left = VOLUME.format("old-reset")
+    for name in (left, "cachetest"):
+        box.podman("volume", "create", name)
+        box.run("rm", "-rf", f"{NESTED_VOLUMES}/{name}")
+    broken = sh(*box.exec_argv("podman"), "podman", "run", "--rm", "--volume", "cachetest:/cache", BASE, "true",
+                check=False)
+    assert broken.returncode != 0 and 'reading contents of volume "cachetest"' in broken.stderr, broken
+    reset = sh(*box.exec_argv("podman"), "/usr/local/libexec/pipglr/resetcache", check=False)
+    assert reset.returncode == 0 and f"resetcache: removed volume {left}\n" in reset.stdout, reset
+    assert sorted(box.podman("volume", "ls", "--format", "{{.Name}}").split()) == ["cachetest", "job-made"]
+    log = box.run("/usr/local/libexec/pipglr/pipglr-prune", "1h", user="podman").stdout
+    assert (f"removed volume cachetest: its data directory {NESTED_VOLUMES}/cachetest/_data is gone"
+            in log), log
+    assert "cannot look into it" not in log, log
+    assert box.podman("volume", "ls", "--format", "{{.Name}}").split() == ["job-made"], log
+    box.podman("run", "--rm", "--volume", "cachetest:/cache", BASE, "true")
+    box.podman("volume", "rm", "job-made")  # the age test after this one finds the box as booted
 
 
 def test_prune_removes_only_what_was_unused_for_the_age(box):
@@ -124,3 +174,4 @@ def test_prune_removes_only_what_was_unused_for_the_age(box):
                  f"kept volume {volumes['written']}: changed within {AGE}s",
                  f"kept volume {volumes['mounted']}: "):
         assert line in log, log
+
