@@ -23,14 +23,21 @@ PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from
 # The nested podman's storage (volume pipglr-storage) and, inside it, the directory of its named
 # volumes, where volume pipglr-cache is mounted: the jobs' per-project cache volumes live there,
 # apart from images, and need no volume_path setting (podman ignores a changed one on old storage).
-NESTED_STORAGE = "/home/podman/.local/share/containers"
+PODMAN_HOME = "/home/podman"
+NESTED_STORAGE = f"{PODMAN_HOME}/.local/share/containers"
 NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
-# pipglr's runtime folder in the outer container (tmpfiles-pipglr.conf makes it): the nested podman's API
-# socket (user podman's podman.socket, moved by a drop-in: runner's DOCKER_HOST) and the environment file
-# pipglr-env writes at boot (the log levels given at `runlabel run`), which the services read.
+# pipglr's runtime folders in the outer container (tmpfiles-pipglr.conf makes them). RUN_DIR belongs to
+# podman: the nested podman's API socket (user podman's podman.socket, moved by a drop-in: runner's
+# DOCKER_HOST). RUN_ROOT_DIR is written by root only (podman cannot plant a symbolic link there): the
+# environment file pipglr-env writes at boot (the log levels given at `runlabel run`), which the services
+# read, and the helper names the prune keeps.
 RUN_DIR = "/run/pipglr"
 NESTED_SOCKET = f"{RUN_DIR}/podman.sock"
-RUN_ENV = f"{RUN_DIR}/env"
+RUN_ROOT_DIR = "/run/pipglr-root"
+RUN_ENV = f"{RUN_ROOT_DIR}/env"
+# The pipglr-state volume: runner's live config.toml and .runner_system_id.
+STATE_DIR = "/var/lib/pipglr"
+CONFIG_SECRET = "/run/secrets/config.toml"  # where podman mounts the config.toml secret
 # User podman's uid and runtime directory in an image built with the default podman_uid (as the tests
 # build it); for an image built otherwise read its io.pipglr.podman-uid label.
 DEFAULT_PODMAN_UID = SETTINGS_BY_KEY["podman_uid"].default
@@ -155,6 +162,10 @@ def template_values(config: Config) -> dict:
         "nested_socket": NESTED_SOCKET,
         "run_dir": RUN_DIR,
         "run_env": RUN_ENV,
+        "run_root_dir": RUN_ROOT_DIR,
+        "state_dir": STATE_DIR,
+        "config_secret": CONFIG_SECRET,
+        "podman_home": PODMAN_HOME,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

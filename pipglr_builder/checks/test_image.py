@@ -7,7 +7,7 @@ import pytest
 
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET as SOCKET
-from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY, RUN_DIR
+from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY, RUN_DIR, RUN_ROOT_DIR
 from pipglr_builder.verify import METRICS
 
 
@@ -64,6 +64,9 @@ def test_socket_is_for_podman_and_runner_only(host):
     assert (owner, group, mode, kind) == ("podman", "podman-api", "660", "socket")
     folder = host.file(RUN_DIR)
     assert (folder.user, folder.group, folder.mode) == ("podman", "podman-api", 0o750)
+    # What root writes for the services (env, prune-helpers) is where podman cannot plant a link.
+    root_folder = host.file(RUN_ROOT_DIR)
+    assert (root_folder.user, root_folder.group, root_folder.mode) == ("root", "root", 0o755)
     members = host.check_output("getent group podman-api").rsplit(":", 1)[-1]
     assert sorted(members.split(",")) == ["podman", "runner"]
 
