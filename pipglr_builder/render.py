@@ -72,10 +72,13 @@ MASKED_UNITS = (
 # Inside the outer container IDs 0..65538 exist (host subuid count 65539).
 OUTER_ID_COUNT = 65539
 JOB_ID_COUNT = 65536
+# Group podman-api (the API socket's group) takes the outer namespace's last ID, which /etc/subgid then
+# leaves out: no job process can hold it. Jobs still get GIDs 0..65535: their 0 is podman's own GID.
+PODMAN_API_GID = OUTER_ID_COUNT - 1
 
 
 def subid_ranges(excluded: set[int]) -> list[tuple[int, int]]:
-    """(start, count) ranges covering 1..65538 minus EXCLUDED: 65536 IDs for jobs."""
+    """(start, count) ranges covering 1..65538 minus EXCLUDED (65536 IDs without root, podman and runner)."""
     ranges: list[tuple[int, int]] = []
     start = 1
     for uid in sorted(excluded | {OUTER_ID_COUNT}):
@@ -87,7 +90,8 @@ def subid_ranges(excluded: set[int]) -> list[tuple[int, int]]:
 
 def subid_file(user: str, excluded: set[int]) -> str:
     ranges = subid_ranges(excluded)
-    assert sum(count for _, count in ranges) == JOB_ID_COUNT, ranges
+    # A job's IDs 1..65535 come from these ranges (its 0 is the user's own ID).
+    assert sum(count for _, count in ranges) >= JOB_ID_COUNT - 1, ranges
     return "".join(f"{user}:{start}:{count}\n" for start, count in ranges)
 
 
@@ -157,6 +161,7 @@ def template_values(config: Config) -> dict:
         "package_query": PACKAGE_QUERY,
         "masked_units": MASKED_UNITS,
         "outer_id_count": OUTER_ID_COUNT,
+        "podman_api_gid": PODMAN_API_GID,
         "nested_storage": NESTED_STORAGE,
         "nested_volumes": NESTED_VOLUMES,
         "nested_socket": NESTED_SOCKET,
@@ -215,7 +220,7 @@ def render(config: Config, output: Path, runner_binaries: dict[str, Path] | None
     (output / "custom-ca.crt").write_text(ca)  # empty: no CA added at build time
     excluded = {0, config.podman_uid, config.runner_uid}
     (output / "subuid").write_text(subid_file("podman", excluded))
-    (output / "subgid").write_text(subid_file("podman", excluded))
+    (output / "subgid").write_text(subid_file("podman", excluded | {PODMAN_API_GID}))
 
     runner_dir = output / "runner"
     runner_dir.mkdir()
