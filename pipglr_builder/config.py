@@ -173,6 +173,12 @@ def _pids_limit(value: int) -> str | None:
     return None
 
 
+def _job_pids_limit(value: int) -> str | None:
+    if value != 0 and not 64 <= value <= 4194304:
+        return "expected 0 (no limit) or between 64 and 4194304 tasks"
+    return None
+
+
 _packages = _each_matches(r"[a-z0-9][a-z0-9+.-]+", "is not a Debian package name")
 
 
@@ -255,6 +261,9 @@ SETTINGS: tuple[Setting, ...] = (
             "job), where the host delegates the pids controller: 0 = none, as upstream pipglr (podman's default "
             "is 2048; -1 is refused: podman then writes pids.max, which fails where pids is not delegated).",
             _pids_limit),
+    Setting("job_pids_limit", int, 4096, "Task limit of each CI job container (the nested podman's pids_limit), "
+            "where the outer container has the pids controller (the host delegates it); without it jobs run "
+            "with none and the journal says so at boot. 0 = none.", _job_pids_limit),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
     Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
     Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
@@ -297,6 +306,7 @@ class Config:
     session_server_advertise: str
     stop_timeout: int
     pids_limit: int
+    job_pids_limit: int
     nested_privileged: bool
     podman_uid: int
     runner_uid: int

@@ -35,6 +35,8 @@ RUN_DIR = "/run/pipglr"
 NESTED_SOCKET = f"{RUN_DIR}/podman.sock"
 RUN_ROOT_DIR = "/run/pipglr-root"
 RUN_ENV = f"{RUN_ROOT_DIR}/env"
+# The outer container's own cgroup (cgroupns): its cgroup.controllers say what the host delegated.
+CGROUP_ROOT = "/sys/fs/cgroup"
 # The pipglr-state volume: runner's live config.toml and .runner_system_id.
 STATE_DIR = "/var/lib/pipglr"
 CONFIG_SECRET = "/run/secrets/config.toml"  # where podman mounts the config.toml secret
@@ -144,6 +146,8 @@ def template_values(config: Config) -> dict:
         "stop_timeout": config.stop_timeout,
         "outer_stop_timeout": config.stop_timeout + OUTER_STOP_MARGIN,
         "pids_limit": config.pids_limit,
+        "job_pids_limit": config.job_pids_limit,
+        "cgroup_root": CGROUP_ROOT,
         "runner_version": config.runner_version,
         "runner_release_url": config.runner_release_url,
         "base_suite": config.base_suite,

@@ -83,12 +83,19 @@ def test_missing_file(tmp_path):
     ("podman_uid", "many", ["podman_uid", "expected a number"]),
     ("nested_privileged", "perhaps", ["nested_privileged", "true or false"]),
     ("platforms", "linux/amd64,windows/amd64", ["windows/amd64"]),
+    ("job_pids_limit", "10", ["job_pids_limit", "0 (no limit) or between 64"]),
+    ("job_pids_limit", "-1", ["job_pids_limit", "0 (no limit) or between 64"]),
 ])
 def test_bad_flags_are_refused(flag, value, words):
     with pytest.raises(ConfigError) as err:
         config.load(None, {flag: value})
     for word in words:
         assert word in str(err.value)
+
+
+def test_job_pids_limit_default_and_none():
+    assert config.load(None).job_pids_limit == 4096
+    assert config.load(None, {"job_pids_limit": "0"}).job_pids_limit == 0
 
 
 def test_sha256_per_arch_form_is_accepted():

@@ -43,7 +43,7 @@ class World:
                                                                     "runner_uid": str(RUNNER)})),
                        "state_dir": str(self.state), "run_dir": str(self.run), "run_root_dir": str(self.run_root),
                        "run_env": str(self.run_root / "env"), "config_secret": str(self.secrets / "config.toml"),
-                       "podman_home": str(self.home)}
+                       "podman_home": str(self.home), "cgroup_root": str(base / "no-cgroup")}
 
     def script(self, name: str) -> Path:
         path = self.bin / name
@@ -160,3 +160,43 @@ def test_pipglr_env_touches_podmans_home_only_as_podman(world):
     env = world.run_root / "env"
     assert "RUNNER_LOG_LEVEL=" in env.read_text()
     assert (env.stat().st_uid, stat.S_IMODE(env.stat().st_mode)) == (0, 0o644)
+
+
+@pytest.mark.parametrize("controllers, limited", [("cpuset cpu io memory pids", True), ("cpuset cpu io memory", False),
+                                                  ("", False)])
+def test_pipglr_env_limits_job_tasks_only_with_the_pids_controller(world, controllers, limited):
+    """job_pids_limit goes to the nested podman where this container has the pids controller; elsewhere (this
+    machine, whose cgroups delegate none) podman would fail every job with a limit: none, and the boot says so."""
+    cgroup = world.base / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "cgroup.controllers").write_text(controllers + "\n")
+    world.values["cgroup_root"] = str(cgroup)
+    dropin = world.home / ".config" / "containers" / "containers.conf.d"
+    world.as_user(PODMAN, "mkdir", "-p", str(dropin))
+    conf = dropin / "60-pipglr-job-pids.conf"
+    if not limited:  # left by a boot on a host that delegated pids
+        world.as_user(PODMAN, "sh", "-c", f"echo '[containers]' > {conf}")
+    proc = world.run_as_root(str(world.script("pipglr-env")))
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr
+    if limited:
+        assert conf.read_text() == "[containers]\npids_limit = 4096\n"
+        assert conf.stat().st_uid == PODMAN
+        assert "each job may run 4096 tasks (job_pids_limit)" in said, said
+        assert "without a task limit" not in said
+    else:
+        assert not conf.exists()
+        assert said.count("pipglr: jobs run without a task limit: the host delegates no pids controller") == 1, said
+        assert "job_pids_limit=4096 not applied" in said and "doctor" in said
+
+
+def test_pipglr_env_says_nothing_when_job_pids_limit_is_0(world):
+    cgroup = world.base / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "cgroup.controllers").write_text("cpu memory\n")
+    world.values.update(cgroup_root=str(cgroup), job_pids_limit=0)
+    world.as_user(PODMAN, "mkdir", "-p", str(world.home / ".config" / "containers" / "containers.conf.d"))
+    proc = world.run_as_root(str(world.script("pipglr-env")))
+    assert proc.returncode == 0, proc.stderr
+    assert "task limit" not in proc.stdout + proc.stderr
+    assert not (world.home / ".config" / "containers" / "containers.conf.d" / "60-pipglr-job-pids.conf").exists()
