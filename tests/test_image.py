@@ -120,7 +120,7 @@ def test_runner_waits_for_the_config_it_names(booted):
 def test_root_steps_follow_no_link_of_podman_or_runner(image):
     """In place, as the units run them: podman plants the old prune-helpers link to the live config
     (the daily prune emptied it and made it world-readable), runner plants its seed marker as a link
-    to a file of root's (runner-config wrote the checksum into it). Both root steps leave them alone."""
+    to a file of root's (runner-config wrote the checksum into it). Neither root step follows them."""
     box = Booted(image, name=unique("pipglr-root-steps"))
     try:
         box.start()
@@ -138,9 +138,12 @@ def test_root_steps_follow_no_link_of_podman_or_runner(image):
 
         prune = box.exec("systemctl", "start", "pipglr-prune.service")
         assert prune.returncode == 0, box.exec("journalctl", "--no-pager", "-u", "pipglr-prune.service").stdout
-        box.exec("systemctl", "restart", "runner.service")  # fails: runner broke its own start
+        box.exec("systemctl", "restart", "runner.service")
         log = box.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
-        assert "Permission denied" in log, log
+        assert "seeded from the config.toml secret" in log, log
+        # Runner's link was replaced by runner's own file (runner-config writes there as runner).
+        assert box.exec("stat", "-c", "%F %U", "/var/lib/pipglr/.seeded-from-secret.sha256").stdout.strip() == \
+            "regular file runner"
 
         assert box.exec("cat", "/etc/pipglr/nested-privileged").stdout == marker
         assert box.exec("stat", "-c", "%U:%G %a", "/etc/pipglr/nested-privileged").stdout.strip() == "root:root 644"

@@ -92,29 +92,30 @@ def test_runner_config_writes_in_the_state_folder_only_as_runner(world):
     secret.chmod(0o400)
     # Runner plants its seed marker as a link to a file of root's: root used to write the checksum into it.
     world.as_user(RUNNER, "ln", "-s", str(victim), str(world.state / ".seeded-from-secret.sha256"))
+    # A file of root's in the state folder (an older image's, or an admin's): root no longer chowns the
+    # folder's content (runner could swap a link in), and runner replaces what it must.
+    (world.state / "left-by-root").write_text("x")
     proc = world.run_as_root(str(world.script("runner-config")))
-    unchanged(victim, "root's file\n")
-    assert "Permission denied" in proc.stderr, proc.stderr  # runner broke only its own start
-    # Without the planted link the live config is seeded, runner's and private.
-    (world.state / ".seeded-from-secret.sha256").unlink()
-    proc = world.run_as_root(str(world.bin / "runner-config"))
     assert proc.returncode == 0, proc.stderr
+    assert "seeded from the config.toml secret" in proc.stderr
+    unchanged(victim, "root's file\n")
     live = (world.state / "config.toml").lstat()
     assert (live.st_uid, stat.S_IMODE(live.st_mode)) == (RUNNER, 0o600)
     assert (world.state / "config.toml").read_text() == LIVE
-    assert (world.state / ".seeded-from-secret.sha256").lstat().st_uid == RUNNER
+    seeded = (world.state / ".seeded-from-secret.sha256").lstat()
+    assert stat.S_ISREG(seeded.st_mode) and seeded.st_uid == RUNNER
+    assert (world.state / "left-by-root").stat().st_uid == 0
+    assert world.state.stat().st_uid == RUNNER
 
 
-def test_runner_config_chown_follows_no_link(world):
-    victim = world.root_file("victim", "root's file\n")
-    (world.secrets / "config.toml").write_text(LIVE)
-    os.chown(world.secrets / "config.toml", RUNNER, RUNNER)
-    world.as_user(RUNNER, "ln", "-s", str(victim), str(world.state / "link-to-root"))
-    world.as_user(RUNNER, "ln", "-s", str(world.root_only), str(world.state / "dir-link"))
+def test_runner_config_as_runner_cannot_read_a_secret_it_was_not_given(world):
+    secret = world.secrets / "config.toml"
+    secret.write_text(LIVE)
+    secret.chmod(0o400)  # root's: a container not started with the run runlabel's uid=
     proc = world.run_as_root(str(world.script("runner-config")))
-    assert proc.returncode == 0, proc.stderr
-    unchanged(victim, "root's file\n")
-    assert world.root_only.stat().st_uid == 0
+    assert proc.returncode == 1
+    assert "is not readable by runner: start the container with the run runlabel" in proc.stderr, proc.stderr
+    assert not (world.state / "config.toml").exists()
 
 
 def test_prune_helpers_never_writes_where_podman_can_plant_a_link(world):
