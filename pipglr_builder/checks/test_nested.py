@@ -261,7 +261,7 @@ def test_runner_volumes_always_run(target):
                                 tty=False)
     finally:
         api(target, "DELETE", f"/volumes/{volume}?force=1")
-    assert (code, logs.strip()) == (0, "mounted"), logs
+    assert code == 0 and "mounted" in logs, logs  # without a terminal the logs come in the API's frames
 
 
 def test_65536_sub_ids_are_refused_with_the_fix(target):
