@@ -195,6 +195,9 @@ def _memory(value: str) -> str | None:
     if value and (not _MEMORY.fullmatch(value) or memory_bytes(value) < memory_bytes(_MEMORY_MIN)):
         return (f"expected empty (no limit) or a size with the unit k, m or g of at least {_MEMORY_MIN}, e.g. 4g "
                 "(systemd, podman, the runner and every job share it)")
+def _job_pids_limit(value: int) -> str | None:
+    if value != 0 and not 64 <= value <= 4194304:
+        return "expected 0 (no limit) or between 64 and 4194304 tasks"
     return None
 
 
@@ -286,6 +289,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("memory", str, "", "Memory limit of the whole outer container (podman run --memory; shared like cpus), "
             "where the host delegates the memory controller: empty = none, e.g. 4g (k, m or g; at least 512m).",
             _memory),
+    Setting("job_pids_limit", int, 4096, "Task limit of each CI job container (the nested podman's pids_limit), "
+            "where the outer container has the pids controller (the host delegates it); without it jobs run "
+            "with none and the journal says so at boot. 0 = none.", _job_pids_limit),
     Setting("nested_privileged", bool, True, "Whether CI jobs may run privileged nested containers."),
     Setting("podman_uid", int, 1000, "UID (and GID) of the inner user podman.", _uid),
     Setting("runner_uid", int, 1001, "UID (and GID) of the inner user runner.", _uid),
@@ -330,6 +336,7 @@ class Config:
     pids_limit: int
     cpus: float
     memory: str
+    job_pids_limit: int
     nested_privileged: bool
     podman_uid: int
     runner_uid: int

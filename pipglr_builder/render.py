@@ -23,14 +23,23 @@ PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from
 # The nested podman's storage (volume pipglr-storage) and, inside it, the directory of its named
 # volumes, where volume pipglr-cache is mounted: the jobs' per-project cache volumes live there,
 # apart from images, and need no volume_path setting (podman ignores a changed one on old storage).
-NESTED_STORAGE = "/home/podman/.local/share/containers"
+PODMAN_HOME = "/home/podman"
+NESTED_STORAGE = f"{PODMAN_HOME}/.local/share/containers"
 NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
-# pipglr's runtime folder in the outer container (tmpfiles-pipglr.conf makes it): the nested podman's API
-# socket (user podman's podman.socket, moved by a drop-in: runner's DOCKER_HOST) and the environment file
-# pipglr-env writes at boot (the log levels given at `runlabel run`), which the services read.
+# pipglr's runtime folders in the outer container (tmpfiles-pipglr.conf makes them). RUN_DIR belongs to
+# podman: the nested podman's API socket (user podman's podman.socket, moved by a drop-in: runner's
+# DOCKER_HOST). RUN_ROOT_DIR is written by root only (podman cannot plant a symbolic link there): the
+# environment file pipglr-env writes at boot (the log levels given at `runlabel run`), which the services
+# read, and the helper names the prune keeps.
 RUN_DIR = "/run/pipglr"
 NESTED_SOCKET = f"{RUN_DIR}/podman.sock"
-RUN_ENV = f"{RUN_DIR}/env"
+RUN_ROOT_DIR = "/run/pipglr-root"
+RUN_ENV = f"{RUN_ROOT_DIR}/env"
+# The outer container's own cgroup (cgroupns): its cgroup.controllers say what the host delegated.
+CGROUP_ROOT = "/sys/fs/cgroup"
+# The pipglr-state volume: runner's live config.toml and .runner_system_id.
+STATE_DIR = "/var/lib/pipglr"
+CONFIG_SECRET = "/run/secrets/config.toml"  # where podman mounts the config.toml secret
 # User podman's uid and runtime directory in an image built with the default podman_uid (as the tests
 # build it); for an image built otherwise read its io.pipglr.podman-uid label.
 DEFAULT_PODMAN_UID = SETTINGS_BY_KEY["podman_uid"].default
@@ -68,10 +77,13 @@ MASKED_UNITS = (
 # Inside the outer container IDs 0..65538 exist (host subuid count 65539).
 OUTER_ID_COUNT = 65539
 JOB_ID_COUNT = 65536
+# Group podman-api (the API socket's group) takes the outer namespace's last ID, which /etc/subgid then
+# leaves out: no job process can hold it. Jobs still get GIDs 0..65535: their 0 is podman's own GID.
+PODMAN_API_GID = OUTER_ID_COUNT - 1
 
 
 def subid_ranges(excluded: set[int]) -> list[tuple[int, int]]:
-    """(start, count) ranges covering 1..65538 minus EXCLUDED: 65536 IDs for jobs."""
+    """(start, count) ranges covering 1..65538 minus EXCLUDED (65536 IDs without root, podman and runner)."""
     ranges: list[tuple[int, int]] = []
     start = 1
     for uid in sorted(excluded | {OUTER_ID_COUNT}):
@@ -83,7 +95,8 @@ def subid_ranges(excluded: set[int]) -> list[tuple[int, int]]:
 
 def subid_file(user: str, excluded: set[int]) -> str:
     ranges = subid_ranges(excluded)
-    assert sum(count for _, count in ranges) == JOB_ID_COUNT, ranges
+    # A job's IDs 1..65535 come from these ranges (its 0 is the user's own ID).
+    assert sum(count for _, count in ranges) >= JOB_ID_COUNT - 1, ranges
     return "".join(f"{user}:{start}:{count}\n" for start, count in ranges)
 
 
@@ -151,6 +164,8 @@ def template_values(config: Config) -> dict:
         "cpus": cpus_flag(config.cpus),
         "memory": config.memory,
         "outer_limits": outer_limits(config),
+        "job_pids_limit": config.job_pids_limit,
+        "cgroup_root": CGROUP_ROOT,
         "runner_version": config.runner_version,
         "runner_release_url": config.runner_release_url,
         "base_suite": config.base_suite,
@@ -168,11 +183,16 @@ def template_values(config: Config) -> dict:
         "package_query": PACKAGE_QUERY,
         "masked_units": MASKED_UNITS,
         "outer_id_count": OUTER_ID_COUNT,
+        "podman_api_gid": PODMAN_API_GID,
         "nested_storage": NESTED_STORAGE,
         "nested_volumes": NESTED_VOLUMES,
         "nested_socket": NESTED_SOCKET,
         "run_dir": RUN_DIR,
         "run_env": RUN_ENV,
+        "run_root_dir": RUN_ROOT_DIR,
+        "state_dir": STATE_DIR,
+        "config_secret": CONFIG_SECRET,
+        "podman_home": PODMAN_HOME,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}
@@ -222,7 +242,7 @@ def render(config: Config, output: Path, runner_binaries: dict[str, Path] | None
     (output / "custom-ca.crt").write_text(ca)  # empty: no CA added at build time
     excluded = {0, config.podman_uid, config.runner_uid}
     (output / "subuid").write_text(subid_file("podman", excluded))
-    (output / "subgid").write_text(subid_file("podman", excluded))
+    (output / "subgid").write_text(subid_file("podman", excluded | {PODMAN_API_GID}))
 
     runner_dir = output / "runner"
     runner_dir.mkdir()

@@ -98,6 +98,8 @@ def test_missing_file(tmp_path):
     ("cpus", "two", ["cpus", "'two'", "a number such as 2 or 1.5"]),
     ("cpus", "inf", ["cpus = inf (flag)", "between 0.1 and 1024"]),
     ("memory", "1t", ["memory = '1t' (flag)", "unit k, m or g"]),
+    ("job_pids_limit", "10", ["job_pids_limit", "0 (no limit) or between 64"]),
+    ("job_pids_limit", "-1", ["job_pids_limit", "0 (no limit) or between 64"]),
 ])
 def test_bad_flags_are_refused(flag, value, words):
     with pytest.raises(ConfigError) as err:
@@ -115,6 +117,9 @@ def test_resource_limits_default_to_none_and_take_podmans_forms(tmp_path):
     assert (cfg.cpus, cfg.memory) == (1.5, "524288k")
     assert config.load(None, {"memory": "512M"}).memory == "512M"
     assert config.memory_bytes("4g") == 4 << 30 and config.memory_bytes("512M") == 512 << 20
+def test_job_pids_limit_default_and_none():
+    assert config.load(None).job_pids_limit == 4096
+    assert config.load(None, {"job_pids_limit": "0"}).job_pids_limit == 0
 
 
 def test_sha256_per_arch_form_is_accepted():

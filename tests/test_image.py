@@ -117,6 +117,45 @@ def test_runner_waits_for_the_config_it_names(booted):
     assert "podman secret create config.toml" in log
 
 
+def test_root_steps_follow_no_link_of_podman_or_runner(image):
+    """In place, as the units run them: podman plants the old prune-helpers link to the live config
+    (the daily prune emptied it and made it world-readable), runner plants its seed marker as a link
+    to a file of root's (runner-config wrote the checksum into it). Neither root step follows them."""
+    box = Booted(image, name=unique("pipglr-root-steps"))
+    try:
+        box.start()
+        live = 'concurrent = 1\n[[runners]]\n  name = "t"\n  url = "http://127.0.0.1:9/"\n  token = "glrt-t"\n' \
+               '  executor = "docker"\n  [runners.docker]\n    helper_image = "reg.example/helper:v1"\n'
+        for path, mode in (("/var/lib/pipglr/config.toml", "600"), ("/run/secrets/config.toml", "400")):
+            made = box.exec("sh", "-c", f"mkdir -p /run/secrets && printf '%s' '{live}' > {path} && "
+                            f"chown runner:runner {path} && chmod {mode} {path}")
+            assert made.returncode == 0, made.stderr
+        marker = box.exec("cat", "/etc/pipglr/nested-privileged").stdout
+        assert box.exec("ln", "-s", "/var/lib/pipglr/config.toml", f"{render.RUN_DIR}/prune-helpers",
+                        user="podman").returncode == 0
+        assert box.exec("ln", "-s", "/etc/pipglr/nested-privileged", "/var/lib/pipglr/.seeded-from-secret.sha256",
+                        user="runner").returncode == 0
+
+        prune = box.exec("systemctl", "start", "pipglr-prune.service")
+        assert prune.returncode == 0, box.exec("journalctl", "--no-pager", "-u", "pipglr-prune.service").stdout
+        box.exec("systemctl", "restart", "runner.service")
+        log = box.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
+        assert "seeded from the config.toml secret" in log, log
+        # Runner's link was replaced by runner's own file (runner-config writes there as runner).
+        assert box.exec("stat", "-c", "%F %U", "/var/lib/pipglr/.seeded-from-secret.sha256").stdout.strip() == \
+            "regular file runner"
+
+        assert box.exec("cat", "/etc/pipglr/nested-privileged").stdout == marker
+        assert box.exec("stat", "-c", "%U:%G %a", "/etc/pipglr/nested-privileged").stdout.strip() == "root:root 644"
+        assert box.exec("cat", "/var/lib/pipglr/config.toml").stdout == live
+        assert box.exec("stat", "-c", "%U %a", "/var/lib/pipglr/config.toml").stdout.strip() == "runner 600"
+        assert box.exec("cat", f"{render.RUN_ROOT_DIR}/prune-helpers").stdout == "reg.example/helper:v1\n"
+        assert box.exec("stat", "-c", "%U:%G %a", render.RUN_ROOT_DIR, render.RUN_ENV).stdout.split("\n")[:2] == \
+            ["root:root 755", "root:root 644"]
+    finally:
+        box.close()
+
+
 def test_unit_files_verify(booted):
     units = ["/etc/systemd/system/runner.service", "/etc/systemd/system/pipglr-prune.service",
              "/etc/systemd/system/pipglr-prune.timer"]

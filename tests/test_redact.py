@@ -52,3 +52,49 @@ def test_every_secret_shape_is_redacted():
                  "glrt-[REDACTED]", "glcbt-[REDACTED]", "environment = [REDACTED]"):
         assert kept in out, kept
     assert len(out.splitlines()) == len((CONFIG + JOURNAL).splitlines()) - 1  # the environment array became one line
+
+
+# Real gitlab-runner lines (runner journal, job trace, git's errors) and a job's environment as
+# `env` prints it and as a container's JSON holds it: credentials ride in URLs and in variables.
+RUNNER_LOG = '''Dec 04 02:10:11 pipglr gitlab-runner[95]: Checking for jobs... received                       job=42 repo_url=https://gitlab.example.com/group/project.git runner=t3_rUnNe
+Dec 04 02:10:12 pipglr gitlab-runner[95]: Fetching changes with git depth set to 20...
+Dec 04 02:10:12 pipglr gitlab-runner[95]: Initialized empty Git repository in /builds/group/project/.git/
+Dec 04 02:10:12 pipglr gitlab-runner[95]: Created fresh repository.
+Dec 04 02:10:13 pipglr gitlab-runner[95]: fatal: unable to access 'https://gitlab-ci-token:64_pLaInJoBtOkEn@gitlab.example.com/group/project.git/': The requested URL returned error: 403
+Dec 04 02:10:13 pipglr gitlab-runner[95]: git remote set-url origin https://gitlab-ci-token:glcbt-64_cLoNeSeCrEt@gitlab.example.com/group/project.git
+Dec 04 02:10:14 pipglr gitlab-runner[95]: Cloning into 'deps'... from https://deploy:hunter2@git.example.com/team/deps.git
+Dec 04 02:10:14 pipglr gitlab-runner[95]: pulling from https://dEpLoYtOkEnOnLy@git.example.com/team/other.git
+CI_REPOSITORY_URL=https://gitlab-ci-token:64_eNvJoBtOkEn@gitlab.example.com/group/project.git
+CI_JOB_TOKEN=64_eNvJoBtOkEn
+CI_REGISTRY_PASSWORD="rEgIsTrY pAsS"
+CI_SERVER_URL=https://gitlab.example.com
+"Env":["CI_JOB_TOKEN=64_jSoNjObToKeN","DEPLOY_SECRET=jSoNsEcReT","CI_PROJECT_PATH=group/project"]
+'''
+CLONE_CONFIG = '''[[runners]]
+  name = "mirror"
+  url = "https://gitlab.example.com"
+  clone_url = "https://oauth2:s3cr3t@gitlab.example.com"
+  [runners.docker]
+    image = "debian:trixie"
+'''
+URL_SECRETS = ("pLaInJoBtOkEn", "cLoNeSeCrEt", "hunter2", "dEpLoYtOkEnOnLy", "eNvJoBtOkEn", "rEgIsTrY", "pAsS",
+               "jSoNjObToKeN", "jSoNsEcReT", "s3cr3t", "oauth2", "deploy:")
+
+
+@pytest.mark.tools
+def test_credentials_in_urls_and_job_environments_are_redacted():
+    proc = processes.call(["sh", str(FILTER)], input=RUNNER_LOG + CLONE_CONFIG)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    leaked = [s for s in URL_SECRETS if s in out]
+    assert leaked == [], out
+    for kept in ("repo_url=https://gitlab.example.com/group/project.git runner=t3_rUnNe",
+                 "Fetching changes with git depth set to 20...", "Created fresh repository.",
+                 "'https://[REDACTED]@gitlab.example.com/group/project.git/': The requested URL returned error: 403",
+                 "https://[REDACTED]@git.example.com/team/deps.git", "https://[REDACTED]@git.example.com/team/other.git",
+                 "CI_REPOSITORY_URL=https://[REDACTED]@gitlab.example.com/group/project.git",
+                 "CI_JOB_TOKEN=[REDACTED]", "CI_REGISTRY_PASSWORD=[REDACTED]",
+                 "CI_SERVER_URL=https://gitlab.example.com", '"CI_PROJECT_PATH=group/project"',
+                 'clone_url = "https://[REDACTED]@gitlab.example.com"', 'url = "https://gitlab.example.com"'):
+        assert kept in out, kept
+    assert len(out.splitlines()) == len((RUNNER_LOG + CLONE_CONFIG).splitlines())

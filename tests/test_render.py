@@ -89,6 +89,20 @@ def test_default_subuid_file():
     assert render.subid_file("podman", {0, 1000, 1001}) == "podman:1:999\npodman:1002:64537\n"
 
 
+def test_podman_api_group_is_outside_every_jobs_sub_gid(tmp_path):
+    """The API socket's group: mapped in the outer container, but no job process can hold its GID."""
+    cfg = config.load(None)
+    out = render.render(cfg, tmp_path / "ctx")
+    ids = set()
+    for line in (out / "subgid").read_text().split():
+        _, start, count = line.split(":")
+        ids.update(range(int(start), int(start) + int(count)))
+    assert render.PODMAN_API_GID not in ids and render.PODMAN_API_GID < render.OUTER_ID_COUNT
+    assert len(ids) == 65535 and not ids & {0, cfg.podman_uid, cfg.runner_uid}  # job GIDs 0..65535
+    assert (out / "subgid").read_text() == "podman:1:999\npodman:1002:64536\n"
+    assert f"groupadd --gid {render.PODMAN_API_GID} podman-api" in (out / "Containerfile").read_text()
+
+
 def test_runner_binaries_are_copied_in(tmp_path):
     binary = tmp_path / "gitlab-runner"
     binary.write_bytes(b"\x7fELF...")

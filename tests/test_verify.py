@@ -40,11 +40,12 @@ def assert_verified(proc, image: str) -> str:
 # The checks of NESTED_PRIVILEGED (each way of asking, the default capabilities, the marker) and of setuid files.
 PRIVILEGE_CHECKS = tuple(f"test_jobs_asking_for_more_follow_nested_privileged[{ask}]"
                          for ask in ("privileged", "cap_add", "seccomp_unconfined", "device", "pid_host", "ipc_host",
-                                     "uts_host")) + (
+                                     "uts_host", "bind_dev", "bind_socket", "bind_root")) + (
     "test_userns_host_is_the_default", "test_seccomp_profiles_follow_nested_privileged[allowing_by_default]",
     "test_seccomp_profiles_follow_nested_privileged[stricter_than_default]",
     "test_hook_knows_podmans_default_capabilities", "test_jobs_are_refused_without_a_readable_marker[missing]",
     "test_jobs_are_refused_without_a_readable_marker[unreadable]", "test_unprivileged_jobs_always_run",
+    "test_runner_volumes_always_run",
     "test_only_the_id_mappers_are_setuid_or_setgid")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET as SOCKET
-from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY, RUN_DIR
+from pipglr_builder.render import PACKAGE_LIST, PACKAGE_QUERY, RUN_DIR, RUN_ROOT_DIR
 from pipglr_builder.verify import METRICS
 
 
@@ -48,8 +48,12 @@ def test_subids_exclude_root_podman_runner(host, expect, path):
         user, start, count = line.split(":")
         assert user == "podman", f"{path}: only podman may have sub-IDs, found {line}"
         ids.update(range(int(start), int(start) + int(count)))
-    assert len(ids) == 65536, f"{path} gives {len(ids)} IDs, jobs need 65536"
-    assert not ids & {0, expect["podman_uid"], expect["runner_uid"]}
+    # Jobs need IDs 0..65535 (their 0 is podman's own); /etc/subgid also leaves out podman-api's GID.
+    excluded = {0, expect["podman_uid"], expect["runner_uid"]}
+    if path == "/etc/subgid":
+        excluded.add(host.group("podman-api").gid)
+    assert len(ids) == 65539 - len(excluded), f"{path} gives {len(ids)} IDs"
+    assert len(ids) >= 65535 and not ids & excluded
 
 
 @pytest.mark.full
@@ -64,6 +68,9 @@ def test_socket_is_for_podman_and_runner_only(host):
     assert (owner, group, mode, kind) == ("podman", "podman-api", "660", "socket")
     folder = host.file(RUN_DIR)
     assert (folder.user, folder.group, folder.mode) == ("podman", "podman-api", 0o750)
+    # What root writes for the services (env, prune-helpers) is where podman cannot plant a link.
+    root_folder = host.file(RUN_ROOT_DIR)
+    assert (root_folder.user, root_folder.group, root_folder.mode) == ("root", "root", 0o755)
     members = host.check_output("getent group podman-api").rsplit(":", 1)[-1]
     assert sorted(members.split(",")) == ["podman", "runner"]
 

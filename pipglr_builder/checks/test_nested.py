@@ -158,6 +158,13 @@ ASKS = {
     "pid_host": ({"PidMode": "host"}, *shares("pid"), "namespaces of the outer container: pid"),
     "ipc_host": ({"IpcMode": "host"}, *shares("ipc"), "namespaces of the outer container: ipc"),
     "uts_host": ({"UTSMode": "host"}, *shares("uts"), "namespaces of the outer container: uts"),
+    # Paths of the outer container as volumes: its devices, the API socket's folder, its root.
+    "bind_dev": ({"Binds": ["/dev:/outer-dev"]}, "test -c /outer-dev/fuse && echo has-outer-dev",
+                 lambda logs, _: "has-outer-dev" in logs, "mounts from the outer container: /dev"),
+    "bind_socket": ({"Binds": ["/run/pipglr:/outer-run"]}, "test -S /outer-run/podman.sock && echo has-socket",
+                    lambda logs, _: "has-socket" in logs, "mounts from the outer container: /run/pipglr"),
+    "bind_root": ({"Binds": ["/:/outer"]}, "test -f /outer/etc/pipglr/nested-privileged && echo has-outer-root",
+                  lambda logs, _: "has-outer-root" in logs, "mounts from the outer container: /"),
 }
 
 
@@ -251,6 +258,19 @@ def test_jobs_are_refused_without_a_readable_marker(target, spoil, restore):
 def test_unprivileged_jobs_always_run(target):
     code, logs, _ = run_job(target, "id -u")
     assert (code, logs.strip()) == (0, "0")
+
+
+def test_runner_volumes_always_run(target):
+    """What gitlab-runner's config mounts (a cache volume, the CA bundle read-only) passes the hook."""
+    volume = f"pipglr-check-cache-{uuid.uuid4().hex[:8]}"
+    try:
+        code, logs, _ = run_job(target, "touch /cache/f && test -s /etc/pipglr/ca-certificates.crt && echo mounted",
+                                {"Binds": [f"{volume}:/cache",
+                                           "/etc/ssl/certs/ca-certificates.crt:/etc/pipglr/ca-certificates.crt:ro"]},
+                                tty=False)
+    finally:
+        api(target, "DELETE", f"/volumes/{volume}?force=1")
+    assert code == 0 and "mounted" in logs, logs  # without a terminal the logs come in the API's frames
 
 
 def test_65536_sub_ids_are_refused_with_the_fix(target):
