@@ -41,7 +41,7 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, ru
             "--tag", tag, str(context)]
 
 
-def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> list[str] | None:
+def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, source: str) -> list[str] | None:
     """Build and tag the helper image for ARCH; None when the runner came without a helper binary."""
     from . import build  # late import: build calls this module
     helper_bin = runner.helper_binary(runner_binary, arch)
@@ -60,7 +60,7 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> 
         processes.say(f"helper: building {refs[0]}")
         tag = f"localhost/pipglr-helper:build-{nonce}-{arch}"
         try:
-            processes.run(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary)),
+            processes.run(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary, source)),
                           on_line=build.StepProgress(f"{arch} helper", False), quiet=True)
             processes.run(["buildah", "tag", tag, *refs], quiet=True)
         finally:

@@ -82,6 +82,7 @@ def test_image_has_oci_labels(image):
     found = labels(image)
     assert found["org.opencontainers.image.version"] == "19.4.0"
     assert found["io.pipglr.runner-version"] == "19.4.0"
+    assert found["io.pipglr.runner-source"] == "gomodule"  # the tests build from the Go module (runner_args)
     assert found["org.opencontainers.image.created"].endswith("Z")
     assert found["org.opencontainers.image.revision"] not in ("", "unknown")
     assert "org.opencontainers.image.source" in found
