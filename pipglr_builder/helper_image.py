@@ -31,6 +31,12 @@ def names(config: Config, arch: str) -> list[str]:
     return found
 
 
+def written(config: Config, arch: str) -> str:
+    """The helper_image register writes for ARCH: {version} left for gitlab-runner to expand
+    (${CI_RUNNER_VERSION}), so the name follows whatever runner reads the config (Containerfile step 5)."""
+    return config.helper_image.replace("{arch}", HELPER_ARCH[arch]).replace("{version}", "${CI_RUNNER_VERSION}")
+
+
 def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, runner_args: list[str]) -> list[str]:
     from .build import INPUTS_LABEL  # late import: build calls this module
     return ["buildah", "bud", "--layers", "--force-rm", "--isolation", "chroot", "--arch", arch, "--os", "linux",

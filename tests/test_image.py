@@ -25,7 +25,7 @@ from pipglr_builder import config, render
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import unique
 
-from .conftest import IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
+from .conftest import HELPER, HELPER_WRITTEN, IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +86,26 @@ def test_image_has_oci_labels(image):
     assert found["org.opencontainers.image.created"].endswith("Z")
     assert found["org.opencontainers.image.revision"] not in ("", "unknown")
     assert "org.opencontainers.image.source" in found
+
+
+# What `register` hands gitlab-runner (register.env sourced as register does), the version the real runner
+# reports (what it puts in CI_RUNNER_VERSION), and the image's own verdict on an older image's pin.
+HELPER_SCRIPT = r"""
+. /etc/pipglr/register.env; printf '%s\n' "$DOCKER_HELPER_IMAGE"
+. /usr/local/libexec/pipglr/config-lib; runner_version
+printf '[[runners]]\n  [runners.docker]\n    helper_image = "%s"\n' "$(own_helper_repo):x86_64-v19.3.1" > /tmp/c.toml
+image_helper_pins /tmp/c.toml
+"""
+
+
+def test_helper_name_follows_the_runner(image):
+    """register writes ...-v${CI_RUNNER_VERSION}; the real runner's version expands it to the helper the build
+    tagged; an older image's literal pin is found as our own (runner-config rewrites it at start)."""
+    written, version, pin = sh("podman", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c",
+                               HELPER_SCRIPT).stdout.splitlines()
+    assert written == HELPER_WRITTEN and "${CI_RUNNER_VERSION}" in written
+    assert written.replace("${CI_RUNNER_VERSION}", version) == HELPER
+    assert pin == f"own {HELPER.rpartition(':')[0]}:x86_64-v19.3.1"
 
 
 def test_runlabel_command_expands_image(image):
