@@ -21,7 +21,7 @@ import uuid
 import pytest
 import testinfra
 
-from pipglr_builder import config, render
+from pipglr_builder import config, processes, render
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import unique
 
@@ -138,9 +138,26 @@ def test_runner_waits_for_the_config_it_names(booted):
     assert "podman secret create config.toml" in log
 
 
+def test_podman_logs_shows_systemd_podman_and_runner_with_secrets_redacted(booted):
+    """Where pipglr users look first: `podman logs pipglr` (it printed 0 lines before pipglr-console.service)."""
+    booted.exec("logger", "-t", "pipglr-test", "token=glrt-t0psecretLogValue and registration GR1348941s3cretLogValue")
+
+    def shown():
+        out = sh("podman", "logs", booted.name, check=False)
+        text = out.stdout + out.stderr
+        return text if "pipglr-test" in text else None
+    text = processes.wait_for(shown, 60, what="the test's journal line in podman logs")
+    assert "/run/secrets/config.toml is missing" in text, text[-3000:]  # runner.service (runner-config's stderr)
+    assert "Reached target" in text or "Started" in text, text[-3000:]  # systemd
+    assert f"systemd[{render.DEFAULT_PODMAN_UID}]" in text or "podman.socket" in text, text[-3000:]  # podman's manager
+    assert "t0psecretLogValue" not in text and "s3cretLogValue" not in text
+    assert "glrt-[REDACTED]" in text and "GR1348941[REDACTED]" in text
+    assert booted.exec("systemctl", "is-active", "pipglr-console.service").stdout.strip() == "active"
+
+
 def test_unit_files_verify(booted):
     units = ["/etc/systemd/system/runner.service", "/etc/systemd/system/pipglr-prune.service",
-             "/etc/systemd/system/pipglr-prune.timer"]
+             "/etc/systemd/system/pipglr-prune.timer", "/etc/systemd/system/pipglr-console.service"]
     result = booted.exec("systemd-analyze", "verify", *units)
     assert result.returncode == 0, result.stderr
     assert "OnCalendar=daily\n" in booted.exec("cat", "/etc/systemd/system/pipglr-prune.timer").stdout
