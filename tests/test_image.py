@@ -155,6 +155,64 @@ def test_podman_logs_shows_systemd_podman_and_runner_with_secrets_redacted(boote
     assert booted.exec("systemctl", "is-active", "pipglr-console.service").stdout.strip() == "active"
 
 
+LIVE_RUNNER = """concurrent = 1
+
+[[runners]]
+  name = "rotating"
+  url = "http://127.0.0.1:9"
+  id = 7
+  token = "glrt-{token}"
+  token_obtained_at = {obtained}
+  token_expires_at = 0001-01-01T00:00:00Z
+  executor = "docker"
+  [runners.docker]
+    image = "debian:trixie"
+"""
+
+
+def test_config_changes_keep_the_rotated_token_and_a_broken_secret_is_refused(image):
+    """runner-config in the booted image: a new secret keeps the token GitLab rotated since, keeps
+    .runner_system_id, and a secret gitlab-runner cannot parse never replaces the working live config."""
+    box = Booted(image).start()
+    try:
+        def write(path: str, text: str) -> None:
+            processes.execute(["podman", "exec", "--interactive", box.name, "sh", "-c",
+                               f"mkdir -p $(dirname {path}) && cat > {path}"], input=text)
+
+        def restart_with_secret(text: str) -> str:
+            write("/run/secrets/config.toml", text)
+            box.exec("systemctl", "reset-failed", "runner.service")
+            box.exec("systemctl", "restart", "runner.service")
+            return box.exec("cat", "/var/lib/pipglr/config.toml").stdout
+
+        first = LIVE_RUNNER.format(token="registered", obtained="2026-11-01T00:00:00Z")
+        assert restart_with_secret(first) == first
+        processes.wait_for(lambda: box.exec("test", "-s", "/var/lib/pipglr/.runner_system_id").returncode == 0, 60,
+                           what="gitlab-runner to write its system ID")
+        system_id = box.exec("cat", "/var/lib/pipglr/.runner_system_id").stdout
+        # GitLab rotated the token: gitlab-runner wrote it into the live config (as it does, with nanoseconds).
+        rotated = LIVE_RUNNER.format(token="rotated", obtained="2026-12-03T10:00:00.123456789Z")
+        write("/var/lib/pipglr/config.toml", rotated)
+        # The user edits the old ./config.toml (concurrent 1 -> 3) and recreates the secret.
+        live = restart_with_secret(first.replace("concurrent = 1", "concurrent = 3"))
+        assert live == rotated.replace("concurrent = 1", "concurrent = 3"), live
+        journal = box.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
+        assert "runner 'rotating' (id 7): the secret holds an older token" in journal, journal[-3000:]
+        assert box.exec("systemctl", "is-active", "runner.service").stdout.strip() == "active"
+
+        # A secret gitlab-runner cannot parse: not used, the runner runs on, the journal and podman logs say why.
+        assert restart_with_secret("garbage [[[\n") == live
+        assert box.exec("systemctl", "is-active", "runner.service").stdout.strip() == "active"
+        journal = box.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
+        assert "the config.toml secret changed but is NOT used: gitlab-runner cannot parse it" in journal
+        assert "toml: line 1" in journal, journal[-3000:]
+        processes.wait_for(lambda: "is NOT used" in sh("podman", "logs", box.name, check=False).stdout, 30,
+                           what="the refusal in podman logs")
+        assert box.exec("cat", "/var/lib/pipglr/.runner_system_id").stdout == system_id
+    finally:
+        box.close()
+
+
 def test_unit_files_verify(booted):
     units = ["/etc/systemd/system/runner.service", "/etc/systemd/system/pipglr-prune.service",
              "/etc/systemd/system/pipglr-prune.timer", "/etc/systemd/system/pipglr-console.service"]
