@@ -333,6 +333,12 @@ def test_logs_runlabel_collects_a_bug_report_without_tokens(world):
     assert "[REDACTED]" in report
     tokens = [r["token"] for r in world.state()["runners"]]
     assert tokens and not any(t in report for t in tokens), "a runner token leaked into the log bundle"
+    # Where users look first: `podman logs pipglr` (rootless, as the README runs it) holds the journal, redacted.
+    shown = world.alice("podman", "logs", "pipglr")
+    text = shown.stdout + shown.stderr
+    for expected in ("Checking for jobs", "podman.service", "runner.service"):
+        assert expected in text, f"{expected} missing from podman logs:\n{text[-3000:]}"
+    assert not any(t in text for t in tokens), "a runner token leaked into podman logs"
 
 
 def test_unregister_runlabel_removes_the_runner_everywhere(world):
