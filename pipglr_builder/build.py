@@ -57,14 +57,16 @@ class Built:
     base: dict[str, str] = dataclasses.field(default_factory=dict)  # what bootstrap did (none: base_image set)
 
 
-def build(config: Config, verbose: bool = False, work_dir: Path | None = None, no_cache: bool = False) -> Built:
+def build(config: Config, verbose: bool = False, work_dir: Path | None = None, no_cache: bool = False,
+          runner_fallback: bool = True) -> Built:
     """Build every configured platform; tag them all only when all succeeded.
-    NO_CACHE rebuilds every layer (the bench's cold build)."""
+    NO_CACHE rebuilds every layer (the bench's cold build). Without RUNNER_FALLBACK, runner_source = auto never
+    falls back to gomodule (runner.obtain)."""
     processes.require("buildah", "podman")
     if not config.base_image:
         processes.require("mmdebstrap")
     base_image.require_foreign_arches(config.arches, bootstrapping=not config.base_image)
-    source, binaries = runner.obtain(config)
+    source, binaries = runner.obtain(config, fallback=runner_fallback)
     bases = {}  # arch -> what bootstrap did; the images built on the base decide whether an archive change matters
     for arch in () if config.base_image else config.arches:
         helper = runner.helper_binary(binaries[arch], arch) is not None
@@ -76,7 +78,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nonce = uuid.uuid4().hex[:8]
     for arch in config.arches:
-        helper_image.build_helper(config, arch, binaries[arch], nonce)
+        helper_image.build_helper(config, arch, binaries[arch], nonce, source)
     temporary: dict[str, str] = {}
     result = Built([], source, base=bases)
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:
@@ -95,7 +97,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                     continue
                 processes.say(f"build: {arch} image (gitlab-runner from {source})")
                 buildah.bud(bud_argv(config, arch, context, tag, created, key, no_cache,
-                                     runner.label_args(binaries[arch]), runner.sha256_of(binaries[arch])),
+                                     runner.label_args(binaries[arch], source), runner.sha256_of(binaries[arch])),
                             arch, verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True

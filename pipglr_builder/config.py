@@ -252,8 +252,10 @@ SETTINGS: tuple[Setting, ...] = (
             "nested module helpers/runner_wrapper/api (its module download lacks it). Empty: ../shared/third_party "
             "beside the clone when there is one, else the published version.", _directory),
     Setting("helper_image", str, "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:{arch}-v{version}",
-            "helper_image pinned in config.toml by register ({arch}: x86_64/arm64, {version}: runner_version); "
-            "a helper that matches the runner avoids 'permission container ... exit code 127'.", _helper),
+            "helper_image register writes into config.toml ({arch}: x86_64/arm64; {version}: written as "
+            "${CI_RUNNER_VERSION}, which gitlab-runner expands to its own version at each job, so the helper follows "
+            "the runner after an upgrade; the build tags its helper with runner_version); a helper that matches the "
+            "runner avoids 'permission container ... exit code 127'.", _helper),
     Setting("pull_policy", list, ["always", "if-not-present"], "gitlab-runner's pull policies for job, service "
             "and helper images, tried in order (always, if-not-present, never); the default falls back to the local "
             "image when the registry cannot be reached.", _pull_policy),

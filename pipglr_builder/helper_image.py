@@ -31,6 +31,12 @@ def names(config: Config, arch: str) -> list[str]:
     return found
 
 
+def written(config: Config, arch: str) -> str:
+    """The helper_image register writes for ARCH: {version} left for gitlab-runner to expand
+    (${CI_RUNNER_VERSION}), so the name follows whatever runner reads the config (Containerfile step 5)."""
+    return config.helper_image.replace("{arch}", HELPER_ARCH[arch]).replace("{version}", "${CI_RUNNER_VERSION}")
+
+
 def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, runner_args: list[str]) -> list[str]:
     """The buildah command for ARCH's helper image (data, so tests can read it)."""
     args = [*buildah.build_args({"BASE_IMAGE": render.base_image_for(config, arch),
@@ -39,7 +45,7 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, ru
     return buildah.bud_argv(context, tag, args=args, arch=arch, inputs=inputs)
 
 
-def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> list[str] | None:
+def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, source: str) -> list[str] | None:
     """Build and tag the helper image for ARCH; None when the runner came without a helper binary."""
     helper_bin = runner.helper_binary(runner_binary, arch)
     if helper_bin is None:
@@ -56,7 +62,7 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str) -> 
         processes.say(f"helper: building {refs[0]}")
         tag = f"localhost/pipglr-helper:build-{nonce}-{arch}"
         try:
-            buildah.bud(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary)), f"{arch} helper")
+            buildah.bud(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary, source)), f"{arch} helper")
             buildah.tag(tag, *refs)
         finally:
             buildah.remove_quietly(tag)

@@ -3,7 +3,9 @@
 Order: build all platforms (tagged only if all build), verify each (full
 profile on this machine's platform, emulated on the others), then tag the
 manifest list `latest`, the gitlab-runner version and the UTC date, and push
-all tags with every platform. If any platform fails to build or verify,
+all tags with every platform. A runner built from its Go module (stand-ins)
+is published only when chosen (runner_source = gomodule), under tags ending
+in -gomodule; `auto` never falls back to it here. If any platform fails to build or verify,
 nothing is pushed and the exit status is 1. A run whose inputs did not change
 rebuilds nothing and, when the registry already holds the same digests,
 pushes nothing. Every run writes report.json and summary.txt.
@@ -31,7 +33,11 @@ VERSION_SCRIPT = (
 
 
 def nightly_tags(config: Config, today: datetime.date) -> list[str]:
-    return ["latest", config.runner_version, today.strftime("%Y%m%d")]
+    """latest, the runner version and the date; each ends in -gomodule when the runner is built from its Go module
+    on purpose (with stand-ins where the proxy refuses modules): never under the tags of a release build.
+    `auto` cannot end up there: a nightly takes no fallback (runner.obtain without fallback)."""
+    suffix = "-gomodule" if config.runner_source == "gomodule" else ""
+    return [f"{tag}{suffix}" for tag in ("latest", config.runner_version, today.strftime("%Y%m%d"))]
 
 
 def versions_inside(ref: str, arch: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -98,7 +104,7 @@ def run(config: Config, report_dir: Path, today: datetime.date | None = None) ->
 
 
 def _build_and_verify(config: Config, report: dict, previous: dict) -> None:
-    built = build.build(config)  # refreshes the base first when the Debian archive changed
+    built = build.build(config, runner_fallback=False)  # refreshes the base first when the Debian archive changed
     report["runner_source"] = built.runner_source
     for arch in config.arches:
         ref = build.platform_ref(config, arch)

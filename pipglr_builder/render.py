@@ -34,6 +34,8 @@ NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
 RUN_DIR = "/run/pipglr"
 NESTED_SOCKET = f"{RUN_DIR}/podman.sock"
 RUN_ROOT_DIR = "/run/pipglr-root"
+# The image's own scripts (files/), where they find each other.
+LIBEXEC_DIR = "/usr/local/libexec/pipglr"
 RUN_ENV = f"{RUN_ROOT_DIR}/env"
 # The outer container's own cgroup (cgroupns): its cgroup.controllers say what the host delegated.
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -190,6 +192,7 @@ def template_values(config: Config) -> dict:
         "run_dir": RUN_DIR,
         "run_env": RUN_ENV,
         "run_root_dir": RUN_ROOT_DIR,
+        "libexec_dir": LIBEXEC_DIR,
         "state_dir": STATE_DIR,
         "config_secret": CONFIG_SECRET,
         "podman_home": PODMAN_HOME,

@@ -287,10 +287,11 @@ def replaced_in(runner_binary: Path) -> list[str]:
     return listing.read_text().split() if listing.is_file() else []
 
 
-def label_args(runner_binary: Path) -> list[str]:
-    """Build arguments for the image label that says which modules are replaced in RUNNER_BINARY
-    (io.pipglr.runner-standins: the image's label keeps its name)."""
-    return ["--build-arg", f"RUNNER_STANDINS={','.join(replaced_in(runner_binary)) or 'none'}"]
+def label_args(runner_binary: Path, source: str) -> list[str]:
+    """Build arguments for the image labels that say where RUNNER_BINARY came from (io.pipglr.runner-source)
+    and which modules are replaced in it (io.pipglr.runner-standins)."""
+    return ["--build-arg", f"RUNNER_SOURCE={source}",
+            "--build-arg", f"RUNNER_STANDINS={','.join(replaced_in(runner_binary)) or 'none'}"]
 
 
 def replacements_note(runner_binary: Path) -> str | None:
@@ -306,12 +307,19 @@ def replacements_note(runner_binary: Path) -> str | None:
 SOURCES = {"file": from_file, "release": from_release, "gomodule": from_gomodule}
 
 
-def obtain(config: Config) -> tuple[str, dict[str, Path]]:
-    """Return (source used, {arch: binary}) for every configured architecture."""
+NO_FALLBACK = ("a nightly does not fall back to gomodule by itself (runner_source = auto): its tags would name a "
+               "release build. Fix the release download, or pass --runner-source gomodule on purpose (the tags then "
+               "end in -gomodule and the label io.pipglr.runner-source says gomodule).")
+
+
+def obtain(config: Config, fallback: bool = True) -> tuple[str, dict[str, Path]]:
+    """Return (source used, {arch: binary}) for every configured architecture.
+    Without FALLBACK, `auto` stops after the official sources (file, release) instead of building from the Go
+    module: what a nightly publishes under release tags must be what it says."""
     if config.runner_source != "auto":
         order = [config.runner_source]
     else:
-        order = (["file"] if config.runner_file else []) + ["release", "gomodule"]
+        order = (["file"] if config.runner_file else []) + ["release"] + (["gomodule"] if fallback else [])
     problems = []
     for source in order:
         try:
@@ -324,4 +332,5 @@ def obtain(config: Config) -> tuple[str, dict[str, Path]]:
             continue
         processes.say(f"runner: using gitlab-runner {config.runner_version} from source '{source}'")
         return source, binaries
-    raise RunnerSourceError("no gitlab-runner source worked (runner_source = auto):\n  " + "\n  ".join(problems))
+    raise RunnerSourceError("no gitlab-runner source worked (runner_source = auto):\n  " + "\n  ".join(problems)
+                            + ("" if fallback else "\n" + NO_FALLBACK))

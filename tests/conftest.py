@@ -71,6 +71,7 @@ IMAGE_NAME = "localhost/pipglr-test"
 DEFAULTS = config.load(None)
 BASE = base_tag(DEFAULTS, "amd64")
 HELPER = helper_image.names(DEFAULTS, "amd64")[0]
+HELPER_WRITTEN = helper_image.written(DEFAULTS, "amd64")  # what register puts in config.toml (the runner expands it)
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:

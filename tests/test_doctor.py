@@ -189,3 +189,43 @@ def test_limits_the_host_does_not_delegate_are_named_and_refused(standin, image)
     for (flag, value), message in REFUSALS.items():
         refused = standin.as_user("alice", [*plain[:3], flag, value, *plain[5:]], check=False)
         assert refused.returncode != 0 and message in refused.stderr, (flag, refused.stderr)
+
+
+OLD_PIN = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v19.3.1"
+
+
+def test_a_helper_pinned_to_another_runner_is_warned_about(standin, image):
+    """A config registered by an older image pins its runner's helper: in the secret and in the live config."""
+    pinned = "concurrent = 1\n" + RUNNER + f'  [runners.docker]\n    helper_image = "{OLD_PIN}"\n'
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"], check=False)
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input=pinned)
+    standin.as_user("alice", ["podman", "run", "--rm", "--interactive", "--volume", "pipglr-state:/var/lib/pipglr",
+                              "--entrypoint", "/bin/sh", image, "-c", "cat > /var/lib/pipglr/config.toml"], input=pinned)
+    try:
+        code, out = doctor(standin, "alice", image)
+        assert code == 0, out
+        assert f"WARN  the config.toml secret pins helper_image {OLD_PIN}; this image runs gitlab-runner 19.4.0" in out, out
+        assert "tag as ...-v${CI_RUNNER_VERSION} (gitlab-runner expands it to its own version)" in out
+        assert (f"WARN  the live config (volume pipglr-state) pins helper_image {OLD_PIN}; this image runs "
+                "gitlab-runner 19.4.0") in out
+        assert "podman restart pipglr (runner-config rewrites it at start" in out
+    finally:
+        standin.as_user("alice", ["podman", "volume", "rm", "--force", "pipglr-state"])
+
+
+def test_a_user_manager_that_stops_before_pipglr_is_warned_about_with_the_drop_in(standin, image):
+    """The stand-in host (trixie, systemd 257) stops user@UID.service after 2 min; pipglr needs 630 s.
+    The printed fix, run as root, is what makes the doctor content."""
+    uid = standin.as_user("alice", ["id", "-u"]).stdout.strip()
+    _, out = doctor(standin, "alice", image)
+    assert f"WARN  user@{uid}.service stops your whole user manager after 2min at host shutdown" in out, out
+    fix = next(line for line in out.splitlines() if "pipglr-stop-timeout.conf" in line).split("fix: ", 1)[1]
+    sh("podman", "exec", standin.name, "sh", "-c", fix.replace("sudo ", ""))  # root on the host runs it as is
+    try:
+        assert sh("podman", "exec", standin.name, "systemctl", "show", f"user@{uid}.service", "-P",
+                  "TimeoutStopUSec").stdout.strip() == "11min"
+        _, out = doctor(standin, "alice", image)
+        assert f"ok    user@{uid}.service gives pipglr 11min to stop at shutdown (needs 660 s)" in out, out
+    finally:
+        sh("podman", "exec", standin.name, "sh", "-c", f"rm -r /etc/systemd/system/user@{uid}.service.d && "
+                                                     "systemctl daemon-reload")

@@ -22,7 +22,7 @@ from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn
 
-from .conftest import BASE, HELPER, IMAGE_NAME, cli, runner_args, sh
+from .conftest import BASE, HELPER, HELPER_WRITTEN, IMAGE_NAME, cli, runner_args, sh
 
 pytestmark = pytest.mark.slow
 # User podman's podman CLI inside the outer container (its nested storage).
@@ -138,7 +138,7 @@ def test_register_twice_through_the_runlabel(world):
     assert runners_in(config) == 2
     assert runner_blocks(config)[:2] == runner_blocks(first), "the second register changed the first runner"
     assert world.alice("stat", "-c", "%a", "config.toml").stdout.strip() == "600", "tokens readable by others"
-    for expected in (f'host = "unix://{NESTED_SOCKET}"', f'helper_image = "{HELPER}"',
+    for expected in (f'host = "unix://{NESTED_SOCKET}"', f'helper_image = "{HELPER_WRITTEN}"',
                      "FF_NETWORK_PER_BUILD = true", 'volumes = ["/cache", ', "token_expires_at"):
         assert expected in config, f"{expected} missing from config.toml:\n{config}"
     assert "network_mode" not in config, "a network_mode would turn the network per job off"
@@ -377,6 +377,12 @@ def test_logs_runlabel_collects_a_bug_report_without_tokens(world):
     assert "[REDACTED]" in report
     tokens = [r["token"] for r in world.state()["runners"]]
     assert tokens and not any(t in report for t in tokens), "a runner token leaked into the log bundle"
+    # Where users look first: `podman logs pipglr` (rootless, as the README runs it) holds the journal, redacted.
+    shown = world.alice("podman", "logs", "pipglr")
+    text = shown.stdout + shown.stderr
+    for expected in ("Checking for jobs", "podman.service", "runner.service"):
+        assert expected in text, f"{expected} missing from podman logs:\n{text[-3000:]}"
+    assert not any(t in text for t in tokens), "a runner token leaked into podman logs"
 
 
 def test_unregister_runlabel_removes_the_runner_everywhere(world):

@@ -21,11 +21,11 @@ import uuid
 import pytest
 import testinfra
 
-from pipglr_builder import config, render
+from pipglr_builder import config, processes, render
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import unique
 
-from .conftest import IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
+from .conftest import HELPER, HELPER_WRITTEN, IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
 
 pytestmark = pytest.mark.slow
 
@@ -82,9 +82,30 @@ def test_image_has_oci_labels(image):
     found = labels(image)
     assert found["org.opencontainers.image.version"] == "19.4.0"
     assert found["io.pipglr.runner-version"] == "19.4.0"
+    assert found["io.pipglr.runner-source"] == "gomodule"  # the tests build from the Go module (runner_args)
     assert found["org.opencontainers.image.created"].endswith("Z")
     assert found["org.opencontainers.image.revision"] not in ("", "unknown")
     assert "org.opencontainers.image.source" in found
+
+
+# What `register` hands gitlab-runner (register.env sourced as register does), the version the real runner
+# reports (what it puts in CI_RUNNER_VERSION), and the image's own verdict on an older image's pin.
+HELPER_SCRIPT = r"""
+. /etc/pipglr/register.env; printf '%s\n' "$DOCKER_HELPER_IMAGE"
+. /usr/local/libexec/pipglr/config-lib; runner_version
+printf '[[runners]]\n  [runners.docker]\n    helper_image = "%s"\n' "$(own_helper_repo):x86_64-v19.3.1" > /tmp/c.toml
+image_helper_pins /tmp/c.toml
+"""
+
+
+def test_helper_name_follows_the_runner(image):
+    """register writes ...-v${CI_RUNNER_VERSION}; the real runner's version expands it to the helper the build
+    tagged; an older image's literal pin is found as our own (runner-config rewrites it at start)."""
+    written, version, pin = sh("podman", "run", "--rm", "--entrypoint", "/bin/sh", image, "-c",
+                               HELPER_SCRIPT).stdout.splitlines()
+    assert written == HELPER_WRITTEN and "${CI_RUNNER_VERSION}" in written
+    assert written.replace("${CI_RUNNER_VERSION}", version) == HELPER
+    assert pin == f"own {HELPER.rpartition(':')[0]}:x86_64-v19.3.1"
 
 
 def test_runlabel_command_expands_image(image):
@@ -156,9 +177,84 @@ def test_root_steps_follow_no_link_of_podman_or_runner(image):
         box.close()
 
 
+def test_podman_logs_shows_systemd_podman_and_runner_with_secrets_redacted(booted):
+    """Where pipglr users look first: `podman logs pipglr` (it printed 0 lines before pipglr-console.service)."""
+    booted.exec("logger", "-t", "pipglr-test", "token=glrt-t0psecretLogValue and registration GR1348941s3cretLogValue")
+
+    def shown():
+        out = sh("podman", "logs", booted.name, check=False)
+        text = out.stdout + out.stderr
+        return text if "pipglr-test" in text else None
+    text = processes.wait_for(shown, 60, what="the test's journal line in podman logs")
+    assert "/run/secrets/config.toml is missing" in text, text[-3000:]  # runner.service (runner-config's stderr)
+    assert "Reached target" in text or "Started" in text, text[-3000:]  # systemd
+    assert f"systemd[{render.DEFAULT_PODMAN_UID}]" in text or "podman.socket" in text, text[-3000:]  # podman's manager
+    assert "t0psecretLogValue" not in text and "s3cretLogValue" not in text
+    assert "glrt-[REDACTED]" in text and "GR1348941[REDACTED]" in text
+    assert booted.exec("systemctl", "is-active", "pipglr-console.service").stdout.strip() == "active"
+
+
+LIVE_RUNNER = """concurrent = 1
+
+[[runners]]
+  name = "rotating"
+  url = "http://127.0.0.1:9"
+  id = 7
+  token = "glrt-{token}"
+  token_obtained_at = {obtained}
+  token_expires_at = 0001-01-01T00:00:00Z
+  executor = "docker"
+  [runners.docker]
+    image = "debian:trixie"
+"""
+
+
+def test_config_changes_keep_the_rotated_token_and_a_broken_secret_is_refused(image):
+    """runner-config in the booted image: a new secret keeps the token GitLab rotated since, keeps
+    .runner_system_id, and a secret gitlab-runner cannot parse never replaces the working live config."""
+    box = Booted(image).start()
+    try:
+        def write(path: str, text: str) -> None:
+            processes.execute(["podman", "exec", "--interactive", box.name, "sh", "-c",
+                               f"mkdir -p $(dirname {path}) && cat > {path}"], input=text)
+
+        def restart_with_secret(text: str) -> str:
+            write("/run/secrets/config.toml", text)
+            box.exec("systemctl", "reset-failed", "runner.service")
+            box.exec("systemctl", "restart", "runner.service")
+            return box.exec("cat", "/var/lib/pipglr/config.toml").stdout
+
+        first = LIVE_RUNNER.format(token="registered", obtained="2026-11-01T00:00:00Z")
+        assert restart_with_secret(first) == first
+        processes.wait_for(lambda: box.exec("test", "-s", "/var/lib/pipglr/.runner_system_id").returncode == 0, 60,
+                           what="gitlab-runner to write its system ID")
+        system_id = box.exec("cat", "/var/lib/pipglr/.runner_system_id").stdout
+        # GitLab rotated the token: gitlab-runner wrote it into the live config (as it does, with nanoseconds).
+        rotated = LIVE_RUNNER.format(token="rotated", obtained="2026-12-03T10:00:00.123456789Z")
+        write("/var/lib/pipglr/config.toml", rotated)
+        # The user edits the old ./config.toml (concurrent 1 -> 3) and recreates the secret.
+        live = restart_with_secret(first.replace("concurrent = 1", "concurrent = 3"))
+        assert live == rotated.replace("concurrent = 1", "concurrent = 3"), live
+        journal = box.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
+        assert "runner 'rotating' (id 7): the secret holds an older token" in journal, journal[-3000:]
+        assert box.exec("systemctl", "is-active", "runner.service").stdout.strip() == "active"
+
+        # A secret gitlab-runner cannot parse: not used, the runner runs on, the journal and podman logs say why.
+        assert restart_with_secret("garbage [[[\n") == live
+        assert box.exec("systemctl", "is-active", "runner.service").stdout.strip() == "active"
+        journal = box.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
+        assert "the config.toml secret changed but is NOT used: gitlab-runner cannot parse it" in journal
+        assert "toml: line 1" in journal, journal[-3000:]
+        processes.wait_for(lambda: "is NOT used" in sh("podman", "logs", box.name, check=False).stdout, 30,
+                           what="the refusal in podman logs")
+        assert box.exec("cat", "/var/lib/pipglr/.runner_system_id").stdout == system_id
+    finally:
+        box.close()
+
+
 def test_unit_files_verify(booted):
     units = ["/etc/systemd/system/runner.service", "/etc/systemd/system/pipglr-prune.service",
-             "/etc/systemd/system/pipglr-prune.timer"]
+             "/etc/systemd/system/pipglr-prune.timer", "/etc/systemd/system/pipglr-console.service"]
     result = booted.exec("systemd-analyze", "verify", *units)
     assert result.returncode == 0, result.stderr
     assert "OnCalendar=daily\n" in booted.exec("cat", "/etc/systemd/system/pipglr-prune.timer").stdout

@@ -2,8 +2,10 @@
 
 amd64 gets the full verify profile, arm64 (under qemu-user-static) the
 emulated one; then the manifest list is pushed under latest, the runner
-version and the date. A second run with unchanged inputs pushes nothing; a
-run whose build fails pushes nothing and exits 1.
+version and the date, each with the suffix -gomodule: the tests build the
+runner from its Go module on purpose (runner_args), which is no release
+build. A second run with unchanged inputs pushes nothing; a run whose build
+fails pushes nothing and exits 1.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def test_nightly_builds_verifies_and_pushes_both_platforms(registry, image_name,
     report = json.loads((report_dir / "report.json").read_text())
     today = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d")
     assert report["result"] == "ok" and report["push"] == "pushed"
-    assert set(report["pushed"]) == {"latest", "19.4.0", today}
+    assert set(report["pushed"]) == {"latest-gomodule", "19.4.0-gomodule", f"{today}-gomodule"}
+    assert report["runner_source"] == "gomodule"
     assert len(set(report["pushed"].values())) == 1, "all tags name the same manifest list"
     for platform, profile in (("linux/amd64", "full"), ("linux/arm64", "emulated")):
         entry = report["platforms"][platform]
@@ -73,16 +76,18 @@ def test_nightly_builds_verifies_and_pushes_both_platforms(registry, image_name,
     for tag in report["pushed"]:
         assert publish.remote_platforms(reg, "pipglr", tag) == ["linux/amd64", "linux/arm64"]
         assert publish.remote_digest(reg, "pipglr", tag) == report["pushed"][tag]
-    raw = sh("skopeo", "inspect", "--raw", *reg.flags(), f"docker://{reg.ref('pipglr', 'latest')}").stdout
+    raw = sh("skopeo", "inspect", "--raw", *reg.flags(), f"docker://{reg.ref('pipglr', 'latest-gomodule')}").stdout
     assert {m["platform"]["architecture"] for m in json.loads(raw)["manifests"]} == {"amd64", "arm64"}
 
     # A fresh storage can pull the amd64 image and run it.
-    ref = reg.ref("pipglr", "latest")
+    ref = reg.ref("pipglr", "latest-gomodule")
     pulled = sh(*fresh_storage, "pull", "--quiet", "--arch", "amd64", *reg.flags(), f"docker://{ref}", check=False)
     assert pulled.returncode == 0, pulled.stderr
     ran = sh(*fresh_storage, "run", "--rm", "--entrypoint", "/usr/local/bin/gitlab-runner", ref, "--version",
              check=False)
     assert ran.returncode == 0 and "19.4.0" in ran.stdout, ran.stderr
+    found = json.loads(sh(*fresh_storage, "image", "inspect", ref).stdout)[0]["Labels"]
+    assert found["io.pipglr.runner-source"] == "gomodule"
 
 
 def test_second_nightly_with_unchanged_inputs_pushes_nothing(registry, image_name, tmp_path_factory):
@@ -107,7 +112,7 @@ def test_failed_build_pushes_nothing(registry, image_name, tmp_path_factory):
     assert proc.returncode == 1
     report = json.loads((report_dir / "report.json").read_text())
     assert report["result"] == "failed" and "error" in report and report["pushed"] == {}
-    assert publish.remote_digest(reg, "pipglr-broken", "latest") is None
+    assert publish.remote_digest(reg, "pipglr-broken", "latest-gomodule") is None
     assert "Traceback" not in proc.stderr
 
 
@@ -125,7 +130,7 @@ def test_stopped_nightly_pushes_nothing_and_still_reports(registry, image_name, 
     assert "Traceback" not in err
     report = json.loads((report_dir / "report.json").read_text())
     assert report["result"] == "interrupted" and report["pushed"] == {}
-    assert publish.remote_digest(reg, "pipglr-stopped", "latest") is None
+    assert publish.remote_digest(reg, "pipglr-stopped", "latest-gomodule") is None
     for ref in sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
         if ref.startswith(image_name + "-stopped:"):
             sh("podman", "rmi", "--force", ref, check=False)

@@ -43,7 +43,9 @@ class World:
                                                                     "runner_uid": str(RUNNER)})),
                        "state_dir": str(self.state), "run_dir": str(self.run), "run_root_dir": str(self.run_root),
                        "run_env": str(self.run_root / "env"), "config_secret": str(self.secrets / "config.toml"),
-                       "podman_home": str(self.home), "cgroup_root": str(base / "no-cgroup")}
+                       "podman_home": str(self.home), "cgroup_root": str(base / "no-cgroup"),
+                       "libexec_dir": str(self.bin)}
+        self.script("config-lib")  # what runner-config and pipglr-prune source
 
     def script(self, name: str) -> Path:
         path = self.bin / name

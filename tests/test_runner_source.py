@@ -98,6 +98,30 @@ def test_auto_prefers_a_given_file_then_says_why_others_failed(tmp_path, cache):
     assert text.index("file:") < text.index("release:") < text.index("gomodule:")
 
 
+@pytest.fixture
+def gomodule_recorded(monkeypatch):
+    """The gomodule source replaced by one that records each call (and builds nothing)."""
+    called = []
+    monkeypatch.setitem(runner.SOURCES, "gomodule", lambda config, arch: called.append(arch) or Path("/gomodule"))
+    return called
+
+
+def test_auto_falls_back_to_gomodule_when_allowed(release_server, cache, gomodule_recorded):
+    url, _, _ = release_server
+    cfg = config.load(None, {"runner_release_url": url, "runner_version": "1.2.3"})  # the server has no 1.2.3
+    assert runner.obtain(cfg) == ("gomodule", {"amd64": Path("/gomodule")})
+
+
+def test_auto_without_fallback_stops_at_the_release_and_names_the_fix(release_server, cache, gomodule_recorded):
+    url, _, _ = release_server
+    cfg = config.load(None, {"runner_release_url": url, "runner_version": "1.2.3"})
+    with pytest.raises(RunnerSourceError) as err:
+        runner.obtain(cfg, fallback=False)
+    assert gomodule_recorded == []
+    assert "release: gitlab-runner release not found" in str(err.value) and "gomodule:" not in str(err.value)
+    assert "pass --runner-source gomodule on purpose" in str(err.value)
+
+
 def test_gomodule_ldflags_set_version_and_revision():
     flags = runner.gomodule_ldflags("19.4.0", "v1.11.1-0.20260903214710-fc1f1862bd91")
     assert "common.VERSION=19.4.0" in flags and "common.REVISION=fc1f1862 " in flags
@@ -166,7 +190,8 @@ def test_gomodule_replaces_only_refused_modules(fake_go):
             assert edit.endswith("runner_go_replacements/labkit")
     assert go.built == [".", "./apps/gitlab-runner-helper"]
     assert runner.replaced_in(binary) == [labkit, step]
-    assert runner.label_args(binary) == ["--build-arg", f"RUNNER_STANDINS={labkit},{step}"]
+    assert runner.label_args(binary, "gomodule") == ["--build-arg", "RUNNER_SOURCE=gomodule",
+                                                      "--build-arg", f"RUNNER_STANDINS={labkit},{step}"]
     assert f"({labkit}, {step})" in runner.replacements_note(binary)
     assert runner.helper_binary(binary, "amd64").name == "gitlab-runner-helper-amd64"
     assert runner.from_gomodule(config.load(None), "amd64") == binary  # cached: no second build
