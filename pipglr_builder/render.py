@@ -31,6 +31,15 @@ NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
 RUN_DIR = "/run/pipglr"
 NESTED_SOCKET = f"{RUN_DIR}/podman.sock"
 RUN_ENV = f"{RUN_DIR}/env"
+# gitlab-runner's live config on the pipglr-state volume (seeded from the config.toml secret by runner-config).
+LIVE_CONFIG = "/var/lib/pipglr/config.toml"
+# podman's health check of the outer container ("can this host run jobs?": files/healthcheck), set where
+# the container is made (labels/run, the quadlet): buildah drops a HEALTHCHECK from an OCI image, the
+# format this tool builds. Failures count after START_PERIOD (boot); RETRIES in a row make it unhealthy.
+HEALTH = {"cmd": "/usr/local/libexec/pipglr/healthcheck", "interval": "30s", "timeout": "30s", "retries": 3,
+          "start_period": "120s"}
+# Where the health check also writes its reasons: PID 1's stderr is what `podman logs` shows.
+HEALTH_CONSOLE = "/proc/1/fd/2"
 # User podman's uid and runtime directory in an image built with the default podman_uid (as the tests
 # build it); for an image built otherwise read its io.pipglr.podman-uid label.
 DEFAULT_PODMAN_UID = SETTINGS_BY_KEY["podman_uid"].default
@@ -155,6 +164,9 @@ def template_values(config: Config) -> dict:
         "nested_socket": NESTED_SOCKET,
         "run_dir": RUN_DIR,
         "run_env": RUN_ENV,
+        "live_config": LIVE_CONFIG,
+        "health": HEALTH,
+        "health_console": HEALTH_CONSOLE,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

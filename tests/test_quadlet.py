@@ -19,6 +19,7 @@ from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
 from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
+from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
 
 from .conftest import BASE, cli, image_exists
 
@@ -28,7 +29,15 @@ CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "
 # `podman run` flags of labels/run and where the quadlet carries them.
 NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
           "--volume": "Volume", "--publish": "PublishPort", "--stop-timeout": "StopTimeout",
-          "--pids-limit": "PidsLimit"}
+          "--pids-limit": "PidsLimit", "--health-cmd": "HealthCmd", "--health-interval": "HealthInterval",
+          "--health-timeout": "HealthTimeout", "--health-retries": "HealthRetries",
+          "--health-start-period": "HealthStartPeriod", "--health-on-failure": "HealthOnFailure"}
+# Flags whose value differs on purpose: the run label's container has no supervisor, so podman restarts an
+# unhealthy one itself; the quadlet's is killed and systemd's Restart= starts it (a `podman restart` under
+# systemd would replace the unit's main process behind its back).
+DIFFERENT = {("--health-on-failure", "restart"): "kill"}
+# Only in the quadlet: systemd's readiness and podman auto-update have no meaning for `runlabel run`.
+QUADLET_ONLY = {"Notify", "AutoUpdate"}
 # No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=. `--env NAME` (the
 # caller's value) has none either: Environment= needs NAME=VALUE and quadlet drops a bare NAME.
 PASSED_WITH_VALUE = {"--systemd", "--env"}
@@ -90,7 +99,7 @@ def run_label_as_quadlet(cfg: config.Config) -> dict[str, set[str]]:
     expected: dict[str, set[str]] = {key: set() for key in (*NATIVE.values(), "PodmanArgs")}
     for flag, value in flags:
         if flag in NATIVE:
-            expected[NATIVE[flag]].add(value)
+            expected[NATIVE[flag]].add(DIFFERENT.get((flag, value), value))
         elif flag not in IMPLIED:
             expected["PodmanArgs"].add(passed(flag, value))
     return expected
@@ -130,7 +139,7 @@ def test_quadlet_and_run_label_cannot_drift(overrides):
     assert container_keys(text) == run_label_as_quadlet(cfg)
     container = unit_sections(text)["Container"]
     assert values(container, "Image") == [IMAGE]
-    known = {"Image", "PodmanArgs", *NATIVE.values()}
+    known = {"Image", "PodmanArgs", *NATIVE.values(), *QUADLET_ONLY}
     assert {key for key, _ in container} <= known, "a [Container] key the run label does not have"
 
 
@@ -227,7 +236,8 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
 
         # Start it the way the unit's comments tell users to.
         standin.load_image("alice", image)
-        as_alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n")
+        # A runner (never registered, its GitLab a closed port): a host without runners is unhealthy.
+        as_alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n" + NEVER_REGISTERED)
         for label in ("setupstorage", "setupcache"):
             as_alice("podman", "container", "runlabel", label, image)
         as_alice("systemctl", "--user", "start", "pipglr.service")
