@@ -151,6 +151,8 @@ def template_values(config: Config) -> dict:
         "session_server_listen": config.session_server_listen,
         "session_server_advertise": config.session_server_advertise or config.session_server_listen,
         "session_server_port": config.session_server_listen.rpartition(":")[2],
+        "metrics_listen": config.metrics_listen,
+        "metrics_port": config.metrics_listen.rpartition(":")[2],
         "registry_mirrors": [tuple(m.split("=", 1)) for m in config.registry_mirrors],
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),

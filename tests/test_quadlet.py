@@ -24,7 +24,8 @@ from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
 from .conftest import BASE, cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
-CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093"}
+CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093",
+          "metrics_listen": "0.0.0.0:9252"}
 
 # `podman run` flags of labels/run and where the quadlet carries them.
 NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
