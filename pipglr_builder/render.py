@@ -38,8 +38,6 @@ LIVE_CONFIG = "/var/lib/pipglr/config.toml"
 # format this tool builds. Failures count after START_PERIOD (boot); RETRIES in a row make it unhealthy.
 HEALTH = {"cmd": "/usr/local/libexec/pipglr/healthcheck", "interval": "30s", "timeout": "30s", "retries": 3,
           "start_period": "120s"}
-# Where the health check also writes its reasons: PID 1's stderr is what `podman logs` shows.
-HEALTH_CONSOLE = "/proc/1/fd/2"
 # User podman's uid and runtime directory in an image built with the default podman_uid (as the tests
 # build it); for an image built otherwise read its io.pipglr.podman-uid label.
 DEFAULT_PODMAN_UID = SETTINGS_BY_KEY["podman_uid"].default
@@ -168,7 +166,6 @@ def template_values(config: Config) -> dict:
         "run_env": RUN_ENV,
         "live_config": LIVE_CONFIG,
         "health": HEALTH,
-        "health_console": HEALTH_CONSOLE,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

@@ -1,7 +1,6 @@
 """The image's health check (files/healthcheck): its decisions, run against fixtures on this machine.
 
-The script runs as rendered for the image, with only its three paths (live config, API socket, console)
-pointed into a temporary directory. curl, jq, sh and coreutils are the real ones; the nested podman's
+The script runs as rendered for the image, with only its two paths (live config, API socket) pointed into a temporary directory. curl, jq, sh and coreutils are the real ones; the nested podman's
 socket is a real unix socket served here. Faked on PATH: systemctl (prints a `systemctl show` answer),
 setpriv (records the call, then runs the command as this user), gitlab-runner (prints what the real
 gitlab-runner 19.4 printed for `--log-format json list`, captured below) and logger (records the
@@ -69,9 +68,8 @@ class Host:
             d.mkdir()
         self.live = self.state / "config.toml"
         self.socket = tmp / "podman.sock"
-        self.console = tmp / "console"
         values = render.template_values(config.load(None))
-        values.update(live_config=str(self.live), nested_socket=str(self.socket), health_console=str(self.console))
+        values.update(live_config=str(self.live), nested_socket=str(self.socket))
         env = render._environment()
         libexec = tmp / "libexec"
         libexec.mkdir()
@@ -104,7 +102,7 @@ class Host:
         return proc.returncode, proc.stdout, proc.stderr
 
     def said(self, name: str) -> str:
-        path = self.fake / name if name != "console" else self.console
+        path = self.fake / name
         return path.read_text() if path.exists() else ""
 
     def close(self) -> None:
@@ -129,7 +127,7 @@ def test_a_host_that_can_run_jobs_is_healthy(host):
     code, out, err = host.check()
     assert (code, err) == (0, ""), err
     assert out == "pipglr health: ok (runner.service active, the podman socket answers, 2 runner(s) configured)\n"
-    assert host.said("journal") == host.said("console") == "", "a healthy check writes nothing to the logs"
+    assert host.said("journal") == "", "a healthy check writes nothing to the journal"
 
 
 def test_what_runner_can_change_is_reached_as_runner_only(host):
@@ -168,7 +166,6 @@ def test_runner_service_not_running_is_unhealthy_with_the_reason(host, state, re
     assert code == 1 and out == ""
     assert reasons(err) == [reason]
     assert host.said("journal") == f"-t pipglr-health -p daemon.warning -- UNHEALTHY: {reason}\n"
-    assert host.said("console") == f"pipglr health: UNHEALTHY: {reason}\n"
     assert not (host.dir / "pwned").exists() and not Path("pwned").exists()
 
 
@@ -212,7 +209,7 @@ def test_a_config_that_does_not_parse_is_unhealthy_and_says_why_without_tokens(h
     [reason] = reasons(err)
     assert reason.startswith(f"the live configuration {host.live} does not parse: decoding configuration file: "
                              'toml: line 3 (last key "runners.token")'), reason
-    assert "glrt-[REDACTED]" in reason and "SECRETX" not in err + host.said("journal") + host.said("console")
+    assert "glrt-[REDACTED]" in reason and "SECRETX" not in err + host.said("journal")
 
 
 def test_a_runner_that_cannot_list_is_unhealthy(host):
@@ -230,7 +227,7 @@ def test_every_reason_is_given_each_on_its_line(tmp_path):
     said = reasons(err)
     assert code == 1 and len(said) == 3, said
     assert said[0].startswith("runner.service is not running") and "/_ping" in said[1] and "[[runners]]" in said[2]
-    assert len(host.said("journal").splitlines()) == len(host.said("console").splitlines()) == 3
+    assert len(host.said("journal").splitlines()) == 3
 
 
 def test_the_listing_is_parsed_as_json_lines():
