@@ -21,7 +21,7 @@ from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
 from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
 
-from .conftest import BASE, cli, image_exists
+from .conftest import BASE, ROOT, cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
 CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093",
@@ -152,6 +152,31 @@ def test_quadlet_uses_the_template_values():
     assert quadlet.render_quadlet(cfg, IMAGE) == quadlet.render_quadlet(cfg, IMAGE)
 
 
+@pytest.mark.parametrize("image, registry", [
+    ("registry.example.com/group/pipglr:latest", True), ("registry.example.com:5000/pipglr", True),
+    ("localhost:5000/pipglr:nightly", True),  # a registry on this machine
+    ("localhost/pipglr:latest", False),  # this machine's own storage: no registry to ask
+    ("pipglr:latest", False), ("registry.example.com/group/pipglr@sha256:" + "a" * 64, False),  # pinned
+])
+def test_quadlet_auto_updates_an_image_from_a_registry(image, registry):
+    container = unit_sections(quadlet.render_quadlet(config.load(None), image))["Container"]
+    assert values(container, "AutoUpdate") == (["registry"] if registry else [])
+
+
+def test_quadlet_is_ready_when_healthy_and_restarted_when_not():
+    cfg = config.load(None)
+    sections = unit_sections(quadlet.render_quadlet(cfg, IMAGE))
+    container, service = sections["Container"], sections["Service"]
+    assert values(container, "Notify") == ["healthy"], "started = can run jobs (auto-update's rollback test)"
+    assert values(container, "HealthCmd") == [render.HEALTH["cmd"]]
+    assert values(container, "HealthOnFailure") == ["kill"] and values(service, "Restart") == ["on-failure"]
+    # systemd waits for the first healthy check; the start period and the retries fit in easily.
+    start_period = int(render.HEALTH["start_period"].removesuffix("s"))
+    interval = int(render.HEALTH["interval"].removesuffix("s"))
+    timeout = int(values(service, "TimeoutStartSec")[0])
+    assert timeout > start_period + render.HEALTH["retries"] * interval + 300, timeout
+
+
 @pytest.mark.parametrize("image", ["", "localhost/pipglr latest", "localhost/pipglr:%i", "a\nExecStartPre=/bin/x",
                                    "-localhost/pipglr"])
 def test_quadlet_refuses_images_that_break_the_unit(image):
@@ -220,10 +245,19 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         service = dry.stdout.split("---pipglr.service---", 1)[1]
         exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
         for arg in ("--name pipglr", "--hostname pipglr", "--device /dev/fuse", "--privileged", "--systemd=always",
+                    "--sdnotify=healthy", f"--health-cmd {render.HEALTH['cmd']}", "--health-on-failure kill",
                     f"--secret {secret}", "--env RUNNER_LOG_LEVEL --env PODMAN_LOG_LEVEL --env PIPGLR_CA_BUNDLE",
                     *(f"-v {name}:{path}:z" for name, path in VOLUMES.items())):
             assert arg in exec_start, f"{arg!r} not in {exec_start}"
         assert exec_start.endswith(f" {image}"), exec_start
+        assert "io.containers.autoupdate" not in exec_start, "a local image has no registry to update from"
+        assert "\nType=notify\n" in service, service
+        # The same unit for an image in a registry: podman auto-update's label.
+        registry_unit = quadlet.render_quadlet(config.load(None), "registry.example.com/group/pipglr:latest")
+        as_alice("sh", "-c", f'cat > "$HOME/{UNIT_DIR}/fleet.container"', input=registry_unit)
+        fleet = as_alice(generator, "-dryrun", *user_mode).stdout.split("---fleet.service---", 1)[1]
+        assert "--label io.containers.autoupdate=registry" in fleet, fleet
+        as_alice("sh", "-c", f'rm "$HOME/{UNIT_DIR}/fleet.container"')
 
         # What the user's systemd loads: the generator's output after daemon-reload, verified.
         as_alice("systemctl", "--user", "daemon-reload")
@@ -242,6 +276,11 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         for label in ("setupstorage", "setupcache"):
             as_alice("podman", "container", "runlabel", label, image)
         as_alice("systemctl", "--user", "start", "pipglr.service")
+        # Notify=healthy: started means the health check has passed.
+        assert as_alice("podman", "healthcheck", "run", "pipglr", check=False).returncode == 0
+        state = json.loads(as_alice("podman", "container", "inspect", "pipglr").stdout)[0]["State"]
+        assert (state.get("Health") or state.get("Healthcheck"))["Status"] == "healthy", state
+
         def booted():
             return standin.wait_booted(what="systemd in the quadlet's pipglr container to boot")
 
@@ -265,6 +304,18 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                                   "pipglr.service").stdout.strip() not in ("", "0"), 120,
                  what="systemd to restart pipglr.service after a reboot inside")
         assert booted() == "running"
+
+        # The README's podman-auto-update.timer drop-in, loaded by the user's systemd.
+        as_alice("sh", "-c", 'mkdir -p "$HOME/.config/systemd/user/podman-auto-update.timer.d" && '
+                 'cat > "$HOME/.config/systemd/user/podman-auto-update.timer.d/pipglr.conf"',
+                 input=(ROOT / "examples" / "podman-auto-update-pipglr.conf").read_text())
+        as_alice("systemctl", "--user", "daemon-reload")
+        as_alice("systemctl", "--user", "enable", "--now", "podman-auto-update.timer")
+        timer = as_alice("systemctl", "--user", "show", "--property", "RandomizedDelayUSec,FixedRandomDelay,"
+                         "TimersCalendar,ActiveState", "podman-auto-update.timer").stdout
+        for expected in ("RandomizedDelayUSec=2h", "FixedRandomDelay=yes", "ActiveState=active", "05:00:00 UTC"):
+            assert expected in timer, timer
+        assert timer.count("OnCalendar=") == 1, f"the drop-in replaces podman's daily schedule:\n{timer}"
 
         as_alice("systemctl", "--user", "stop", "pipglr.service")
         shown = as_alice("systemctl", "--user", "show", "--property", "ActiveState,Result", "pipglr.service").stdout
