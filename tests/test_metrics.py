@@ -1,15 +1,21 @@
 """gitlab-runner's Prometheus metrics (`metrics_listen`): off by default; one setting writes the live
 config's top-level listen_address (files/set-metrics-listen, run as runner by runner-config) and
-publishes the port through the run label and the quadlet."""
+publishes the port through the run label and the quadlet. The slow test scrapes it on the stand-in host."""
 
 from __future__ import annotations
 
 import shlex
+import uuid
 
 import pytest
 
 from pipglr_builder import config, processes, quadlet, render
 from pipglr_builder.errors import ConfigError
+from pipglr_builder.processes import wait_for
+from pipglr_builder.standin import StandIn
+from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
+
+from .conftest import BASE, IMAGE_NAME, cli, runner_args, sh
 
 LIVE = """\
 # registered by pipglr
@@ -90,3 +96,36 @@ def test_the_live_configs_top_level_address_is_replaced_and_tables_kept(set_metr
 def test_a_config_without_an_address_gets_one_before_its_tables(set_metrics_listen):
     text, _ = set_metrics_listen('concurrent = 1\n[[runners]]\n  name = "x"\n', "127.0.0.1:9252")
     assert text == 'listen_address = "127.0.0.1:9252"\nconcurrent = 1\n[[runners]]\n  name = "x"\n'
+
+
+@pytest.mark.slow
+def test_metrics_are_scraped_on_the_users_host():
+    """An image built with metrics_listen, started by `runlabel run` on the stand-in host: gitlab-runner's
+    /metrics answers on the host's port 9252, and the secret's own top-level address was replaced."""
+    tag = f"t-metrics-{uuid.uuid4().hex[:8]}"
+    ref = f"{IMAGE_NAME}:{tag}"
+    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--metrics-listen", "0.0.0.0:9252", *runner_args())
+    standin = StandIn(BASE)
+    try:
+        standin.start()
+        standin.load_image("alice", ref)
+
+        def alice(*argv: str, check: bool = True, input: str | None = None):
+            return standin.as_user("alice", list(argv), check=check, input=input)
+
+        alice("podman", "secret", "create", "config.toml", "-",
+              input='listen_address = "127.0.0.1:9999"\nconcurrent = 1\n' + NEVER_REGISTERED)
+        for label in ("setupstorage", "setupcache", "run"):
+            alice("podman", "container", "runlabel", label, ref)
+        standin.wait_booted()
+
+        def scraped():
+            result = alice("curl", "-sS", "--max-time", "5", "http://127.0.0.1:9252/metrics", check=False)
+            return result.stdout if result.returncode == 0 else None
+        metrics = wait_for(scraped, 120, interval=2, what="gitlab-runner's /metrics on the host's port 9252")
+        assert 'gitlab_runner_version_info{' in metrics and "gitlab_runner_concurrent 1" in metrics, metrics[:2000]
+        live = alice("podman", "exec", "pipglr", "cat", render.LIVE_CONFIG).stdout
+        assert live.startswith('listen_address = "0.0.0.0:9252"\n') and "9999" not in live, live
+    finally:
+        standin.close()
+        sh("podman", "rmi", "--force", ref, check=False)
