@@ -304,6 +304,10 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                                   "pipglr.service").stdout.strip() not in ("", "0"), 120,
                  what="systemd to restart pipglr.service after a reboot inside")
         assert booted() == "running"
+        # Notify=healthy: the restarted unit is active once the health check passes. (A stop before that
+        # waits for TimeoutStopSec: the README says why.)
+        wait_for(lambda: as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip()
+                 == "active", 180, interval=2, what="the restarted pipglr.service to become active (healthy)")
 
         # The README's podman-auto-update.timer drop-in, loaded by the user's systemd.
         as_alice("sh", "-c", 'mkdir -p "$HOME/.config/systemd/user/podman-auto-update.timer.d" && '
