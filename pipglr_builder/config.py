@@ -279,6 +279,8 @@ SETTINGS: tuple[Setting, ...] = (
             "listen_address, e.g. 0.0.0.0:8093, published on the host by `runlabel run` (empty: off).", _hostport),
     Setting("session_server_advertise", str, "", "The host:port GitLab uses to reach the session server "
             "(default: the listen address).", _hostport),
+    Setting("metrics_listen", str, "", "gitlab-runner's Prometheus metrics (its listen_address, /metrics), e.g. "
+            "0.0.0.0:9252, published on the host by `runlabel run` and the quadlet (empty: off).", _hostport),
     Setting("stop_timeout", int, 600, "Seconds running jobs get to finish when pipglr stops (podman stop, host "
             "shutdown): gitlab-runner's graceful window; the outer container waits 30 s longer.", _stop_timeout),
     Setting("pids_limit", int, 0, "Task limit of the whole outer container (systemd, podman, the runner and every "
@@ -334,6 +336,7 @@ class Config:
     registry_mirrors: tuple[str, ...]
     session_server_listen: str
     session_server_advertise: str
+    metrics_listen: str
     stop_timeout: int
     pids_limit: int
     cpus: float
@@ -426,5 +429,9 @@ def _check_together(v: dict[str, Any]) -> None:
                           "(its expected SHA256, from the release's checksum file)")
     if v["session_server_advertise"] and not v["session_server_listen"]:
         raise ConfigError("session_server_advertise needs session_server_listen (the address to listen on)")
+    ports = [v[key].rpartition(":")[2] for key in ("session_server_listen", "metrics_listen") if v[key]]
+    if len(ports) == 2 and ports[0] == ports[1]:
+        raise ConfigError(f"session_server_listen and metrics_listen both use port {ports[0]}: the host can "
+                          "publish a port for one of them only")
     if v["podman_uid"] == v["runner_uid"]:
         raise ConfigError("podman_uid and runner_uid must differ")

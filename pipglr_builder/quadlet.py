@@ -20,6 +20,14 @@ TEMPLATE = "quadlet/pipglr.container.j2"
 _IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 
 
+def names_a_registry(image: str) -> bool:
+    """Whether `podman auto-update` can ask a registry for a newer IMAGE: its first part is a registry host
+    (a dot or a port: localhost/NAME is this machine's own storage, localhost:PORT/NAME a registry) and a tag,
+    not a pinned digest."""
+    first, slash, _ = image.partition("/")
+    return bool(slash) and ("." in first or ":" in first) and "@" not in image
+
+
 def render_quadlet(config: Config, image: str) -> str:
     """The text of pipglr.container for IMAGE (for ~/.config/containers/systemd/)."""
     if not image or not _IMAGE_REF.fullmatch(image):
@@ -29,4 +37,5 @@ def render_quadlet(config: Config, image: str) -> str:
             "(letters, digits and . _ / : @ + - only)")
     values = render.template_values(config)
     values["image"] = image
+    values["auto_update"] = names_a_registry(image)
     return render._environment().get_template(TEMPLATE).render(values)

@@ -42,6 +42,13 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 # The pipglr-state volume: runner's live config.toml and .runner_system_id.
 STATE_DIR = "/var/lib/pipglr"
 CONFIG_SECRET = "/run/secrets/config.toml"  # where podman mounts the config.toml secret
+# gitlab-runner's live config on the pipglr-state volume (seeded from the config.toml secret by runner-config).
+LIVE_CONFIG = f"{STATE_DIR}/config.toml"
+# podman's health check of the outer container ("can this host run jobs?": files/healthcheck), set where
+# the container is made (labels/run, the quadlet): buildah drops a HEALTHCHECK from an OCI image, the
+# format this tool builds. Failures count after START_PERIOD (boot); RETRIES in a row make it unhealthy.
+HEALTH = {"cmd": f"{LIBEXEC_DIR}/healthcheck", "interval": "30s", "timeout": "30s", "retries": 3,
+          "start_period": "120s"}
 # User podman's uid and runtime directory in an image built with the default podman_uid (as the tests
 # build it); for an image built otherwise read its io.pipglr.podman-uid label.
 DEFAULT_PODMAN_UID = SETTINGS_BY_KEY["podman_uid"].default
@@ -177,6 +184,8 @@ def template_values(config: Config) -> dict:
         "session_server_listen": config.session_server_listen,
         "session_server_advertise": config.session_server_advertise or config.session_server_listen,
         "session_server_port": config.session_server_listen.rpartition(":")[2],
+        "metrics_listen": config.metrics_listen,
+        "metrics_port": config.metrics_listen.rpartition(":")[2],
         "registry_mirrors": [tuple(m.split("=", 1)) for m in config.registry_mirrors],
         "base_image": base_image_for(config, config.arches[0]),
         "packages": sorted(set(PACKAGES) | set(config.extra_packages)),
@@ -196,6 +205,8 @@ def template_values(config: Config) -> dict:
         "state_dir": STATE_DIR,
         "config_secret": CONFIG_SECRET,
         "podman_home": PODMAN_HOME,
+        "live_config": LIVE_CONFIG,
+        "health": HEALTH,
     }
     values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
     values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}

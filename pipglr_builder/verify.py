@@ -32,6 +32,10 @@ from .standin import StandIn
 CHECKS = Path(__file__).resolve().parent / "checks"
 CONTAINER = "pipglr"  # the name the run runlabel gives the outer container
 METRICS = 'listen_address = "127.0.0.1:9252"'  # top-level (metrics): the session server must not touch it
+# A runner for the health check (a host without runners is unhealthy and restarted): never registered, its
+# GitLab is a closed port on the container's own loopback, so it asks for jobs and gets none.
+RUNNER = ('[[runners]]\n  name = "verify"\n  url = "http://127.0.0.1:9"\n  token = "glrt-verify-not-registered"\n'
+          '  executor = "docker"\n')
 
 
 @dataclasses.dataclass
@@ -100,7 +104,7 @@ def setup_full(image: str, marker: str, cleanup: list) -> Target:
         processes.say(f"verify: podman container runlabel {label} {image}  (as alice)")
         standin.as_user("alice", ["podman", "container", "runlabel", label, image])
     standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"],
-                    input=f"# {marker}\nconcurrent = 1\ncheck_interval = 3\n{METRICS}\n")
+                    input=f"# {marker}\nconcurrent = 1\ncheck_interval = 3\n{METRICS}\n{RUNNER}")
     processes.say(f"verify: podman container runlabel run {image}  (as alice)")
     standin.as_user("alice", ["podman", "container", "runlabel", "run", image])
     target.env = standin.start_api("alice")

@@ -19,17 +19,27 @@ from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
 from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
+from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
 
-from .conftest import BASE, cli, image_exists
+from .conftest import BASE, ROOT, cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
-CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093"}
+CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093",
+          "metrics_listen": "0.0.0.0:9252"}
 LIMITS = {"cpus": "1.5", "memory": "4g", "pids_limit": "4096"}
 
 # `podman run` flags of labels/run and where the quadlet carries them.
 NATIVE = {"--name": "ContainerName", "--hostname": "HostName", "--device": "AddDevice", "--secret": "Secret",
           "--volume": "Volume", "--publish": "PublishPort", "--stop-timeout": "StopTimeout",
-          "--pids-limit": "PidsLimit"}
+          "--pids-limit": "PidsLimit", "--health-cmd": "HealthCmd", "--health-interval": "HealthInterval",
+          "--health-timeout": "HealthTimeout", "--health-retries": "HealthRetries",
+          "--health-start-period": "HealthStartPeriod", "--health-on-failure": "HealthOnFailure"}
+# Flags whose value differs on purpose: the run label's container has no supervisor, so podman restarts an
+# unhealthy one itself; the quadlet's is killed and systemd's Restart= starts it (a `podman restart` under
+# systemd would replace the unit's main process behind its back).
+DIFFERENT = {("--health-on-failure", "restart"): "kill"}
+# Only in the quadlet: systemd's readiness and podman auto-update have no meaning for `runlabel run`.
+QUADLET_ONLY = {"Notify", "AutoUpdate"}
 # No quadlet key in podman 5.4 (podman-systemd.unit(5)): passed through PodmanArgs=. `--env NAME` (the
 # caller's value) has none either: Environment= needs NAME=VALUE and quadlet drops a bare NAME.
 PASSED_WITH_VALUE = {"--systemd", "--env", "--cpus", "--memory"}
@@ -91,7 +101,7 @@ def run_label_as_quadlet(cfg: config.Config) -> dict[str, set[str]]:
     expected: dict[str, set[str]] = {key: set() for key in (*NATIVE.values(), "PodmanArgs")}
     for flag, value in flags:
         if flag in NATIVE:
-            expected[NATIVE[flag]].add(value)
+            expected[NATIVE[flag]].add(DIFFERENT.get((flag, value), value))
         elif flag not in IMPLIED:
             expected["PodmanArgs"].add(passed(flag, value))
     return expected
@@ -131,7 +141,7 @@ def test_quadlet_and_run_label_cannot_drift(overrides):
     assert container_keys(text) == run_label_as_quadlet(cfg)
     container = unit_sections(text)["Container"]
     assert values(container, "Image") == [IMAGE]
-    known = {"Image", "PodmanArgs", *NATIVE.values()}
+    known = {"Image", "PodmanArgs", *NATIVE.values(), *QUADLET_ONLY}
     assert {key for key, _ in container} <= known, "a [Container] key the run label does not have"
 
 
@@ -163,6 +173,31 @@ def test_quadlet_uses_the_template_values():
     assert "uid=3000,gid=3000" in text
     assert "Image=registry.example.com/group/pipglr@sha256:" + "a" * 64 in text.splitlines()
     assert quadlet.render_quadlet(cfg, IMAGE) == quadlet.render_quadlet(cfg, IMAGE)
+
+
+@pytest.mark.parametrize("image, registry", [
+    ("registry.example.com/group/pipglr:latest", True), ("registry.example.com:5000/pipglr", True),
+    ("localhost:5000/pipglr:nightly", True),  # a registry on this machine
+    ("localhost/pipglr:latest", False),  # this machine's own storage: no registry to ask
+    ("pipglr:latest", False), ("registry.example.com/group/pipglr@sha256:" + "a" * 64, False),  # pinned
+])
+def test_quadlet_auto_updates_an_image_from_a_registry(image, registry):
+    container = unit_sections(quadlet.render_quadlet(config.load(None), image))["Container"]
+    assert values(container, "AutoUpdate") == (["registry"] if registry else [])
+
+
+def test_quadlet_is_ready_when_healthy_and_restarted_when_not():
+    cfg = config.load(None)
+    sections = unit_sections(quadlet.render_quadlet(cfg, IMAGE))
+    container, service = sections["Container"], sections["Service"]
+    assert values(container, "Notify") == ["healthy"], "started = can run jobs (auto-update's rollback test)"
+    assert values(container, "HealthCmd") == [render.HEALTH["cmd"]]
+    assert values(container, "HealthOnFailure") == ["kill"] and values(service, "Restart") == ["on-failure"]
+    # systemd waits for the first healthy check; the start period and the retries fit in easily.
+    start_period = int(render.HEALTH["start_period"].removesuffix("s"))
+    interval = int(render.HEALTH["interval"].removesuffix("s"))
+    timeout = int(values(service, "TimeoutStartSec")[0])
+    assert timeout > start_period + render.HEALTH["retries"] * interval + 300, timeout
 
 
 @pytest.mark.parametrize("image", ["", "localhost/pipglr latest", "localhost/pipglr:%i", "a\nExecStartPre=/bin/x",
@@ -233,10 +268,19 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         service = dry.stdout.split("---pipglr.service---", 1)[1]
         exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
         for arg in ("--name pipglr", "--hostname pipglr", "--device /dev/fuse", "--privileged", "--systemd=always",
+                    "--sdnotify=healthy", f"--health-cmd {render.HEALTH['cmd']}", "--health-on-failure kill",
                     f"--secret {secret}", "--env RUNNER_LOG_LEVEL --env PODMAN_LOG_LEVEL --env PIPGLR_CA_BUNDLE",
                     *(f"-v {name}:{path}:z" for name, path in VOLUMES.items())):
             assert arg in exec_start, f"{arg!r} not in {exec_start}"
         assert exec_start.endswith(f" {image}"), exec_start
+        assert "io.containers.autoupdate" not in exec_start, "a local image has no registry to update from"
+        assert "\nType=notify\n" in service, service
+        # The same unit for an image in a registry: podman auto-update's label.
+        registry_unit = quadlet.render_quadlet(config.load(None), "registry.example.com/group/pipglr:latest")
+        as_alice("sh", "-c", f'cat > "$HOME/{UNIT_DIR}/fleet.container"', input=registry_unit)
+        fleet = as_alice(generator, "-dryrun", *user_mode).stdout.split("---fleet.service---", 1)[1]
+        assert "--label io.containers.autoupdate=registry" in fleet, fleet
+        as_alice("sh", "-c", f'rm "$HOME/{UNIT_DIR}/fleet.container"')
 
         # What the user's systemd loads: the generator's output after daemon-reload, verified.
         as_alice("systemctl", "--user", "daemon-reload")
@@ -250,10 +294,16 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
 
         # Start it the way the unit's comments tell users to.
         standin.load_image("alice", image)
-        as_alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n")
+        # A runner (never registered, its GitLab a closed port): a host without runners is unhealthy.
+        as_alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n" + NEVER_REGISTERED)
         for label in ("setupstorage", "setupcache"):
             as_alice("podman", "container", "runlabel", label, image)
         as_alice("systemctl", "--user", "start", "pipglr.service")
+        # Notify=healthy: started means the health check has passed.
+        assert as_alice("podman", "healthcheck", "run", "pipglr", check=False).returncode == 0
+        state = json.loads(as_alice("podman", "container", "inspect", "pipglr").stdout)[0]["State"]
+        assert (state.get("Health") or state.get("Healthcheck"))["Status"] == "healthy", state
+
         def booted():
             return standin.wait_booted(what="systemd in the quadlet's pipglr container to boot")
 
@@ -277,6 +327,22 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                                   "pipglr.service").stdout.strip() not in ("", "0"), 120,
                  what="systemd to restart pipglr.service after a reboot inside")
         assert booted() == "running"
+        # Notify=healthy: the restarted unit is active once the health check passes. (A stop before that
+        # waits for TimeoutStopSec: the README says why.)
+        wait_for(lambda: as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip()
+                 == "active", 180, interval=2, what="the restarted pipglr.service to become active (healthy)")
+
+        # The README's podman-auto-update.timer drop-in, loaded by the user's systemd.
+        as_alice("sh", "-c", 'mkdir -p "$HOME/.config/systemd/user/podman-auto-update.timer.d" && '
+                 'cat > "$HOME/.config/systemd/user/podman-auto-update.timer.d/pipglr.conf"',
+                 input=(ROOT / "examples" / "podman-auto-update-pipglr.conf").read_text())
+        as_alice("systemctl", "--user", "daemon-reload")
+        as_alice("systemctl", "--user", "enable", "--now", "podman-auto-update.timer")
+        timer = as_alice("systemctl", "--user", "show", "--property", "RandomizedDelayUSec,FixedRandomDelay,"
+                         "TimersCalendar,ActiveState", "podman-auto-update.timer").stdout
+        for expected in ("RandomizedDelayUSec=2h", "FixedRandomDelay=yes", "ActiveState=active", "05:00:00 UTC"):
+            assert expected in timer, timer
+        assert timer.count("OnCalendar=") == 1, f"the drop-in replaces podman's daily schedule:\n{timer}"
 
         as_alice("systemctl", "--user", "stop", "pipglr.service")
         shown = as_alice("systemctl", "--user", "show", "--property", "ActiveState,Result", "pipglr.service").stdout

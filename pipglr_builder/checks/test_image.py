@@ -97,6 +97,19 @@ def test_runner_service_is_active(host, target):
     assert service.is_running, f"runner.service is not running; its log:\n{log[-1500:]}"
 
 
+@pytest.mark.full
+def test_container_is_healthy(target):
+    """podman's health check (set by the run runlabel): the booted host can run jobs."""
+    def healthy():
+        result = target.podman("healthcheck", "run", target.container)
+        return result if result.returncode == 0 else None
+    wait_for(healthy, 120, interval=3, what="`podman healthcheck run pipglr` to answer healthy")
+    state = json.loads(target.podman("container", "inspect", target.container, check=True).stdout)[0]["State"]
+    health = state.get("Health") or state.get("Healthcheck")  # podman 5 names it Health, some 4.x Healthcheck
+    assert health["Status"] == "healthy", health
+    assert "pipglr health: ok" in health["Log"][-1]["Output"], health["Log"][-1]
+
+
 # Rootless podman needs these setuid to map a job's 65536 IDs; nothing else in the image may raise privileges.
 SETID_ALLOWED = ["/usr/bin/newgidmap", "/usr/bin/newuidmap"]
 

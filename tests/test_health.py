@@ -1,0 +1,81 @@
+"""The health check in the booted image, started as users start it: `runlabel run` on the stand-in host.
+
+Healthy once booted; with runner.service stopped, `podman healthcheck run` turns unhealthy after the start
+period and the retries, the reason is in podman's health log and the container's journal, and podman
+restarts the container (the run label's --health-on-failure restart), which comes back healthy. The script's
+decisions one by one are tested in tests/test_healthcheck.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipglr_builder import render
+from pipglr_builder.processes import wait_for
+from pipglr_builder.standin import StandIn
+from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
+
+from .conftest import BASE
+
+pytestmark = pytest.mark.slow
+STOPPED = "runner.service is not running (inactive, dead)"
+
+
+def test_health_check_through_the_run_label(image):
+    standin = StandIn(BASE)
+    try:
+        standin.start()
+
+        def alice(*argv: str, check: bool = True, input: str | None = None):
+            return standin.as_user("alice", list(argv), check=check, input=input)
+
+        def health() -> dict:
+            state = json.loads(alice("podman", "container", "inspect", "pipglr").stdout)[0]["State"]
+            return {"started": state["StartedAt"], **(state.get("Health") or state.get("Healthcheck"))}
+
+        def check() -> tuple[int, str]:
+            result = alice("podman", "healthcheck", "run", "pipglr", check=False)
+            return result.returncode, result.stdout.strip()
+
+        standin.load_image("alice", image)
+        alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n" + NEVER_REGISTERED)
+        for label in ("setupstorage", "setupcache", "run"):
+            alice("podman", "container", "runlabel", label, image)
+        test = json.loads(alice("podman", "container", "inspect", "pipglr").stdout)[0]["Config"]["Healthcheck"]["Test"]
+        assert test == ["CMD-SHELL", render.HEALTH["cmd"]], test
+        standin.wait_booted()
+        wait_for(lambda: check()[0] == 0 and health()["Status"] == "healthy", 180, interval=3,
+                 what="`podman healthcheck run pipglr` to answer healthy")
+        first = health()
+        assert first["Log"][-1]["Output"].startswith("pipglr health: ok (runner.service active, the podman socket "
+                                                     "answers, 1 runner(s) configured)"), first["Log"][-1]
+
+        # Break it: gitlab-runner stopped. Failures count after the start period; `retries` in a row make the
+        # container unhealthy, and podman restarts it.
+        alice("podman", "exec", "pipglr", "systemctl", "stop", "runner.service")
+        seen: list[tuple[int, str]] = []
+        outputs: set[str] = set()
+
+        def restarted():
+            seen.append(check())
+            now = health()
+            outputs.update(entry["Output"].strip() for entry in now.get("Log") or [])
+            return now["started"] != first["started"]
+        start_period = int(render.HEALTH["start_period"].removesuffix("s"))
+        wait_for(restarted, start_period + 240, interval=5, what="podman to restart the unhealthy pipglr")
+        events = alice("podman", "events", "--stream=false", "--filter", "container=pipglr", "--filter",
+                       "event=health_status", "--format", "{{.HealthStatus}}").stdout.split()
+        assert "unhealthy" in events or (1, "unhealthy") in seen, (events, seen)
+        assert f"pipglr health: UNHEALTHY: {STOPPED}" in outputs, outputs
+
+        # Restarted: booted again, the reason still in the journal, runner.service back, healthy.
+        standin.wait_booted()
+        journal = alice("podman", "exec", "pipglr", "journalctl", "--no-pager", "-o", "cat", "-t", "pipglr-health").stdout
+        assert f"UNHEALTHY: {STOPPED}" in journal.splitlines(), journal[-3000:]
+        wait_for(lambda: check()[0] == 0 and health()["Status"] == "healthy", 180, interval=3,
+                 what="the restarted pipglr to be healthy again")
+        assert alice("podman", "exec", "pipglr", "systemctl", "is-active", "runner.service").stdout.strip() == "active"
+    finally:
+        standin.close()
