@@ -102,6 +102,17 @@ def test_in_place_keeps_owner_and_mode_and_leaves_an_unchanged_file(script, tmp_
     assert (live.stat().st_ino, live.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+def test_in_place_never_follows_a_link(script, tmp_path):
+    """runner owns the live config's directory; root converts there: a link is left alone, its target untouched."""
+    target = tmp_path / "elsewhere.toml"
+    target.write_text(PIPGLR)
+    link = tmp_path / "config.toml"
+    link.symlink_to(target)
+    proc = processes.call(["sh", str(script), str(link)])
+    assert proc.returncode == 0 and "is not a regular file: not converted" in proc.stderr
+    assert link.is_symlink() and target.read_text() == PIPGLR
+
+
 def test_the_image_runs_it_on_the_live_config_at_start():
     cfg = config.load(None, {})
     runner_config = render.render_file(cfg, "files/runner-config")
