@@ -107,6 +107,40 @@ def test_host_network_mode_is_warned_about(standin, image):
     assert "service aliases do not resolve" in out and "delete its network_mode lines" in out
 
 
+# A config.toml as pipglr's register writes it (its socket, its /cache on pipglr-cache, host network).
+PIPGLR_RUNNER = RUNNER + ('  [runners.docker]\n    host = "unix:///home/runner/podman.sock"\n    image = "debian"\n'
+                          '    volumes = ["/cache"]\n    cache_dir = "/cache"\n    pull_policy = ["if-not-present"]\n')
+
+
+def test_a_host_coming_from_pipglr_is_told_what_to_convert(standin, image):
+    """pipglr's secret and its pipglr-cache (chowned to runner by pipglr's setupcache): both named, each fix works."""
+    for label in ("setupstorage", "setupcache"):
+        standin.as_user("alice", ["podman", "container", "runlabel", label, image])
+    standin.as_user("alice", ["podman", "run", "--rm", "--user", "root", "--volume", "pipglr-cache:/cache",
+                              "--entrypoint", "/usr/bin/chown", image, "-R", "1001:1001", "/cache"])
+    standin.as_user("alice", ["podman", "secret", "rm", "config.toml"], check=False)
+    standin.as_user("alice", ["podman", "secret", "create", "config.toml", "-"], input="concurrent = 1\n" + PIPGLR_RUNNER)
+    try:
+        code, out = doctor(standin, "alice", image)
+        assert code == 1, out
+        assert "FAIL  volume pipglr-cache belongs to uid 1001 (pipglr's /cache" in out, out
+        fix = next(line for line in out.splitlines() if "podman volume rm pipglr-cache pipglr-storage" in line)
+        assert "note  the config.toml secret was written for pipglr (podman socket /home/runner/podman.sock: 1, " in out
+        convert = next(line for line in out.splitlines() if "to convert the secret too" in line)
+
+        # The printed fixes, as the user pastes them.
+        standin.as_user("alice", ["sh", "-c", fix.split("fix: when no job runs: ", 1)[1].split("   (", 1)[0]])
+        standin.as_user("alice", ["sh", "-c", convert.split("runner rotated): ", 1)[1]])
+        converted = standin.as_user("alice", ["cat", "config.toml"]).stdout
+        assert 'host = "unix:///run/pipglr/podman.sock"' in converted and "cache_dir" not in converted, converted
+        assert 'token = "glrt-doctor123456"' in converted and 'volumes = ["/cache"]' in converted
+        code, out = doctor(standin, "alice", image)
+        assert code == 0, out
+        assert "pipglr-cache belongs" not in out and "written for pipglr" not in out, out
+    finally:
+        standin.as_user("alice", ["podman", "volume", "rm", "--force", "pipglr-state"], check=False)
+
+
 def test_65536_sub_ids_and_missing_linger(standin, image):
     sh("podman", "exec", standin.name, "loginctl", "disable-linger", "bob")
     # Without linger bob has no user manager (and no /run/user/2001): like a login

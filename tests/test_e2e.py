@@ -473,6 +473,26 @@ def test_jobs_run_with_the_config_register_wrote_unedited(world):
     assert runners_in(live) == 1 and 'name = "legacy"' in live
 
 
+def test_a_config_from_pipglr_runs_its_next_job(world):
+    """README "Coming from pipglr": a secret with pipglr's socket path and cache_dir = "/cache" is converted in the
+    live config at start; the next job, with a cache, succeeds, and the runner's journal names each change."""
+    live = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
+    pipglr = (live.replace(f'host = "unix://{NESTED_SOCKET}"', 'host = "unix:///home/runner/podman.sock"')
+              .replace("  [runners.docker]\n", '  [runners.docker]\n    cache_dir = "/cache"\n'))
+    assert pipglr.count("/home/runner/podman.sock") == pipglr.count('cache_dir = "/cache"') == runners_in(live) == 1
+    world.alice("podman", "rm", "--force", "pipglr")
+    world.alice("podman", "secret", "rm", "config.toml")
+    world.alice("podman", "secret", "create", "config.toml", "-", input=pipglr)
+    world.alice("podman", "container", "runlabel", "run", world.image)
+    world.wait_booted()
+    job = world.wait_job(world.add_job("echo switched > /cache/pipglr.txt", "cat /cache/pipglr.txt"))
+    assert job["state"] == "success", job["trace"][-2000:]
+    log = world.runner_log()
+    assert "converted pipglr's podman socket" in log and "dropped pipglr's cache_dir" in log, log[-3000:]
+    converted = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
+    assert "/home/runner" not in converted and 'cache_dir = "/cache"' not in converted, converted
+
+
 def test_unreachable_coordinator_is_retried_and_logged(world):
     sh("podman", "exec", world.standin.name, "pkill", "-f", SCRIPT.name)
     def reported():

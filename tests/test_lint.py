@@ -24,7 +24,7 @@ def test_ruff_is_clean():
 @pytest.mark.tools
 def test_shell_scripts_parse():
     scripts = [*ROOT.glob("scripts/*.sh"), ROOT / ".ci" / "run",
-               *(ROOT / "files" / n for n in ("runner-config", "register", "dumpconfig", "doctor", "collect-logs", "pipglr-env", "install-ca", "install-runner", "entrypoint", "deny-privileged-jobs", "redact-secrets", "pipglr-prune", "resetcache"))]
+               *(ROOT / "files" / n for n in ("runner-config", "register", "dumpconfig", "doctor", "collect-logs", "pipglr-env", "install-ca", "install-runner", "entrypoint", "deny-privileged-jobs", "redact-secrets", "pipglr-prune", "resetcache", "convert-pipglr-config"))]
     for script in scripts:
         proc = subprocess.run(["sh" if script.parent.name == "files" else "bash", "-n", str(script)],
                               capture_output=True, text=True, check=False)

@@ -45,7 +45,8 @@ class World:
                        "run_env": str(self.run_root / "env"), "config_secret": str(self.secrets / "config.toml"),
                        "podman_home": str(self.home), "cgroup_root": str(base / "no-cgroup"),
                        "libexec_dir": str(self.bin)}
-        self.script("config-lib")  # what runner-config and pipglr-prune source
+        for name in ("config-lib", "convert-pipglr-config"):  # what runner-config and pipglr-prune call
+            self.script(name)
 
     def script(self, name: str) -> Path:
         path = self.bin / name
