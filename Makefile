@@ -26,7 +26,7 @@ unit: venv
 runner: setup
 	@$(PY) build.py runner --runner-source gomodule --platform linux/amd64,linux/arm64
 
-# Figures for the README's benchmark section (bench-report/bench.json and .txt).
+# Figures for docs/benchmarks.md (bench-report/bench.json and .txt).
 # The runner bump rebuild declares the same runner binary as 19.4.1: it times
 # the layers a version bump rebuilds.
 bench: setup runner

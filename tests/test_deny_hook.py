@@ -19,7 +19,7 @@ from pipglr_builder import config, processes, render
 
 pytestmark = pytest.mark.tools
 FIXTURES = Path(__file__).parent / "fixtures" / "oci"
-README = (render.PROJECT / "README.md").read_text()
+BUILDING_DOC = (render.PROJECT / "docs" / "building.md").read_text()  # "Verifying an image" moved there
 OUTER = "mounts from the outer container: "
 
 # What gitlab-runner's own config makes (builds and cache volumes, the CA bundle, an old
@@ -75,7 +75,7 @@ def test_podmans_files_of_another_container_are_refused():
 
 
 def test_readme_names_what_is_refused():
-    hook_section = README[README.index("NESTED_PRIVILEGED=false is enforced inside the image"):]
+    hook_section = BUILDING_DOC[BUILDING_DOC.index("NESTED_PRIVILEGED=false is enforced inside the image"):]
     hook_section = hook_section[:hook_section.index("## Nightly builds")]
     for path in ("`/dev`", "`/proc`", "`/sys`", "`/run/pipglr`", "`/`", "`/home/...`", "`:O`", "the CA bundle",
                  "inside a volume", "`exec` with `Privileged: true`"):

@@ -377,7 +377,7 @@ def test_logs_runlabel_collects_a_bug_report_without_tokens(world):
     assert "[REDACTED]" in report
     tokens = [r["token"] for r in world.state()["runners"]]
     assert tokens and not any(t in report for t in tokens), "a runner token leaked into the log bundle"
-    # Where users look first: `podman logs pipglr` (rootless, as the README runs it) holds the journal, redacted.
+    # Where users look first: `podman logs pipglr` (rootless, as docs/using.md runs it) holds the journal, redacted.
     shown = world.alice("podman", "logs", "pipglr")
     text = shown.stdout + shown.stderr
     for expected in ("Checking for jobs", "podman.service", "runner.service"):
@@ -474,8 +474,8 @@ def test_jobs_run_with_the_config_register_wrote_unedited(world):
 
 
 def test_a_config_from_pipglr_runs_its_next_job(world):
-    """README "Coming from pipglr": a secret with pipglr's socket path and cache_dir = "/cache" is converted in the
-    live config at start; the next job, with a cache, succeeds, and the runner's journal names each change."""
+    """docs/using.md "Coming from pipglr": a secret with pipglr's socket path and cache_dir = "/cache" is converted
+    in the live config at start; the next job, with a cache, succeeds, and the runner's journal names each change."""
     live = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
     pipglr = (live.replace(f'host = "unix://{NESTED_SOCKET}"', 'host = "unix:///home/runner/podman.sock"')
               .replace("  [runners.docker]\n", '  [runners.docker]\n    cache_dir = "/cache"\n'))

@@ -328,11 +328,11 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                  what="systemd to restart pipglr.service after a reboot inside")
         assert booted() == "running"
         # Notify=healthy: the restarted unit is active once the health check passes. (A stop before that
-        # waits for TimeoutStopSec: the README says why.)
+        # waits for TimeoutStopSec: docs/using.md says why.)
         wait_for(lambda: as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip()
                  == "active", 180, interval=2, what="the restarted pipglr.service to become active (healthy)")
 
-        # The README's podman-auto-update.timer drop-in, loaded by the user's systemd.
+        # The podman-auto-update.timer drop-in of docs/using.md, loaded by the user's systemd.
         as_alice("sh", "-c", 'mkdir -p "$HOME/.config/systemd/user/podman-auto-update.timer.d" && '
                  'cat > "$HOME/.config/systemd/user/podman-auto-update.timer.d/pipglr.conf"',
                  input=(ROOT / "examples" / "podman-auto-update-pipglr.conf").read_text())

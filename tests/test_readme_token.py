@@ -1,6 +1,6 @@
-"""The README's token steps keep the token out of the shell's history and off every command line.
+"""The token steps of the README and docs/ keep the token out of the shell's history and off every command line.
 
-The README's own lines run in bash with history on, the token typed on stdin; a
+Their own lines run in bash with history on, the token typed on stdin; a
 `podman` earlier on PATH records what it got (this checks the shell steps, not podman).
 """
 
@@ -15,12 +15,14 @@ import pytest
 from pipglr_builder import processes, render
 
 README = (render.PROJECT / "README.md").read_text()
+# The README's shortest path holds the runner token's steps; docs/using.md the registration token's.
+DOCS = [README] + [path.read_text() for path in sorted((render.PROJECT / "docs").glob("*.md"))]
 TOKEN = "glrt-hIsToRyLeAk_7Zq"
 
 
-def token_steps() -> list[list[str]]:
-    """Each README command block's lines that read the token and create the REGISTRATION_TOKEN secret."""
-    blocks = re.findall(r"```sh\n(.*?)```", README, re.DOTALL)
+def token_steps(texts: list[str] = DOCS) -> list[list[str]]:
+    """Each command block's lines (README first, then docs/) that read the token and create the secret."""
+    blocks = [block for text in texts for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL)]
     steps = []
     for block in blocks:
         lines = block.splitlines()
@@ -31,8 +33,9 @@ def token_steps() -> list[list[str]]:
 
 
 def test_readme_never_puts_a_token_on_a_command_line():
-    assert len(token_steps()) >= 2, "the README's token steps were not found"
-    for line in README.splitlines():
+    assert len(token_steps()) >= 2, "the token steps were not found"
+    assert token_steps([README]), "the README's shortest path has no token step"
+    for line in "\n".join(DOCS).splitlines():
         assert not re.search(r"echo\s+['\"]?(glrt-|GR1348941|\$REGISTRATION_TOKEN)", line), line
 
 
