@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder.coordinator import SCRIPT, URL, VOLUME, Coordinator
+from pipglr_builder.harness.coordinator import SCRIPT, URL, VOLUME, Coordinator
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn
