@@ -152,6 +152,11 @@ def test_the_age_build_argument_is_checked_by_the_prune_itself(tmp_path):
     assert "[smhd]" not in text  # no second copy of the rule
 
 
+def test_register_and_the_doctor_give_the_same_privileged_warning():
+    for name in ("files/register", "files/doctor"):
+        assert f'"{render.PRIVILEGED_WARNING}"' in render.render_file(config.load(None), name), name
+
+
 def test_registries_conf_for_nested_podman(tmp_path):
     out = render.render(config.load(None, {"search_registries": "registry.example.com:5000,docker.io",
                                            "registry_mirrors": "docker.io=mirror.example.com"}), tmp_path / "c")
