@@ -222,7 +222,7 @@ def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: 
     whole job, 1/2/4 jobs at once). Writes JSON and a table; exit 1 if a
     target is missed.
     """
-    from . import bench
+    from .harness import bench
     bump = None
     if bump_runner_file or bump_runner_version:
         if not (bump_runner_file and bump_runner_version):

@@ -134,7 +134,8 @@ def _pull_policy(value: list[str]) -> str | None:
         return "at least one policy is needed"
     for p in value:
         if p not in PULL_POLICIES:
-            return f"unknown pull policy {p!r}; gitlab-runner knows {', '.join(PULL_POLICIES)}"
+            # register says the same of PIPGLR_PULL_POLICY, which arrives at run time
+            return f"{p!r} is not a pull policy ({', '.join(PULL_POLICIES)})"
     return None if len(set(value)) == len(value) else "a policy is listed twice"
 
 
@@ -219,8 +220,9 @@ def on_calendar_problem(value: str) -> str | None:
     return None
 
 
-# The same forms the image's pipglr-prune and the Containerfile accept.
-prune_age_problem = _matches(r"[1-9][0-9]{0,5}[smhd]", "expected a whole number with a unit s, m, h or d, e.g. 72h or 3d")
+# An age that reaches the image otherwise (the PRUNE_AGE build argument, a drop-in) is checked by pipglr-prune
+# with the same rule and words (tests/test_prune_decisions.py holds the two alike).
+prune_age_problem = _matches(r"[1-9][0-9]{0,5}[smhd]", "not a whole number with a unit s, m, h or d, e.g. 72h or 3d")
 
 
 SETTINGS: tuple[Setting, ...] = (

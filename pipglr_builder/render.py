@@ -83,6 +83,10 @@ MASKED_UNITS = (
     "systemd-sysctl.service", "systemd-udevd.service", "systemd-udev-trigger.service",
 )
 
+# What a privileged job may do: one text, said by register (files/register) and by the doctor on the host.
+PRIVILEGED_WARNING = ("a privileged job gets every capability and no syscall filter between it and the host's kernel "
+                      "(inside your user namespace). Fine for your own trusted projects, wrong for a shared runner: "
+                      "build with --nested-privileged false.")
 # Inside the outer container IDs 0..65538 exist (host subuid count 65539).
 OUTER_ID_COUNT = 65539
 JOB_ID_COUNT = 65536
@@ -201,6 +205,7 @@ def template_values(config: Config) -> dict:
         "run_dir": RUN_DIR,
         "run_env": RUN_ENV,
         "run_root_dir": RUN_ROOT_DIR,
+        "privileged_warning": PRIVILEGED_WARNING,
         "libexec_dir": LIBEXEC_DIR,
         "state_dir": STATE_DIR,
         "config_secret": CONFIG_SECRET,

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipglr_builder import bench
+from pipglr_builder.harness import bench
 
 
 def test_summary_is_median_min_max():
@@ -64,7 +64,7 @@ TRACE = ("2026-11-24T08:00:00.100000Z 00O \x1b[0KRunning with gitlab-runner 19.4
 
 
 def test_trace_timings_are_from_the_first_stamped_line():
-    from pipglr_builder import bench_jobs
+    from pipglr_builder.harness import bench_jobs
     first, whole = bench_jobs.job_timings(TRACE)
     assert round(first, 6) == 2.25  # the first script line's output, not the `$ echo` line before it
     assert round(whole, 6) == 5.5
@@ -72,7 +72,7 @@ def test_trace_timings_are_from_the_first_stamped_line():
 
 
 def test_trace_stamps_with_nanoseconds_and_without_a_fraction():
-    from pipglr_builder import bench_jobs
+    from pipglr_builder.harness import bench_jobs
     lines = bench_jobs.stamped_lines("2026-11-24T08:00:00Z 00O a\n2026-11-24T08:00:00.123456789Z 00O b\n")
     assert [text for _, text in lines] == ["a", "b"]
     assert (lines[1][0] - lines[0][0]).total_seconds() == 0.123456
@@ -81,8 +81,8 @@ def test_trace_stamps_with_nanoseconds_and_without_a_fraction():
 def test_a_trace_without_timestamps_or_the_first_line_is_an_error():
     import pytest
 
-    from pipglr_builder import bench_jobs
     from pipglr_builder.errors import PipglrError
+    from pipglr_builder.harness import bench_jobs
     with pytest.raises(PipglrError, match="FF_TIMESTAMPS"):
         bench_jobs.job_timings("Running with gitlab-runner\n$ echo bench-first-line\n")
     with pytest.raises(PipglrError, match="no 'bench-first-line' line"):
@@ -90,16 +90,14 @@ def test_a_trace_without_timestamps_or_the_first_line_is_an_error():
 
 
 def test_the_coordinator_script_listens_and_serves_where_the_tests_and_bench_expect():
-    """tests/gitlab_coordinator.py runs alone in a stand-in (no pipglr_builder there): its copy of the facts."""
-    from pipglr_builder import coordinator
-
-    from . import gitlab_coordinator
+    """gitlab_coordinator.py runs alone in a stand-in (no pipglr_builder there): its copy of the facts."""
+    from pipglr_builder.harness import coordinator, gitlab_coordinator
     assert (gitlab_coordinator.PORT, gitlab_coordinator.PROJECT) == (coordinator.PORT, coordinator.PROJECT)
     assert coordinator.SCRIPT == Path(gitlab_coordinator.__file__).resolve()
 
 
 def test_jobs_per_minute():
-    from pipglr_builder import bench_jobs
+    from pipglr_builder.harness import bench_jobs
     assert bench_jobs.jobs_per_minute(4, 30.0) == 8.0
     assert bench_jobs.jobs_per_minute(1, 120.0) == 0.5
 

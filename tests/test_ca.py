@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipglr_builder import processes
-from pipglr_builder.coordinator import HOST, VOLUME, Coordinator
+from pipglr_builder.harness.coordinator import HOST, VOLUME, Coordinator
 from pipglr_builder.standin import StandIn
 
 from .conftest import BASE, HELPER, ROOT

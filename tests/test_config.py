@@ -48,6 +48,9 @@ def test_every_setting_has_a_config_field():
     ('prune_age = "72"', ["prune_age", "unit"]),
     ('prune_age = "1w"', ["prune_age", "unit"]),
     ('prune_age = 72', ["prune_age", "expected str"]),
+    ('pull_policy = ["sometimes"]', ["pull_policy", "'sometimes' is not a pull policy (always, if-not-present, never)"]),
+    ('pull_policy = ["never", "never"]', ["pull_policy", "listed twice"]),
+    ('pull_policy = []', ["pull_policy", "at least one"]),
     ('runner_version = "latest"', ["runner_version", "17.5.0"]),
     ('runner_source = "ftp"', ["runner_source", "auto, release, file, gomodule"]),
     ('runner_source = "file"', ["runner_file", "runner_sha256"]),
@@ -147,3 +150,14 @@ def test_ca_bundle_must_be_a_pem_file(tmp_path):
     (tmp_path / "x.pem").write_text("not a certificate")
     with pytest.raises(ConfigError, match="no PEM certificate"):
         config.load(None, {"ca_bundle": str(tmp_path / "x.pem")})
+
+
+def test_rules_met_again_at_run_time_say_the_same_words():
+    """A value that reaches the image at run time is checked there (register: PIPGLR_PULL_POLICY; the CA
+    bundle: PIPGLR_CA_BUNDLE; the prune age: tests/test_prune_decisions.py) in the words the setting uses."""
+    from pipglr_builder import render
+    files = render.TEMPLATES / "files"
+    policy = config.SETTINGS_BY_KEY["pull_policy"].check(["sometimes"])
+    assert f"PIPGLR_PULL_POLICY: '$policy' {policy.split(' ', 1)[1]}" in (files / "register").read_text()
+    bundle = config.SETTINGS_BY_KEY["ca_bundle"].check(__file__)
+    assert f"PIPGLR_CA_BUNDLE {bundle}; ignored" in (files / "install-ca").read_text()

@@ -2,7 +2,7 @@
 
 The user's side is the stand-in host (user alice, rootless podman, subuid
 65539), driven with the commands the README gives. GitLab is the test
-coordinator (gitlab_coordinator.py), running inside the stand-in's network
+coordinator (harness/gitlab_coordinator.py), running inside the stand-in's network
 namespace. gitlab-runner and its helper are the real ones, built from their
 Go module (runner_source gomodule) with the helper image the build makes.
 The tests run in order and share one world.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder.coordinator import SCRIPT, URL, VOLUME, Coordinator
+from pipglr_builder.harness.coordinator import SCRIPT, URL, VOLUME, Coordinator
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn

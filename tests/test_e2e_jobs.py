@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder.coordinator import HOST, PORT, PROJECT, URL, VOLUME, Coordinator, Repository
 from pipglr_builder.errors import PipglrError
+from pipglr_builder.harness.coordinator import HOST, PORT, PROJECT, URL, VOLUME, Coordinator, Repository
 from pipglr_builder.processes import wait_for
 from pipglr_builder.render import NESTED_VOLUMES
 from pipglr_builder.standin import StandIn

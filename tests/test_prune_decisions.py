@@ -122,6 +122,20 @@ def test_prune_keeps_images_and_volumes_while_the_event_log_is_too_short(prune, 
     assert "kept all images and volumes: the event log starts at" in proc.stdout
 
 
+@pytest.mark.parametrize("age", ["72h", "3d", "1s", "999999m", "1000000s", "0h", "07h", "72", "h", "1w", "3 days",
+                                 "-1h", "", "72h ", "1h\n2h", "1.5h", "72H"])
+def test_an_age_arriving_in_the_image_meets_the_settings_rule_and_words(prune, age):
+    """PRUNE_AGE from a drop-in or the build argument (the Containerfile runs `pipglr-prune --check`): the
+    rule and the words of the setting prune_age (config.py), checked nowhere else."""
+    proc, removed = prune("--check", age)
+    problem = config.prune_age_problem(age)
+    assert removed == []
+    if problem is None:
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", ""), proc
+    else:
+        assert proc.returncode == 2 and proc.stderr == f"pipglr-prune: PRUNE_AGE '{age}': {problem}\n", proc
+
+
 def test_prune_refuses_a_bad_age(prune):
     proc, removed = prune("3 days")
     assert proc.returncode == 2 and "not a whole number with a unit" in proc.stderr

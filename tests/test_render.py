@@ -145,6 +145,18 @@ def test_containerfile_honours_pipglr_build_args(tmp_path):
     assert text.index("ARG RUNNER_VERSION") > text.index("COPY subuid")
 
 
+def test_the_age_build_argument_is_checked_by_the_prune_itself(tmp_path):
+    """One rule for an age arriving in the image (tests/test_prune_decisions.py: the same as the setting's)."""
+    text = (render.render(config.load(None), tmp_path / "c") / "Containerfile").read_text()
+    assert '/usr/local/libexec/pipglr/pipglr-prune --check "${PRUNE_AGE}"' in text
+    assert "[smhd]" not in text  # no second copy of the rule
+
+
+def test_register_and_the_doctor_give_the_same_privileged_warning():
+    for name in ("files/register", "files/doctor"):
+        assert f'"{render.PRIVILEGED_WARNING}"' in render.render_file(config.load(None), name), name
+
+
 def test_registries_conf_for_nested_podman(tmp_path):
     out = render.render(config.load(None, {"search_registries": "registry.example.com:5000,docker.io",
                                            "registry_mirrors": "docker.io=mirror.example.com"}), tmp_path / "c")

@@ -1,7 +1,8 @@
 """The tool as a user installs it: a wheel in a fresh virtual environment, run from an unrelated directory.
 
-Templates, checks and the stand-in host are package data; pytest and testinfra (which `verify` runs) are
-dependencies. So render, build and verify work with no clone anywhere near.
+Templates, checks and the stand-in host are package data, the harness (the test GitLab `bench` runs, the
+benchmarks) a subpackage; pytest and testinfra (which `verify` runs) are dependencies. So render, build and
+verify work with no clone anywhere near, and every command `--help` lists is there.
 """
 
 from __future__ import annotations
@@ -60,8 +61,19 @@ def run(installed, *args: str, timeout: float = 3000) -> subprocess.CompletedPro
 
 
 def test_installed_tool_renders_builds_and_verifies(installed):
-    _, cwd = installed
-    assert str(ROOT) not in run(installed, "--help").stdout
+    tool, cwd = installed
+    listed = run(installed, "--help").stdout
+    assert str(ROOT) not in listed
+    commands = [line.split()[0] for line in listed.split("Commands:")[1].splitlines() if line[:3].strip() and line[:2] == "  "]
+    assert {"bench", "build", "render", "verify"} <= set(commands), commands
+    for command in commands:
+        proc = run(installed, command, "--help")
+        assert proc.returncode == 0 and "Usage:" in proc.stdout, proc.stderr
+    # bench imports its modules when it runs: they and the coordinator script it starts are in the wheel.
+    probe = ("from pipglr_builder.harness import bench, coordinator; "
+             "print(coordinator.SCRIPT.is_file(), coordinator.SCRIPT.parent.parent.parent.name)")
+    proc = subprocess.run([str(tool.parent / "python"), "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout.split() == ["True", "site-packages"], proc.stdout + proc.stderr
     proc = run(installed, "render", "--output", "ctx")
     assert proc.returncode == 0, proc.stderr
     for name in ("Containerfile", "runner.service", "doctor", "subuid", "register"):

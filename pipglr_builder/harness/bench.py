@@ -28,9 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import base_image, bench_jobs, build, processes, render, runner, verify
-from .config import Config
-from .errors import CommandFailed, PipglrError
+from .. import base_image, build, processes, render, runner, verify
+from ..config import Config
+from ..errors import CommandFailed, PipglrError
+from . import bench_jobs
 
 # (figure, comparison, target): checked by the benchmark, reported as pass/fail.
 TARGETS = (

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A test GitLab coordinator: the runner API as gitlab-runner uses it (tests only).
+"""A test GitLab coordinator: the runner API as gitlab-runner uses it (the tests and `bench`).
 
 It speaks the endpoints in shared/GITLAB_RUNNER_API.md (registration,
 verify, unregister, token reset, job request, trace, job update), job
@@ -36,7 +36,7 @@ FAILURE_REASONS = ["unknown_failure", "script_failure", "api_failure", "stuck_or
                    "runner_system_failure", "missing_dependency_failure", "runner_unsupported",
                    "job_execution_timeout", "image_pull_failure"]
 # Its port and the default project (id 42) whose repository --git-root serves; the tests and the bench take
-# them from pipglr_builder/coordinator.py (this script runs alone in a stand-in; test_bench holds the two alike).
+# them from coordinator.py beside it (this script runs alone in a stand-in; test_bench holds the two alike).
 PORT = 8080
 PROJECT = "pipglr/e2e"
 JOB_PATH = re.compile(r"/api/v4/jobs/(\d+)(/trace|/artifacts)?")

@@ -1,9 +1,9 @@
-"""The test GitLab (tests/gitlab_coordinator.py) in a stand-in host, as the e2e tests and `bench jobs` run it.
+"""The test GitLab (gitlab_coordinator.py, beside this module) in a stand-in host, as the e2e tests and `bench jobs` run it.
 
 It runs in the stand-in's network namespace: alice's containers (pipglr, and the
 jobs nested in it) reach it at host.containers.internal, which pasta maps to the
 stand-in itself; this machine reaches its control API (/_test/...) at the
-stand-in's own address. The script lives with the tests: from a clone only.
+stand-in's own address. The script ships in the package, so an installed tool runs it too.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import ssl
 import urllib.request
 from pathlib import Path
 
-from . import processes
-from .standin import StandIn
+from .. import processes
+from ..standin import StandIn
 
-SCRIPT = Path(__file__).resolve().parent.parent / "tests" / "gitlab_coordinator.py"
-MOUNT = "/e2e"  # where the stand-in sees the tests folder
+SCRIPT = Path(__file__).resolve().parent / "gitlab_coordinator.py"
+MOUNT = "/e2e"  # where the stand-in sees the folder of SCRIPT
 VOLUME = f"{SCRIPT.parent}:{MOUNT}:ro"  # a StandIn volume
 HOST = "host.containers.internal"
 PORT = 8080

@@ -1,7 +1,7 @@
 """bench, CI jobs: what a CI user waits for, with the real gitlab-runner and helper.
 
 On one stand-in host (user alice, rootless podman), the test coordinator
-(tests/gitlab_coordinator.py: GitLab's runner API and git over dumb HTTP)
+(gitlab_coordinator.py: GitLab's runner API and git over dumb HTTP)
 hands jobs to two runners registered against it:
 - nested: pipglr as its README says (`concurrent = 4` before `runlabel register`,
   setupstorage, setupcache, the helper through `runlabel preload`, `runlabel run`);
@@ -26,12 +26,12 @@ import time
 import uuid
 from pathlib import Path
 
-from . import helper_image, processes, runner
-from .base_image import native_arch
-from .config import Config
+from .. import helper_image, processes, runner
+from ..base_image import native_arch
+from ..config import Config
+from ..errors import PipglrError
+from ..standin import USERS, StandIn
 from .coordinator import PORT, URL, VOLUME, Coordinator, Repository
-from .errors import PipglrError
-from .standin import USERS, StandIn
 
 FIRST = "bench-first-line"  # the first script line's output
 FLAGS = {"FF_TIMESTAMPS": "true", "FF_NETWORK_PER_BUILD": "true"}
