@@ -90,6 +90,11 @@ def fingerprint(public_key: Path) -> str:
     return "sha256:" + hashlib.sha256(public_key.read_bytes()).hexdigest()
 
 
+def signature_tag(digest: str) -> str:
+    """The tag under which sigstore attachments of DIGEST are stored (sha256-HEX.sig)."""
+    return digest.replace(":", "-", 1) + ".sig"
+
+
 def registries_d(scope: str) -> str:
     """The registries.d YAML that stores and finds sigstore signatures for SCOPE in the registry itself."""
     return f"docker:\n  {scope}:\n    use-sigstore-attachments: true\n"
