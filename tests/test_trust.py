@@ -1,4 +1,4 @@
-"""`pipglr-build trust`: the user's containers policy merged against fixtures (tests/fixtures/trust/).
+"""`pipglr-build trust` and the signing decisions: the user's containers policy merged against fixtures (tests/fixtures/trust/), keys and passphrases checked before a nightly builds.
 
 What it writes is what podman reads in the slow test (tests/test_nightly.py::test_only_signed_images_are_pulled).
 """
@@ -169,3 +169,21 @@ def test_signing_settings_are_checked_before_any_build(tmp_path, monkeypatch):
     assert signing.passphrase("") == "from-env"
     (tmp_path / "pass").write_text("from-file\n")
     assert signing.passphrase(str(tmp_path / "pass")) == "from-file"
+
+
+def test_nightly_checks_the_signing_key_before_it_builds(tmp_path, monkeypatch):
+    """A key without its passphrase fails the nightly at once: nothing built, nothing pushed, the report says why."""
+    from pipglr_builder import build, config, nightly
+    built = []
+    monkeypatch.setattr(build, "build", lambda *args, **kwargs: built.append(args))
+    monkeypatch.delenv(signing.PASSPHRASE_ENV, raising=False)
+    key = tmp_path / "pipglr.private"
+    key.write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nxx\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    (tmp_path / "pipglr.pub").write_bytes(KEY)
+    cfg = config.load(None, {"base_image": "localhost/any-base", "publish_repository": "127.0.0.1:9/pipglr",
+                             "publish_sign_key": str(key)})
+    assert nightly.run(cfg, tmp_path / "report", datetime.date(2026, 12, 4)) == 1
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert built == [] and report["pushed"] == {} and "PIPGLR_SIGN_PASSPHRASE" in report["error"]
+    with pytest.raises(config.ConfigError, match="publish_sign_key"):
+        config.load(None, {"publish_sign_key": str(tmp_path / "pipglr.pub")})
