@@ -191,6 +191,8 @@ def alice_pull(home: Path, store: Path, certs: Path, ref: str) -> tuple[int, str
               f"echo; echo ID=$(podman image inspect --format '{{{{.Id}}}}' {ref} 2>/dev/null); exit $rc")
     proc = sh("podman", "run", "--rm", "--privileged", "--network", "host", "--user", "alice",
               "--env", "PODMAN_IGNORE_CGROUPSV1_WARNING=1", "--volume", f"{home / '.config'}:/home/alice/.config",
+              # Also where `trust` ran (HOME=home): policy.json names the key by that absolute path.
+              "--volume", f"{home / '.config'}:{home / '.config'}:ro",
               "--volume", f"{store}:/home/alice/.local/share/containers", "--volume", f"{certs}:/certs:ro",
               "--entrypoint", "sh", StandIn(BASE).image, "-c", script, check=False)
     image_id = proc.stdout.rpartition("ID=")[2].strip()

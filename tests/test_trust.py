@@ -1,4 +1,5 @@
-"""`pipglr-build trust` and the signing decisions: the user's containers policy merged against fixtures (tests/fixtures/trust/), keys and passphrases checked before a nightly builds.
+"""`pipglr-build trust` and the signing decisions: the user's containers policy merged against fixtures
+(tests/fixtures/trust/), keys and passphrases checked before a nightly builds.
 
 What it writes is what podman reads in the slow test (tests/test_nightly.py::test_only_signed_images_are_pulled).
 """
