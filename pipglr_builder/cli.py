@@ -219,10 +219,10 @@ def trust_cmd(repository: str, key: Path) -> None:
     ~/.config/containers/registries.d/pipglr-*.yaml (signatures are looked up
     in the registry); the rest of your policy stays as it was. Each changed
     file is backed up first (NAME.pipglr-backup-TIMESTAMP); a policy that is
-    not valid JSON is refused and nothing is written. Then `podman pull`,
-    `runlabel` and `podman auto-update` refuse an unsigned or foreign-signed
-    image under any of its tags, and the host keeps the image it runs.
-    Run it as the user who runs pipglr.
+    not valid JSON is refused and nothing is written. Then `podman pull`
+    refuses an unsigned or foreign-signed image under any of its tags and the
+    host keeps the image it has (`podman auto-update` pulls through the same
+    policy). Run it as the user who runs pipglr.
     """
     from . import trust
     scope = trust.check_scope(repository)
