@@ -188,3 +188,14 @@ def test_nightly_checks_the_signing_key_before_it_builds(tmp_path, monkeypatch):
     assert built == [] and report["pushed"] == {} and "PIPGLR_SIGN_PASSPHRASE" in report["error"]
     with pytest.raises(config.ConfigError, match="publish_sign_key"):
         config.load(None, {"publish_sign_key": str(tmp_path / "pipglr.pub")})
+
+
+def test_keygen_never_overwrites_a_key_and_wants_a_real_passphrase(tmp_path):
+    (tmp_path / "pipglr.pub").write_bytes(KEY)
+    with pytest.raises(signing.SigningError, match="already exists"):
+        signing.keygen("localhost/pipglr-signer:x", tmp_path / "pipglr", "long enough passphrase")
+    with pytest.raises(signing.SigningError, match="shorter than 8"):
+        signing.keygen("localhost/pipglr-signer:x", tmp_path / "other", "short")
+    with pytest.raises(signing.SigningError, match="does not exist"):
+        signing.keygen("localhost/pipglr-signer:x", tmp_path / "no-such-dir" / "k", "long enough passphrase")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipglr.pub"]
