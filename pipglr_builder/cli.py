@@ -175,6 +175,62 @@ def doctor_cmd(config, image: str | None) -> None:
     sys.exit(proc.returncode or (0 if build_ok else 1))
 
 
+@main.command("keygen")
+@click.argument("prefix", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--passphrase-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Read the key's passphrase from this file (else $PIPGLR_SIGN_PASSPHRASE, else asked twice).")
+@setting_options
+def keygen_cmd(config, prefix: Path, passphrase_file: Path | None) -> None:
+    """Make the key pair `nightly` signs with: PREFIX.private (encrypted) and PREFIX.pub.
+
+    Runs `skopeo generate-sigstore-key` of Debian 13 in a throw-away container
+    of the signer image (built from the Debian base: run bootstrap-base
+    first), as Debian 12's skopeo cannot. Keep PREFIX.private and its
+    passphrase secret; give PREFIX.private as publish_sign_key, and
+    PREFIX.pub to the hosts (`pipglr-build trust`).
+    """
+    import os
+
+    from . import base_image, render, signing
+    base = render.base_image_for(config, base_image.native_arch())
+    if processes.execute(["podman", "image", "exists", base], check=False).returncode != 0:
+        raise PipglrError(f"the Debian base {base} is not here: run `pipglr-build bootstrap-base` first")
+    if passphrase_file is not None:
+        secret = signing.passphrase(str(passphrase_file))
+    elif signing.PASSPHRASE_ENV in os.environ:
+        secret = os.environ[signing.PASSPHRASE_ENV]
+    else:
+        secret = click.prompt("Passphrase for the new key", hide_input=True, confirmation_prompt=True)
+    private, pub = signing.keygen(signing.ensure_signer(base), prefix, secret)
+    click.echo(f"wrote {private} (secret) and {pub} ({signing.fingerprint(pub)})")
+
+
+@main.command("trust")
+@click.argument("repository")
+@click.option("--key", "key", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="The public key the images are signed with (signing-key.pub from the nightly report, "
+                   "PREFIX.pub from keygen).")
+def trust_cmd(repository: str, key: Path) -> None:
+    """Let this user's podman take REPOSITORY's images only with a valid signature by KEY.
+
+    REPOSITORY as you pull it, e.g. registry.example.com/group/pipglr. Merges
+    a sigstoreSigned requirement for it into ~/.config/containers/policy.json
+    (starting from /etc/containers/policy.json when you have none) and adds
+    ~/.config/containers/registries.d/pipglr-*.yaml (signatures are looked up
+    in the registry); the rest of your policy stays as it was. Each changed
+    file is backed up first (NAME.pipglr-backup-TIMESTAMP); a policy that is
+    not valid JSON is refused and nothing is written. Then `podman pull`
+    refuses an unsigned or foreign-signed image under any of its tags and the
+    host keeps the image it has (`podman auto-update` pulls through the same
+    policy). Run it as the user who runs pipglr.
+    """
+    from . import trust
+    scope = trust.check_scope(repository)
+    changes = trust.plan(Path.home(), scope, key.read_bytes())
+    for line in trust.apply(changes) or [f"nothing to change: {scope} already needs a signature by {key}"]:
+        click.echo(line)
+
+
 @main.command("quadlet")
 @click.argument("image", default=None, required=False)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -97,6 +97,10 @@ def _repository(value: str) -> str | None:
 _hostport = _matches(r"[A-Za-z0-9.-]+:([1-9][0-9]{0,4})", "expected HOST:PORT, e.g. 0.0.0.0:8093", optional=True)
 
 
+_sign_key = _file_holding(lambda data: b"ENCRYPTED" in data and b"PRIVATE KEY" in data,
+                          "is not an encrypted sigstore/cosign private key (pipglr-build keygen makes one)")
+
+
 _ca_bundle = _file_holding(lambda data: b"-----BEGIN CERTIFICATE-----" in data,
                            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
 
@@ -271,6 +275,12 @@ SETTINGS: tuple[Setting, ...] = (
             "test registry)."),
     Setting("publish_cert_dir", str, "", "Directory with the CA certificate (ca.crt) of a private registry."),
     Setting("publish_authfile", str, "", "containers-auth.json with the registry login (podman login --authfile)."),
+    Setting("publish_sign_key", str, "", "Encrypted sigstore private key (PREFIX.private from `pipglr-build keygen`, "
+            "or cosign.key) with its .pub beside it: `nightly` signs every tag it pushes, signatures stored in the "
+            "registry (empty: unsigned). Its passphrase: publish_sign_passphrase_file or $PIPGLR_SIGN_PASSPHRASE.",
+            _sign_key),
+    Setting("publish_sign_passphrase_file", str, "", "File holding the signing key's passphrase (else "
+            "$PIPGLR_SIGN_PASSPHRASE); never given on a command line."),
     Setting("ca_bundle", str, "", "PEM file of a private CA to trust at build time (a GitLab behind it); "
             "at run time use PIPGLR_CA_BUNDLE instead.", _ca_bundle),
     Setting("search_registries", list, ["docker.io"], "Registries the nested podman searches for short job image "
@@ -333,6 +343,8 @@ class Config:
     publish_tls_verify: bool
     publish_cert_dir: str
     publish_authfile: str
+    publish_sign_key: str
+    publish_sign_passphrase_file: str
     ca_bundle: str
     search_registries: tuple[str, ...]
     registry_mirrors: tuple[str, ...]

@@ -8,7 +8,10 @@ is published only when chosen (runner_source = gomodule), under tags ending
 in -gomodule; `auto` never falls back to it here. If any platform fails to build or verify,
 nothing is pushed and the exit status is 1. A run whose inputs did not change
 rebuilds nothing and, when the registry already holds the same digests,
-pushes nothing. Every run writes report.json and summary.txt.
+pushes nothing. With publish_sign_key every pushed tag is signed (signing.py)
+and the public key is written beside the report (signing-key.pub); a push
+that could not be signed fails the run. Every run writes report.json and
+summary.txt.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import dataclasses
 import datetime
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
-from . import base_image, build, processes, publish, render, verify
+from . import base_image, build, processes, publish, render, signing, verify
 from .config import Config
 from .errors import PipglrError
 
@@ -88,9 +92,12 @@ def run(config: Config, report_dir: Path, today: datetime.date | None = None) ->
     started = time.monotonic()
     previous = load_previous(report_dir)
     try:
+        signer = _signing_inputs(config) if config.publish_sign_key and registry else None  # before a long build
         _build_and_verify(config, report, previous.get("platforms", {}))
         if all(p.get("verified") for p in report["platforms"].values()):
             _publish(config, registry, repository, tags, report, previous.get("pushed", {}))
+            if signer:
+                _sign(config, signer, registry, repository, report, report_dir)
             report["result"] = "ok"
     except PipglrError as e:
         report["error"] = str(e)
@@ -142,6 +149,33 @@ def _publish(config: Config, registry: publish.Registry | None, repository: str,
     report["remote_platforms"] = publish.remote_platforms(registry, repository, tags[0])
 
 
+def _signing_inputs(config: Config) -> tuple[Path, Path, str]:
+    """The key, its public key and passphrase, checked before anything is built."""
+    key, pub = signing.check_key(config.publish_sign_key)
+    return key, pub, signing.passphrase(config.publish_sign_passphrase_file)
+
+
+def _sign(config: Config, inputs: tuple[Path, Path, str], registry: publish.Registry, repository: str,
+          report: dict, report_dir: Path) -> None:
+    """Sign each pushed tag whose digest has no signature yet; publish the public key beside the report."""
+    key, pub, secret = inputs
+    report["signing_key"] = signing.fingerprint(pub)
+    report["signed"] = []
+    signer = None
+    for tag, digest in report["pushed"].items():
+        if report["push"] != "pushed" and publish.remote_digest(registry, repository, signing.signature_tag(digest)):
+            continue  # unchanged and already signed
+        signer = signer or signing.ensure_signer(render.base_image_for(config, base_image.native_arch()))
+        try:
+            signing.sign(signer, key, secret, registry, repository, tag, digest)
+        except signing.SigningError as e:
+            raise signing.SigningError(f"{e}\nThe tags were pushed unsigned: hosts that trust the key refuse them "
+                                       f"and keep what they run.") from None
+        report["signed"].append(tag)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pub, report_dir / "signing-key.pub")
+
+
 def _write(report: dict, report_dir: Path) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -172,6 +206,9 @@ def summarize(report: dict) -> str:
             lines += [f"      {name} {old or '(new)'} -> {new or '(removed)'}" for name, old, new in changes]
     if report.get("push"):
         lines.append(f"  push: {report['push']}")
+    if report.get("signing_key"):
+        lines.append(f"  signed: {', '.join(report.get('signed') or []) or 'nothing new'} with the key "
+                     f"{report['signing_key']} (signing-key.pub)")
     for tag, digest in sorted(report.get("pushed", {}).items()):
         lines.append(f"    {report['repository']}:{tag} {digest}")
     if report.get("error"):

@@ -80,9 +80,9 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return processes.execute(list(argv), check=check)
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run build.py as a user would."""
-    proc = processes.call([sys.executable, str(ROOT / "build.py"), *args], cwd=ROOT, timeout=3000)
+def cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run build.py as a user would (with ENV instead of this process's environment when given)."""
+    proc = processes.call([sys.executable, str(ROOT / "build.py"), *args], cwd=ROOT, timeout=3000, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"build.py {shlex.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc

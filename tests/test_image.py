@@ -213,9 +213,25 @@ LIVE_RUNNER = """concurrent = 1
 """
 
 
-def test_config_changes_keep_the_rotated_token_and_a_broken_secret_is_refused(image):
+def test_image_carries_no_system_id(image):
+    """No .runner_system_id, and an empty /etc/machine-id (gitlab-runner derives its system ID from it): a host
+    gets its own system ID at its first start, never one baked into the image for every host."""
+    found = sh("podman", "run", "--rm", "--entrypoint", "sh", image, "-c",
+               "find / -xdev -name .runner_system_id; echo \"machine-id:[$(cat /etc/machine-id)]\"; "
+               "readlink /var/lib/dbus/machine-id").stdout
+    assert found.splitlines() == ["machine-id:[]", "/etc/machine-id"], found
+
+
+def derived_system_id(box) -> str:
+    """The system ID gitlab-runner derives in booted BOX at a first start (`list` writes it beside its config)."""
+    return box.exec("sh", "-c", "d=$(mktemp -d) && touch $d/config.toml && gitlab-runner list --config "
+                    "$d/config.toml >/dev/null 2>&1; cat $d/.runner_system_id; rm -rf $d", user="runner").stdout.strip()
+
+
+def test_config_changes_keep_the_rotated_token_and_a_broken_secret_is_refused(image, booted):
     """runner-config in the booted image: a new secret keeps the token GitLab rotated since, keeps
-    .runner_system_id, and a secret gitlab-runner cannot parse never replaces the working live config."""
+    .runner_system_id, and a secret gitlab-runner cannot parse never replaces the working live config.
+    This boot and the module's other one (booted) get different system IDs, as two hosts do."""
     box = Booted(image).start()
     try:
         def write(path: str, text: str) -> None:
@@ -233,6 +249,8 @@ def test_config_changes_keep_the_rotated_token_and_a_broken_secret_is_refused(im
         processes.wait_for(lambda: box.exec("test", "-s", "/var/lib/pipglr/.runner_system_id").returncode == 0, 60,
                            what="gitlab-runner to write its system ID")
         system_id = box.exec("cat", "/var/lib/pipglr/.runner_system_id").stdout
+        other = derived_system_id(booted)
+        assert system_id.startswith("s_") and other.startswith("s_") and other != system_id.strip(), (system_id, other)
         # GitLab rotated the token: gitlab-runner wrote it into the live config (as it does, with nanoseconds).
         rotated = LIVE_RUNNER.format(token="rotated", obtained="2026-12-03T10:00:00.123456789Z")
         write("/var/lib/pipglr/config.toml", rotated)
