@@ -31,6 +31,8 @@ GITLAB_ADDRESS = "192.0.2.10"  # TEST-NET-1: the stand-in's own, for the coordin
 GITLAB = f"http://{GITLAB_ADDRESS}:8080"
 PASSWORD = f"proxy-pw-{uuid.uuid4().hex[:12]}"
 PROXY = f"http://pipglr:{PASSWORD}@host.containers.internal:8888"
+# http_proxy in curl's case, HTTPS_PROXY in Go's (image pulls are HTTPS: they take HTTPS_PROXY).
+GIVEN = (f"http_proxy={PROXY}", f"HTTPS_PROXY={PROXY}", "NO_PROXY=.example.invalid")
 PROXY_LOG = "/var/log/tinyproxy/pipglr-test.log"
 TINYPROXY_CONF = f"""User tinyproxy
 Group tinyproxy
@@ -104,9 +106,9 @@ def test_behind_a_proxy_register_run_jobs_and_pulls_go_through_it(world, repo):
     assert "secret-in-a-bad-url" not in bad.stdout + bad.stderr
     assert world.alice("cat", "config.toml").stdout == ""
 
-    # As a user gives it: lower-case http_proxy (curl's form) and a NO_PROXY of her own.
+    # As a user gives it, in either case, and a NO_PROXY of her own.
     for name, jobs in (("proxied", ""), ("unproxied", "false")):
-        said = world.alice("env", f"http_proxy={PROXY}", "NO_PROXY=.example.invalid", f"PIPGLR_PROXY_JOBS={jobs}",
+        said = world.alice("env", *GIVEN, f"PIPGLR_PROXY_JOBS={jobs}",
                            "podman", "container", "runlabel", "register", world.image, "--", "--url", GITLAB,
                            "--name", name)
         assert "registering through the HTTP proxy given" in said.stderr, said.stderr
@@ -114,7 +116,8 @@ def test_behind_a_proxy_register_run_jobs_and_pulls_go_through_it(world, repo):
     config = world.alice("cat", "config.toml").stdout
     proxied, unproxied = config.split("[[runners]]")[1:]
     no_proxy = ",".join([".example.invalid", "localhost", "127.0.0.0/8", "::1", *JOB_SUBNETS])
-    for entry in (f"HTTP_PROXY={PROXY}", f"http_proxy={PROXY}", f"NO_PROXY={no_proxy}", f"no_proxy={no_proxy}"):
+    for entry in (*(f"{name}={PROXY}" for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy")),
+                  f"NO_PROXY={no_proxy}", f"no_proxy={no_proxy}"):
         assert f'"{entry}"' in proxied, proxied
     assert "environment" not in unproxied and PASSWORD not in unproxied, unproxied
     assert requests_through_the_proxy(world).count(f"POST {GITLAB}/api/v4/runners") == 2, proxy_log(world)
@@ -123,8 +126,7 @@ def test_behind_a_proxy_register_run_jobs_and_pulls_go_through_it(world, repo):
     for label in ("setupstorage", "setupcache"):
         world.alice("podman", "container", "runlabel", label, world.image)
     world.preload(HELPER)
-    world.alice("env", f"http_proxy={PROXY}", "NO_PROXY=.example.invalid",
-                "podman", "container", "runlabel", "run", world.image)
+    world.alice("env", *GIVEN, "podman", "container", "runlabel", "run", world.image)
     world.wait_booted()
     world.load_nested(BASE)
     # Root's file, for the services only (group podman: podman's user manager reads it).
@@ -144,13 +146,16 @@ def test_behind_a_proxy_register_run_jobs_and_pulls_go_through_it(world, repo):
     assert producer["state"] == "success", trace[-3000:]
     assert "behind the proxy" in trace and "Created cache" in trace and "201 Created" in trace, trace[-3000:]
     assert "proxy in job: yes yes" in trace and f"no_proxy={no_proxy}" in trace, trace[-3000:]
-    address = re.search(r"job address: (\S+)", trace).group(1)
+    address = re.findall(r"job address: ([0-9.]+)", trace)[-1]  # the output, not the command echoed
     assert ipaddress.ip_address(address) in ipaddress.ip_network(JOB_SUBNETS[1]), address
     consumer = world.wait_job(world.coordinator("POST", "/_test/jobs", {
-        "script": ["cat out/result.txt deps/value.txt"], "image": BASE, "runner_id": proxied_id, "name": "test",
-        "dependencies": [producer["id"]], "cache": CACHE})["id"])
+        "script": ["cat out/result.txt deps/value.txt", 'echo "job no_proxy=$no_proxy NO_PROXY=$NO_PROXY"'],
+        "image": BASE, "runner_id": proxied_id, "name": "test", "dependencies": [producer["id"]], "cache": CACHE,
+        "variables": {"no_proxy": "db-alias"}})["id"])
     assert consumer["state"] == "success", consumer["trace"][-3000:]
     assert all(text in consumer["trace"] for text in ("Successfully extracted cache", "built-value", "cached-value"))
+    # A job's own no_proxy (e.g. naming its services' aliases) replaces the runner's: it lists what it needs.
+    assert f"job no_proxy=db-alias NO_PROXY={no_proxy}" in consumer["trace"], consumer["trace"][-3000:]
 
     # The other runner's jobs get no proxy: neither from config.toml nor from the nested podman's own.
     bare = world.wait_job(world.add_job("echo proxy-variables=$(env | grep -ci _proxy=)", runner_id=unproxied_id))
