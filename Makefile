@@ -15,8 +15,11 @@ image: setup
 
 # The tests use the real gitlab-runner and helper, built from the Go module for
 # both platforms first (minutes once, then cached under $(PIPGLR_CACHE)/runner).
+# Two pytest workers, one test file each at a time: most of a slow test is waiting on a
+# boot or a job, so two share this 2-core machine's time (docs/development.md).
+TEST_WORKERS ?= 2
 test: setup runner
-	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The unit tests alone, in seconds: only the venv, no host setup, no Go, no images (tests marked
 # `tools` or `slow` run host programs; conftest refuses host programs to every other test).

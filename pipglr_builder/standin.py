@@ -10,6 +10,7 @@ those users, exactly as they would type them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -42,11 +43,15 @@ class StandIn:
         return f"localhost/pipglr-standin:{key}"
 
     def _ensure_image(self) -> None:
-        if processes.execute(["podman", "image", "exists", self.image], check=False).returncode == 0:
-            return
-        processes.say(f"stand-in: building {self.image} (a cgroup v2 host with rootless podman)")
-        processes.run(buildah.bud_argv(CONTEXT, self.image, args=buildah.build_args({"BASE_IMAGE": self.base_image}),
-                                       containerfile=CONTEXT / "Containerfile"), quiet=True)
+        # Stand-ins started at once (verify runs beside the tests' own) build the image once: in turn.
+        with open(Path(tempfile.gettempdir()) / "pipglr-standin-build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if processes.execute(["podman", "image", "exists", self.image], check=False).returncode == 0:
+                return
+            processes.say(f"stand-in: building {self.image} (a cgroup v2 host with rootless podman)")
+            processes.run(buildah.bud_argv(CONTEXT, self.image,
+                                           args=buildah.build_args({"BASE_IMAGE": self.base_image}),
+                                           containerfile=CONTEXT / "Containerfile"), quiet=True)
 
     def start(self, timeout: float = 180) -> StandIn:
         self._ensure_image()

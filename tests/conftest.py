@@ -9,6 +9,7 @@ tests use unique names and remove what they create.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.server
 import os
 import shlex
@@ -117,12 +118,23 @@ def image_exists(ref: str) -> bool:
     return sh("podman", "image", "exists", ref, check=False).returncode == 0
 
 
+@contextlib.contextmanager
+def one_worker_at_a_time(name: str):
+    """`make test` runs two pytest workers (pytest-xdist): what both need built, they build in turn, and the
+    second finds the first's by its inputs instead of building it again beside it."""
+    with open(Path(tempfile.gettempdir()) / f"pipglr-tests-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def image():
-    """The amd64 image, built once per test run and removed at the end."""
+    """The amd64 image, built once per test run (per pytest worker: the second reuses the first's build by its
+    inputs) and removed at the end."""
     need("buildah", "podman", "mmdebstrap")
     tag = f"t-{uuid.uuid4().hex[:8]}"
-    proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, *runner_args())
+    with one_worker_at_a_time("image"):
+        proc = cli("build", "--image-name", IMAGE_NAME, "--tags", tag, *runner_args())
     ref = f"{IMAGE_NAME}:{tag}"
     assert proc.stdout.strip().splitlines()[-1] == ref
     yield ref
