@@ -287,6 +287,10 @@ SETTINGS: tuple[Setting, ...] = (
             "names (unqualified-search-registries).", _registries),
     Setting("registry_mirrors", list, [], "Mirrors for the nested podman, each REGISTRY=MIRROR "
             "(e.g. docker.io=mirror.example.com:5000).", _mirrors),
+    Setting("proxy_jobs", bool, True, "Whether `register` writes the HTTP proxy given to it (HTTP_PROXY, HTTPS_PROXY, "
+            "NO_PROXY) into the runner's config.toml `environment`, so jobs (and the helper's clone, cache and "
+            "artifacts) use it too: they cannot reach a GitLab behind it otherwise. The jobs can read it, credentials "
+            "included (PIPGLR_PROXY_JOBS at `runlabel register` overrides it)."),
     Setting("session_server_listen", str, "", "Interactive web terminal: gitlab-runner's session_server "
             "listen_address, e.g. 0.0.0.0:8093, published on the host by `runlabel run` (empty: off).", _hostport),
     Setting("session_server_advertise", str, "", "The host:port GitLab uses to reach the session server "
@@ -348,6 +352,7 @@ class Config:
     ca_bundle: str
     search_registries: tuple[str, ...]
     registry_mirrors: tuple[str, ...]
+    proxy_jobs: bool
     session_server_listen: str
     session_server_advertise: str
     metrics_listen: str

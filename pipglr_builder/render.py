@@ -37,6 +37,12 @@ RUN_ROOT_DIR = "/run/pipglr-root"
 # The image's own scripts (files/), where they find each other.
 LIBEXEC_DIR = "/usr/local/libexec/pipglr"
 RUN_ENV = f"{RUN_ROOT_DIR}/env"
+# The HTTP proxy given at run time, for gitlab-runner and the nested podman (files/proxy-env): root's,
+# readable by group podman too (podman's user manager reads it for podman.service), by no job.
+PROXY_ENV = f"{RUN_ROOT_DIR}/proxy.env"
+# The nested podman's networks: its default one and the pool of the jobs' own networks (containers.conf
+# pins it): never through the proxy (NO_PROXY), so a job reaches its services by address directly.
+JOB_SUBNETS = ("10.88.0.0/16", "10.89.0.0/16")
 # The outer container's own cgroup (cgroupns): its cgroup.controllers say what the host delegated.
 CGROUP_ROOT = "/sys/fs/cgroup"
 # The pipglr-state volume: runner's live config.toml and .runner_system_id.
@@ -204,6 +210,9 @@ def template_values(config: Config) -> dict:
         "nested_socket": NESTED_SOCKET,
         "run_dir": RUN_DIR,
         "run_env": RUN_ENV,
+        "proxy_env": PROXY_ENV,
+        "job_subnets": JOB_SUBNETS,
+        "proxy_jobs": "true" if config.proxy_jobs else "false",
         "run_root_dir": RUN_ROOT_DIR,
         "privileged_warning": PRIVILEGED_WARNING,
         "libexec_dir": LIBEXEC_DIR,

@@ -98,3 +98,20 @@ def test_credentials_in_urls_and_job_environments_are_redacted():
                  'clone_url = "https://[REDACTED]@gitlab.example.com"', 'url = "https://gitlab.example.com"'):
         assert kept in out, kept
     assert len(out.splitlines()) == len((RUNNER_LOG + CLONE_CONFIG).splitlines())
+
+
+@pytest.mark.tools
+def test_proxy_credentials_are_redacted_with_or_without_a_scheme():
+    """A proxy URL with a password (docs/using.md, Behind a proxy): as pipglr passes it (with a scheme), and as
+    curl and Go also accept it from a user's own job or shell (without one)."""
+    lines = ('  environment = ["HTTP_PROXY=http://pipglr:pRoXyPaSs1@proxy.example.com:3128", "NO_PROXY=localhost"]\n'
+             "Dec 04 02:10:15 pipglr bash[7]: HTTPS_PROXY=https://pipglr:pRoXyPaSs2@proxy.example.com:3129\n"
+             "https_proxy=pipglr:pRoXyPaSs3@proxy.example.com:3128 all_proxy=socks5://u:pRoXyPaSs4@proxy:1080\n"
+             "export http_proxy=user:pRoXyPaSs5@proxy:3128 no_proxy=.example.com\n")
+    proc = processes.call(["sh", str(FILTER)], input=lines)
+    assert proc.returncode == 0, proc.stderr
+    assert "pRoXyPaSs" not in proc.stdout, proc.stdout
+    for kept in ("environment = [REDACTED]", "HTTPS_PROXY=https://[REDACTED]@proxy.example.com:3129",
+                 "https_proxy=[REDACTED]@proxy.example.com:3128", "all_proxy=socks5://[REDACTED]@proxy:1080",
+                 "http_proxy=[REDACTED]@proxy:3128 no_proxy=.example.com"):
+        assert kept in proc.stdout, kept
