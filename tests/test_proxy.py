@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from pipglr_builder import processes
-from pipglr_builder.coordinator import VOLUME, Coordinator, Repository
+from pipglr_builder.harness.coordinator import VOLUME, Coordinator, Repository
 from pipglr_builder.render import JOB_SUBNETS
 from pipglr_builder.standin import USERS, StandIn
 
