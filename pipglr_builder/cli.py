@@ -178,22 +178,27 @@ def doctor_cmd(config, image: str | None) -> None:
 @main.command("quadlet")
 @click.argument("image", default=None, required=False)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the unit here (e.g. ~/.config/containers/systemd/pipglr.container); default: stdout.")
+              help="Write the unit here (e.g. ~/.config/containers/systemd/pipglr.container: the unit is "
+                   "named after the file); default: stdout.")
+@click.option("--instance", default="pipglr", show_default=True,
+              help="The instance (podman container runlabel --name NAME): its container, volumes NAME-storage, "
+                   "NAME-cache, NAME-state and secret NAME-config.toml; pipglr keeps pipglr-* and config.toml.")
 @setting_options
-def quadlet_cmd(config, image: str | None, output: Path | None) -> None:
+def quadlet_cmd(config, image: str | None, output: Path | None, instance: str) -> None:
     """Generate a quadlet .container file that starts the pipglr container at boot.
 
     Same container as `podman container runlabel run IMAGE` (name, volumes,
-    secret, devices), under the user's systemd. Needs linger for the user.
+    secret, devices), under the user's systemd; with --instance NAME, that of
+    `podman container runlabel --name NAME run IMAGE`. Needs linger for the user.
     """
     from . import quadlet
-    text = quadlet.render_quadlet(config, image or config.image_ref)
+    text = quadlet.render_quadlet(config, image or config.image_ref, instance)
     if output is None:
         click.echo(text, nl=False)
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
-        click.echo(f"wrote {output}; then: systemctl --user daemon-reload && systemctl --user start pipglr")
+        click.echo(f"wrote {output}; then: systemctl --user daemon-reload && systemctl --user start {output.stem}")
 
 
 @main.command("bench")
