@@ -27,6 +27,7 @@ from pipglr_builder.errors import ConfigError
 from pipglr_builder.standin import StandIn
 
 from .conftest import BASE, HELPER, sh
+from .test_quadlet import GENERATORS, UNIT_DIR
 
 VALUES = render.template_values(config.load(None))
 # Labels that name no container, volume, secret or file: the same for every instance.
@@ -239,6 +240,17 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
             report = runlabel(name, "logs").stdout
             assert f'name = "{own}"' in report and f'name = "{other}"' not in report
             runlabel(name, "resetcache")
+        # The instance's quadlet, as podman's quadlet reads it (dry run; the default's is started in test_quadlet).
+        unit = quadlet.render_quadlet(config.load(None), image, "ci2")
+        alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}" && cat > "$HOME/{UNIT_DIR}/ci2.container"', input=unit)
+        generator = next(g for g in GENERATORS if alice("test", "-x", g, check=False).returncode == 0)
+        dry = alice(generator, "-dryrun", *([] if generator.endswith("user-generator") else ["-user"]))
+        assert not [line for line in dry.stderr.splitlines() if "error" in line.lower() or "unsupported" in line]
+        exec_start = next(line for line in dry.stdout.split("---ci2.service---", 1)[1].splitlines()
+                          if line.startswith("ExecStart="))
+        for arg in ("--name ci2", "--hostname ci2", "--secret ci2-config.toml,target=config.toml,type=mount",
+                    "-v ci2-storage:", "-v ci2-cache:", "-v ci2-state:"):
+            assert arg in exec_start, f"{arg!r} not in {exec_start}"
     finally:
         standin.close()
         print(f"two instances side by side: {time.monotonic() - started:.0f} s")
