@@ -55,12 +55,14 @@ def podman_argv(label: str, name: str, image: str, args: list[str], cwd: str) ->
 @pytest.fixture
 def fake_podman(tmp_path):
     """A directory with a `podman` that prints its argv (one word a line) and answers `image inspect` with
-    IMAGE_ID and the image's names; PATH for it."""
+    IMAGE_ID and the image's names (or fails as for an unknown image when a file no-image is beside it);
+    PATH for it."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tags = " ".join([IMAGE, *OTHER_NAMES])
     (bin_dir / "podman").write_text(
         "#!/bin/sh\n"
+        'if [ "$1 $2" = "image inspect" ] && [ -e "${0%/*}/no-image" ]; then echo "Error: image not known" >&2; exit 125; fi\n'
         f'if [ "$1 $2" = "image inspect" ]; then echo "{IMAGE_ID} {tags}"; exit 0; fi\n'
         'printf "%s\\n" "$@"\n')
     (bin_dir / "podman").chmod(0o755)
@@ -132,6 +134,14 @@ def test_a_name_podman_would_refuse_is_refused_first(fake_podman, bad, tmp_path)
     status, argv, err = run_label("setupstorage", fake_podman, bad)
     assert status == 2 and argv == [], (status, argv, err)
     assert "an instance name starts with a letter or digit, then letters, digits, _ . or - only" in err, err
+
+
+@pytest.mark.tools
+def test_an_image_podman_cannot_inspect_runs_nothing(fake_podman):
+    """Its names unknown, the default instance cannot be told from another: no command at all."""
+    Path(fake_podman.split(":")[0], "no-image").touch()
+    status, argv, err = run_label("setupstorage", fake_podman, "pipglr-test")
+    assert status == 2 and argv == [] and "image not known" in err, (status, argv, err)
 
 
 @pytest.mark.parametrize("bad", ["", "bad/name", "-x", "a b", "x%i"])
