@@ -148,8 +148,10 @@ def nightly_cmd(config, report_dir: Path) -> None:
 
 @main.command("doctor")
 @click.argument("image", default=None, required=False)
+@click.option("--instance", default="pipglr", show_default=True,
+              help="Check this instance's container, volumes and secret (podman container runlabel --name NAME).")
 @setting_options
-def doctor_cmd(config, image: str | None) -> None:
+def doctor_cmd(config, image: str | None, instance: str) -> None:
     """Check this host for what the pipglr container needs (run as the user who runs it).
 
     Rootless podman version, linger, /etc/subuid and /etc/subgid counts
@@ -171,7 +173,7 @@ def doctor_cmd(config, image: str | None) -> None:
         for line in problems or [f"this host can build it {how}"]:
             click.echo(f"{'FAIL' if problems else 'ok  '} build linux/{arch}: {line}")
     script = render.render_file(config, "files/doctor")
-    proc = processes.call(["sh", "-s", "--", *([image] if image else [])], input=script, capture=False)
+    proc = processes.call(["sh", "-s", "--", image or "", instance], input=script, capture=False)
     sys.exit(proc.returncode or (0 if build_ok else 1))
 
 

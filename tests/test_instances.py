@@ -179,7 +179,8 @@ INSTANCES = {"": ("config.toml", "config.toml", "pipglr"), "ci2": ("ci2-config.t
 @pytest.mark.slow
 def test_two_instances_side_by_side_each_take_their_own_job(image):
     """The default instance and `ci2`, each registered with its own runner created in GitLab, set up,
-    preloaded and started through the runlabels; each takes the job queued for its runner."""
+    preloaded and started through the runlabels; each takes the job queued for its runner; dumpconfig, logs,
+    resetcache and doctor reach each one's own container, volumes and secret."""
     started = time.monotonic()
     standin = StandIn(BASE, volumes=(VOLUME,))
     try:
@@ -250,6 +251,13 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
             report = runlabel(name, "logs").stdout
             assert f'name = "{own}"' in report and f'name = "{other}"' not in report
             runlabel(name, "resetcache")
+            secret, container = INSTANCES[name][1], INSTANCES[name][2]
+            doctor = alice("sh", "-s", input=runlabel(name, "doctor").stdout, check=False)
+            said = doctor.stdout + doctor.stderr
+            assert doctor.returncode == 0, said
+            for line in (f"ok    volume {container}-storage exists", f"ok    volume {container}-cache exists",
+                         f"ok    the {secret} secret parses and has 1 runner(s)"):
+                assert line in said, f"{line!r} not in {said}"
         # The instance's quadlet, as podman's quadlet reads it (dry run; the default's is started in test_quadlet).
         unit = quadlet.render_quadlet(config.load(None), image, "ci2")
         alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}" && cat > "$HOME/{UNIT_DIR}/ci2.container"', input=unit)
@@ -264,3 +272,29 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
     finally:
         standin.close()
         print(f"two instances side by side: {time.monotonic() - started:.0f} s")
+
+
+def doctor_names(fake_podman: str, instance: str) -> tuple[int, str]:
+    """The rendered doctor's choice of names (its block after "The instance's names"), run by sh."""
+    script = render.render_file(config.load(None), "files/doctor")
+    block = re.search(r"^# The instance's names.*?^fi\n", script, re.MULTILINE | re.DOTALL)
+    assert block, "the doctor's instance block moved"
+    body = "\n".join([f"image={IMAGE} instance='{instance}'", block.group(0),
+                      'echo "container=$container secret=$secret mount=$secret_mount named=$named."'])
+    proc = processes.call(["sh", "-c", body], env={**os.environ, "PATH": fake_podman}, timeout=30)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.tools
+def test_the_doctor_checks_the_instance_the_labels_name(fake_podman):
+    for podman_name in DEFAULT_NAMES:
+        assert doctor_names(fake_podman, podman_name) == (
+            0, "container=pipglr secret=config.toml mount=config.toml named=.\n"), podman_name
+    status, out = doctor_names(fake_podman, "ci2")
+    assert status == 0 and out.endswith(
+        "container=ci2 secret=ci2-config.toml mount=ci2-config.toml,target=config.toml named=--name ci2 .\n"), out
+    assert "note  instance ci2: container ci2, volumes ci2-storage, ci2-cache, ci2-state, secret ci2-config.toml" in out
+    status, out = doctor_names(fake_podman, "bad/name")
+    assert status == 1 and "FAIL  --name bad/name: an instance name starts with a letter or digit" in out, out
+    doctor = shlex.split(VALUES["runlabels"]["doctor"])
+    assert "s|^instance=.*|instance=$NAME|" in doctor and "s|^image=.*|image=$IMAGE|" in doctor
