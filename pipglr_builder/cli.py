@@ -159,12 +159,14 @@ def doctor_cmd(config, image: str | None, instance: str) -> None:
     config.toml secret (parsed by IMAGE's gitlab-runner when IMAGE is given).
     Each problem comes with the command that fixes it. Exit status 0 when the
     runner can start. The same check without this tool:
-    `podman container runlabel doctor IMAGE | sh`.
+    `podman container runlabel doctor IMAGE | sh` (with --name NAME for an
+    instance, as --instance NAME here).
 
     The build side first: whether this host can build every configured
     platform (qemu, binfmt and arch-test for a foreign one).
     """
     from . import base_image, render
+    render.check_instance_name(instance)
     build_ok = True
     for arch in config.arches:
         problems = base_image.foreign_arch_problems(arch, bootstrapping=not config.base_image)

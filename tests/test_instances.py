@@ -298,3 +298,10 @@ def test_the_doctor_checks_the_instance_the_labels_name(fake_podman):
     assert status == 1 and "FAIL  --name bad/name: an instance name starts with a letter or digit" in out, out
     doctor = shlex.split(VALUES["runlabels"]["doctor"])
     assert "s|^instance=.*|instance=$NAME|" in doctor and "s|^image=.*|image=$IMAGE|" in doctor
+
+
+def test_cli_doctor_refuses_a_bad_instance_name_before_anything(tmp_path):
+    settings = tmp_path / "pipglr.toml"
+    settings.write_text("")
+    result = CliRunner().invoke(main, ["--config", str(settings), "doctor", "--instance", "a/b", IMAGE])
+    assert result.exit_code == 1 and result.output.startswith("error: instance name 'a/b'"), result.output
