@@ -148,8 +148,10 @@ def nightly_cmd(config, report_dir: Path) -> None:
 
 @main.command("doctor")
 @click.argument("image", default=None, required=False)
+@click.option("--instance", default="pipglr", show_default=True,
+              help="Check this instance's container, volumes and secret (podman container runlabel --name NAME).")
 @setting_options
-def doctor_cmd(config, image: str | None) -> None:
+def doctor_cmd(config, image: str | None, instance: str) -> None:
     """Check this host for what the pipglr container needs (run as the user who runs it).
 
     Rootless podman version, linger, /etc/subuid and /etc/subgid counts
@@ -157,12 +159,14 @@ def doctor_cmd(config, image: str | None) -> None:
     config.toml secret (parsed by IMAGE's gitlab-runner when IMAGE is given).
     Each problem comes with the command that fixes it. Exit status 0 when the
     runner can start. The same check without this tool:
-    `podman container runlabel doctor IMAGE | sh`.
+    `podman container runlabel doctor IMAGE | sh` (with --name NAME for an
+    instance, as --instance NAME here).
 
     The build side first: whether this host can build every configured
     platform (qemu, binfmt and arch-test for a foreign one).
     """
     from . import base_image, render
+    render.check_instance_name(instance)
     build_ok = True
     for arch in config.arches:
         problems = base_image.foreign_arch_problems(arch, bootstrapping=not config.base_image)
@@ -171,7 +175,7 @@ def doctor_cmd(config, image: str | None) -> None:
         for line in problems or [f"this host can build it {how}"]:
             click.echo(f"{'FAIL' if problems else 'ok  '} build linux/{arch}: {line}")
     script = render.render_file(config, "files/doctor")
-    proc = processes.call(["sh", "-s", "--", *([image] if image else [])], input=script, capture=False)
+    proc = processes.call(["sh", "-s", "--", image or "", instance], input=script, capture=False)
     sys.exit(proc.returncode or (0 if build_ok else 1))
 
 
@@ -234,22 +238,27 @@ def trust_cmd(repository: str, key: Path) -> None:
 @main.command("quadlet")
 @click.argument("image", default=None, required=False)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the unit here (e.g. ~/.config/containers/systemd/pipglr.container); default: stdout.")
+              help="Write the unit here (e.g. ~/.config/containers/systemd/pipglr.container: the unit is "
+                   "named after the file); default: stdout.")
+@click.option("--instance", default="pipglr", show_default=True,
+              help="The instance (podman container runlabel --name NAME): its container, volumes NAME-storage, "
+                   "NAME-cache, NAME-state and secret NAME-config.toml; pipglr keeps pipglr-* and config.toml.")
 @setting_options
-def quadlet_cmd(config, image: str | None, output: Path | None) -> None:
+def quadlet_cmd(config, image: str | None, output: Path | None, instance: str) -> None:
     """Generate a quadlet .container file that starts the pipglr container at boot.
 
     Same container as `podman container runlabel run IMAGE` (name, volumes,
-    secret, devices), under the user's systemd. Needs linger for the user.
+    secret, devices), under the user's systemd; with --instance NAME, that of
+    `podman container runlabel --name NAME run IMAGE`. Needs linger for the user.
     """
     from . import quadlet
-    text = quadlet.render_quadlet(config, image or config.image_ref)
+    text = quadlet.render_quadlet(config, image or config.image_ref, instance)
     if output is None:
         click.echo(text, nl=False)
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
-        click.echo(f"wrote {output}; then: systemctl --user daemon-reload && systemctl --user start pipglr")
+        click.echo(f"wrote {output}; then: systemctl --user daemon-reload && systemctl --user start {output.stem}")
 
 
 @main.command("bench")

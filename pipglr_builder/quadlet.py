@@ -1,6 +1,6 @@
 """quadlet: a podman quadlet (.container unit) that keeps pipglr running under the user's systemd.
 
-The unit starts the same container as the `run` runlabel (labels/run): the
+The unit starts the same container as the `run` runlabel (labels/run), of one instance: the
 template quadlet/pipglr.container.j2 is rendered with the runlabels' values
 (render.template_values), and tests/test_quadlet.py checks that its volumes,
 secret, devices and flags match the run label's, so the two cannot drift.
@@ -28,8 +28,10 @@ def names_a_registry(image: str) -> bool:
     return bool(slash) and ("." in first or ":" in first) and "@" not in image
 
 
-def render_quadlet(config: Config, image: str) -> str:
-    """The text of pipglr.container for IMAGE (for ~/.config/containers/systemd/)."""
+def render_quadlet(config: Config, image: str, instance: str = render.DEFAULT_INSTANCE) -> str:
+    """The text of INSTANCE.container for IMAGE (for ~/.config/containers/systemd/): the container, volumes
+    and secret of `podman container runlabel --name INSTANCE run IMAGE` (pipglr: the default instance's)."""
+    render.check_instance_name(instance)
     if not image or not _IMAGE_REF.fullmatch(image):
         raise ConfigError(
             f"image {image!r} cannot go into a quadlet unit: give an image reference such as "
@@ -37,5 +39,7 @@ def render_quadlet(config: Config, image: str) -> str:
             "(letters, digits and . _ / : @ + - only)")
     values = render.template_values(config)
     values["image"] = image
+    values["instance"] = render.instance_names(instance)
+    values["runlabel_name"] = "" if instance == render.DEFAULT_INSTANCE else f"--name {instance} "
     values["auto_update"] = names_a_registry(image)
     return render._environment().get_template(TEMPLATE).render(values)

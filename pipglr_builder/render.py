@@ -8,6 +8,7 @@ need. Same inputs give byte-identical output.
 
 from __future__ import annotations
 
+import re
 import shutil
 import urllib.parse
 from pathlib import Path, PurePosixPath
@@ -16,7 +17,7 @@ import jinja2
 
 from . import processes
 from .config import SETTINGS_BY_KEY, Config
-from .errors import PipglrError, ToolMissing
+from .errors import ConfigError, PipglrError, ToolMissing
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PROJECT = Path(__file__).resolve().parent.parent  # the clone, when running from one
@@ -63,6 +64,11 @@ PODMAN_RUNTIME_DIR = f"/run/user/{DEFAULT_PODMAN_UID}"
 OUTER_STOP_MARGIN = 30
 # render writes this file into every build context, and replaces only a directory holding it.
 MARKER = ".pipglr-build-context"
+# Instances (several pipglr containers for one user, e.g. one per GitLab): `podman container runlabel --name
+# NAME` gives the container, its volumes, its secret and register's file names of their own; the default
+# instance keeps the names every label used before (a secret named config.toml, not pipglr-config.toml).
+DEFAULT_INSTANCE = "pipglr"
+INSTANCE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # podman's rule for container and volume names
 RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload",
              "resetcache")
 
@@ -132,6 +138,53 @@ def _git(*args: str) -> str:
     except (OSError, ToolMissing):  # no git on this host: the label says unknown, as without a clone
         return "unknown"
     return (out.returncode == 0 and out.stdout.strip()) or "unknown"
+
+
+def instance_names(name: str) -> dict[str, str]:
+    """The host's names for instance NAME: container (and hostname), volumes, the config secret as podman's
+    --secret takes it (mounted as /run/secrets/config.toml whatever its name), and register's file in the
+    current directory. NAME may be podman's placeholder $NAME (a runlabel's instance branch)."""
+    default = name == DEFAULT_INSTANCE
+    secret = "config.toml" if default else f"{name}-config.toml"
+    return {"container": name, "storage": f"{name}-storage", "cache": f"{name}-cache", "state": f"{name}-state",
+            "secret": secret if default else f"{secret},target=config.toml", "secret_name": secret,
+            "config_file": secret}
+
+
+def check_instance_name(name: str) -> str:
+    if not INSTANCE_NAME.fullmatch(name):
+        raise ConfigError(f"instance name {name!r}: it starts with a letter or digit, then letters, digits, "
+                          "_ . or - only (podman's rule for container and volume names)")
+    return name
+
+
+# What a command may hold to run in instance-label.sh.j2 (eval, in double quotes): words of these
+# characters, and podman's $IMAGE, $NAME and $PWD.
+_PLAIN_COMMAND = re.compile(r"[A-Za-z0-9 _./:=,@+-]*")
+
+
+def _shlex_quoted(text: str) -> str:
+    """TEXT as one double-quoted word for podman's splitter (github.com/google/shlex: \\ escapes any character)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def instance_label(default: str, instance: str) -> str:
+    """The runlabel running DEFAULT (the default instance's command) or INSTANCE (its $NAME form), chosen at
+    run time by templates/instance-label.sh.j2; DEFAULT alone when the two are the same (no name in it).
+
+    podman splits a label into words, replaces $NAME and $IMAGE in each, joins them with spaces, expands
+    $PWD and $HOME (any other $VAR or $@ becomes empty) and splits again (generateRunlabelCommand, podman
+    5.4): so the script goes in as one word quoted twice, and holds no $ but those and $( and $". The
+    trailing `pipglr` is sh's $0 (its name in messages); the words after `--` follow it."""
+    if default == instance:
+        return default
+    for command in (default, instance):
+        plain = command.replace("$IMAGE", "").replace("$NAME", "").replace("$PWD", "")
+        assert _PLAIN_COMMAND.fullmatch(plain), f"{command!r} cannot go through eval in double quotes"
+    lines = _environment().get_template("instance-label.sh.j2").render(default=default, instance=instance)
+    script = " ".join(line.strip() for line in lines.splitlines() if line.strip())
+    assert not re.search(r"\$(?![(\"]|IMAGE|NAME|PWD)", script), script
+    return f"sh -c {_shlex_quoted(_shlex_quoted(script))} {DEFAULT_INSTANCE}"
 
 
 def git_revision() -> str:
@@ -222,8 +275,15 @@ def template_values(config: Config) -> dict:
         "live_config": LIVE_CONFIG,
         "health": HEALTH,
     }
-    values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values).strip() for name in RUNLABELS}
-    values["labels"] = {name: containerfile_label(text) for name, text in values["runlabels"].items()}
+    # runlabels: each label's command for the default instance; instance_runlabels: its form for
+    # `runlabel --name NAME`; label_texts: what the image's label holds (instance_label picks one at run time).
+    values["runlabels"] = {name: env.get_template(f"labels/{name}").render(values, instance=instance_names(
+        DEFAULT_INSTANCE)).strip() for name in RUNLABELS}
+    values["instance_runlabels"] = {name: env.get_template(f"labels/{name}").render(values, instance=instance_names(
+        "$NAME")).strip() for name in RUNLABELS}
+    values["label_texts"] = {name: instance_label(values["runlabels"][name], values["instance_runlabels"][name])
+                             for name in RUNLABELS}
+    values["labels"] = {name: containerfile_label(text) for name, text in values["label_texts"].items()}
     return values
 
 

@@ -190,7 +190,7 @@ def test_limits_the_host_does_not_delegate_are_named_and_refused(standin, image)
     # What podman says: the run label a user types, of an image that carries these limits (the label
     # written as the Containerfile writes it).
     values = render.template_values(cfg)
-    run, limited = values["runlabels"]["run"], "localhost/pipglr-limits:test"
+    run, limited = values["label_texts"]["run"], "localhost/pipglr-limits:test"  # as the image holds it
     standin.as_user("alice", ["sh", "-c", "mkdir -p limits && cat > limits/Containerfile"],
                     input=f'FROM {image}\nLABEL run="{values["labels"]["run"]}"\n')
     standin.as_user("alice", ["podman", "build", "--quiet", "--tag", limited, "limits"])

@@ -1,0 +1,307 @@
+"""Several instances per user: `podman container runlabel --name NAME` (docs/using.md, "Several instances").
+
+Unit tests run each rendered label the way podman 5.4 runs it (podman_argv below follows its
+generateRunlabelCommand) with sh and a stand-in `podman` that prints what it is asked, for each way the
+default instance is named and for other names. The slow test runs two instances side by side on the
+stand-in host, the default one and `ci2`, each registered with its own runner of the test GitLab, set up
+and started with the runlabels exactly as a user types them; each takes its own job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipglr_builder import config, processes, quadlet, render
+from pipglr_builder.cli import main
+from pipglr_builder.errors import ConfigError
+from pipglr_builder.harness.coordinator import URL, VOLUME, Coordinator
+from pipglr_builder.standin import StandIn
+
+from .conftest import BASE, HELPER, sh
+from .test_quadlet import GENERATORS, UNIT_DIR
+
+VALUES = render.template_values(config.load(None))
+# Labels that name no container, volume, secret or file: the same for every instance.
+UNNAMED = {"doctor"}
+IMAGE = "localhost/pipglr-test:t-1"  # the newest name podman gives as $IMAGE
+OTHER_NAMES = ["registry.example.com/group/ci-runner:v2"]  # the image's other names (RepoTags)
+IMAGE_ID = "0123456789abcdef" * 4
+
+
+def podman_argv(label: str, name: str, image: str, args: list[str], cwd: str) -> list[str]:
+    """The argv podman 5.4 runs for LABEL (generateRunlabelCommand): words split (github.com/google/shlex,
+    as shlex.split for these), $NAME and $IMAGE replaced in each, joined, $PWD and $HOME expanded and any
+    other $VAR, ${VAR} or special $X dropped (os.Expand), split again."""
+    words = shlex.split(f"{label} {' '.join(args)}" if args else label)
+    words = [words[0], *(w.replace("$NAME", name).replace("${NAME}", name).replace("$IMAGE", image)
+                         .replace("${IMAGE}", image) for w in words[1:])]
+
+    def expand(match: re.Match) -> str:
+        var = match.group(1) or match.group(2) or match.group(3)
+        return {"PWD": cwd, "HOME": "/home/alice"}.get(var, "")
+    joined = re.sub(r"\$(?:\{([^}]*)\}|([A-Za-z0-9_]+)|([*#$@!?0-9-]))", expand, " ".join(words))
+    return shlex.split(joined)
+
+
+@pytest.fixture
+def fake_podman(tmp_path):
+    """A directory with a `podman` that prints its argv (one word a line) and answers `image inspect` with
+    IMAGE_ID and the image's names (or fails as for an unknown image when a file no-image is beside it);
+    PATH for it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tags = " ".join([IMAGE, *OTHER_NAMES])
+    (bin_dir / "podman").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1 $2" = "image inspect" ] && [ -e "${0%/*}/no-image" ]; then echo "Error: image not known" >&2; exit 125; fi\n'
+        f'if [ "$1 $2" = "image inspect" ]; then echo "{IMAGE_ID} {tags}"; exit 0; fi\n'
+        'printf "%s\\n" "$@"\n')
+    (bin_dir / "podman").chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def run_label(label_name: str, path: str, podman_name: str, args: list[str] = ()) -> tuple[int, list[str], str]:
+    """Run label LABEL_NAME as podman would with $NAME = PODMAN_NAME and the fake podman on PATH: (exit status,
+    the argv that podman got, stderr)."""
+    argv = podman_argv(VALUES["label_texts"][label_name], podman_name, IMAGE, list(args), "/home/alice/work")
+    assert argv[0] in ("podman", "sh"), argv
+    proc = processes.call(argv, env={**os.environ, "PATH": path}, timeout=30)
+    return proc.returncode, proc.stdout.splitlines(), proc.stderr
+
+
+def expected(label_name: str, instance: bool, name: str = "ci2", args: list[str] = ()) -> list[str]:
+    """The argv of LABEL_NAME's command for the default instance (INSTANCE false) or for NAME."""
+    text = VALUES["instance_runlabels" if instance else "runlabels"][label_name]
+    return podman_argv(text, name, IMAGE, list(args), "/home/alice/work")[1:]
+
+
+# podman's $NAME when the user gives no --name: the last part of the name typed, without its tag (a name of
+# the image), NAME@sha256 for a digest reference; or the image's ID when it has no name (measured, podman 5.4).
+DEFAULT_NAMES = ["pipglr-test", "ci-runner", "pipglr-test@sha256", IMAGE_ID, "pipglr"]
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("podman_name", DEFAULT_NAMES)
+@pytest.mark.parametrize("label_name", sorted(set(render.RUNLABELS) - UNNAMED))
+def test_without_a_name_every_label_runs_the_command_of_before(fake_podman, label_name, podman_name):
+    status, argv, err = run_label(label_name, fake_podman, podman_name, ["--url", "https://x"])
+    assert status == 0, err
+    assert argv == expected(label_name, instance=False, args=["--url", "https://x"])
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("label_name", sorted(set(render.RUNLABELS) - UNNAMED))
+def test_with_a_name_every_label_uses_the_instances_names(fake_podman, label_name):
+    status, argv, err = run_label(label_name, fake_podman, "ci2", ["--all-runners"])
+    assert status == 0, err
+    assert argv == expected(label_name, instance=True, args=["--all-runners"])
+    words = " ".join(argv)
+    assert "pipglr-storage" not in words and "pipglr-cache" not in words and "pipglr-state" not in words
+    assert not re.search(r"(^| )pipglr( |$)", words) and "--secret config.toml" not in words, words
+
+
+def test_the_instance_names():
+    assert render.instance_names("pipglr") == {
+        "container": "pipglr", "storage": "pipglr-storage", "cache": "pipglr-cache", "state": "pipglr-state",
+        "secret": "config.toml", "secret_name": "config.toml", "config_file": "config.toml"}
+    assert render.instance_names("ci2") == {
+        "container": "ci2", "storage": "ci2-storage", "cache": "ci2-cache", "state": "ci2-state",
+        "secret": "ci2-config.toml,target=config.toml", "secret_name": "ci2-config.toml",
+        "config_file": "ci2-config.toml"}
+    run = shlex.split(VALUES["instance_runlabels"]["run"])
+    assert run[run.index("--name") + 1] == "$NAME" and run[run.index("--hostname") + 1] == "$NAME"
+    assert "$NAME-config.toml,target=config.toml,type=mount,uid=1001,gid=1001,mode=0400" in run
+    for volume, path in (("storage", render.NESTED_STORAGE), ("cache", render.NESTED_VOLUMES),
+                         ("state", render.STATE_DIR)):
+        assert f"$NAME-{volume}:{path}:z" in run
+    register = shlex.split(VALUES["instance_runlabels"]["register"])
+    assert "$PWD/$NAME-config.toml:/etc/gitlab-runner/config.toml:Z" in register
+    assert VALUES["label_texts"]["doctor"] == VALUES["runlabels"]["doctor"]
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("bad", ["bad/name", "-x", ".x", "a b", "x;touch${IFS}y", "ci2:tag", "ü"])
+def test_a_name_podman_would_refuse_is_refused_first(fake_podman, bad, tmp_path):
+    status, argv, err = run_label("setupstorage", fake_podman, bad)
+    assert status == 2 and argv == [], (status, argv, err)
+    assert "an instance name starts with a letter or digit, then letters, digits, _ . or - only" in err, err
+
+
+@pytest.mark.tools
+def test_an_image_podman_cannot_inspect_runs_nothing(fake_podman):
+    """Its names unknown, the default instance cannot be told from another: no command at all."""
+    Path(fake_podman.split(":")[0], "no-image").touch()
+    status, argv, err = run_label("setupstorage", fake_podman, "pipglr-test")
+    assert status == 2 and argv == [] and "image not known" in err, (status, argv, err)
+
+
+@pytest.mark.parametrize("bad", ["", "bad/name", "-x", "a b", "x%i"])
+def test_quadlet_refuses_a_bad_instance_name(bad):
+    with pytest.raises(ConfigError, match="instance name"):
+        quadlet.render_quadlet(config.load(None), IMAGE, bad)
+
+
+def test_quadlet_for_an_instance(tmp_path):
+    text = quadlet.render_quadlet(config.load(None), IMAGE, "ci2")
+    lines = text.splitlines()
+    for line in ("ContainerName=ci2", "HostName=ci2", "Volume=ci2-storage:/home/podman/.local/share/containers:z",
+                 "Volume=ci2-cache:/home/podman/.local/share/containers/storage/volumes:z",
+                 "Volume=ci2-state:/var/lib/pipglr:z",
+                 "Secret=ci2-config.toml,target=config.toml,type=mount,uid=1001,gid=1001,mode=0400",
+                 f"#   podman container runlabel --name ci2 setupstorage {IMAGE}"):
+        assert line in lines, line
+    assert "pipglr-storage" not in text and "Secret=config.toml" not in text
+    assert quadlet.render_quadlet(config.load(None), IMAGE, "pipglr") == quadlet.render_quadlet(config.load(None), IMAGE)
+    settings = tmp_path / "pipglr.toml"
+    settings.write_text("")
+    out = tmp_path / "ci2.container"
+    result = CliRunner().invoke(main, ["--config", str(settings), "quadlet", "--instance", "ci2", IMAGE, "-o", str(out)])
+    assert result.exit_code == 0 and out.read_text() == text, result.output
+    assert "systemctl --user start ci2" in result.output
+    result = CliRunner().invoke(main, ["--config", str(settings), "quadlet", "--instance", "a/b", IMAGE])
+    assert result.exit_code == 1 and result.output.startswith("error: instance name 'a/b'"), result.output
+
+
+# --- on the stand-in host -------------------------------------------------------------------------
+
+INSTANCES = {"": ("config.toml", "config.toml", "pipglr"), "ci2": ("ci2-config.toml", "ci2-config.toml", "ci2")}
+
+
+@pytest.mark.slow
+def test_two_instances_side_by_side_each_take_their_own_job(image):
+    """The default instance and `ci2`, each registered with its own runner created in GitLab, set up,
+    preloaded and started through the runlabels; each takes the job queued for its runner; dumpconfig, logs,
+    resetcache and doctor reach each one's own container, volumes and secret."""
+    started = time.monotonic()
+    standin = StandIn(BASE, volumes=(VOLUME,))
+    try:
+        standin.start()
+        gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}").start()
+        standin.load_image("alice", image)
+
+        def alice(*argv: str, check: bool = True, input: str | None = None):
+            return standin.as_user("alice", list(argv), check=check, input=input)
+
+        def runlabel(name: str, label: str, *args: str, check: bool = True):
+            return alice("podman", "container", "runlabel", *(["--name", name] if name else []), label, image,
+                         *args, check=check)
+
+        bad = runlabel("bad/name", "setupstorage", check=False)
+        assert bad.returncode != 0 and "--name bad/name: an instance name starts with" in bad.stderr, bad.stderr
+        assert alice("podman", "volume", "ls", "--quiet").stdout.strip() == ""
+
+        archives = {}
+        for ref in (HELPER, BASE):  # air-gapped: the helper and the job image come through `preload`
+            archive = Path(tempfile.mkstemp(dir=standin.api_dir, suffix=".tar")[1])
+            sh("podman", "save", "--output", str(archive), ref)
+            os.chmod(archive, 0o644)
+            archives[ref] = f"/api/{archive.name}"
+        runners = {}
+        for name, (config_file, secret, _) in INSTANCES.items():
+            runner = gitlab.request("POST", "/_test/runners", {"description": f"for {name or 'default'}"})
+            runners[name] = runner
+            alice("sh", "-c", "podman secret rm REGISTRATION_TOKEN >/dev/null 2>&1; true")
+            alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=runner["token"] + "\n")
+            alice("touch", config_file)
+            runlabel(name, "register", "--", "--url", URL, "--name", f"on-{name or 'default'}")
+            alice("podman", "secret", "create", secret, config_file)
+            runlabel(name, "setupstorage")
+            runlabel(name, "setupcache")
+            for archive in archives.values():
+                alice("sh", "-c", f"podman container runlabel {'--name ' + name if name else ''} preload {image} "
+                                  f"< {archive}")
+            runlabel(name, "run")
+        for _, _, container in INSTANCES.values():
+            standin.wait_booted(container=container, what=f"the {container} container to boot")
+
+        assert set(alice("podman", "ps", "--format", "{{.Names}}").stdout.split()) == {"pipglr", "ci2"}
+        volumes = set(alice("podman", "volume", "ls", "--format", "{{.Name}}").stdout.split())
+        assert volumes == {f"{c}-{v}" for c in ("pipglr", "ci2") for v in ("storage", "cache", "state")}, volumes
+        assert {"config.toml", "ci2-config.toml"} <= set(alice("podman", "secret", "ls", "--format",
+                                                               "{{.Name}}").stdout.split())
+        jobs = {name: gitlab.request("POST", "/_test/jobs", {"script": ["echo ran-for-" + (name or "default")],
+                                                            "image": BASE, "runner_id": runner["id"]})["id"]
+                for name, runner in runners.items()}
+
+        def finished():
+            state = gitlab.state()["jobs"]
+            done = [state[str(j)] for j in jobs.values() if state[str(j)]["state"] in ("success", "failed")]
+            return done if len(done) == len(jobs) else None
+        processes.wait_for(finished, 300, interval=1, what="both instances' jobs to finish")
+        state = gitlab.state()["jobs"]
+        for name, job_id in jobs.items():
+            job = state[str(job_id)]
+            assert job["state"] == "success", job["trace"][-2000:]
+            assert job["runner_id"] == runners[name]["id"] and f"ran-for-{name or 'default'}" in job["trace"]
+        # dumpconfig, logs and resetcache reach each instance's own state volume and container.
+        for name in INSTANCES:
+            own, other = f"on-{name or 'default'}", "on-default" if name else "on-ci2"
+            live = runlabel(name, "dumpconfig").stdout
+            assert f'name = "{own}"' in live and other not in live, live
+            assert f'token = "{runners[name]["token"]}"' in live
+            report = runlabel(name, "logs").stdout
+            assert f'name = "{own}"' in report and f'name = "{other}"' not in report
+            runlabel(name, "resetcache")
+            secret, container = INSTANCES[name][1], INSTANCES[name][2]
+            doctor = alice("sh", "-s", input=runlabel(name, "doctor").stdout, check=False)
+            said = doctor.stdout + doctor.stderr
+            assert doctor.returncode == 0, said
+            for line in (f"ok    volume {container}-storage exists", f"ok    volume {container}-cache exists",
+                         f"ok    the {secret} secret parses and has 1 runner(s)"):
+                assert line in said, f"{line!r} not in {said}"
+        # The instance's quadlet, as podman's quadlet reads it (dry run; the default's is started in test_quadlet).
+        unit = quadlet.render_quadlet(config.load(None), image, "ci2")
+        alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}" && cat > "$HOME/{UNIT_DIR}/ci2.container"', input=unit)
+        generator = next(g for g in GENERATORS if alice("test", "-x", g, check=False).returncode == 0)
+        dry = alice(generator, "-dryrun", *([] if generator.endswith("user-generator") else ["-user"]))
+        assert not [line for line in dry.stderr.splitlines() if "error" in line.lower() or "unsupported" in line]
+        exec_start = next(line for line in dry.stdout.split("---ci2.service---", 1)[1].splitlines()
+                          if line.startswith("ExecStart="))
+        for arg in ("--name ci2", "--hostname ci2", "--secret ci2-config.toml,target=config.toml,type=mount",
+                    "-v ci2-storage:", "-v ci2-cache:", "-v ci2-state:"):
+            assert arg in exec_start, f"{arg!r} not in {exec_start}"
+    finally:
+        standin.close()
+        print(f"two instances side by side: {time.monotonic() - started:.0f} s")
+
+
+def doctor_names(fake_podman: str, instance: str) -> tuple[int, str]:
+    """The rendered doctor's choice of names (its block after "The instance's names"), run by sh."""
+    script = render.render_file(config.load(None), "files/doctor")
+    block = re.search(r"^# The instance's names.*?^fi\n", script, re.MULTILINE | re.DOTALL)
+    assert block, "the doctor's instance block moved"
+    body = "\n".join([f"image={IMAGE} instance='{instance}'", block.group(0),
+                      'echo "container=$container secret=$secret mount=$secret_mount named=$named."'])
+    proc = processes.call(["sh", "-c", body], env={**os.environ, "PATH": fake_podman}, timeout=30)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.tools
+def test_the_doctor_checks_the_instance_the_labels_name(fake_podman):
+    for podman_name in DEFAULT_NAMES:
+        assert doctor_names(fake_podman, podman_name) == (
+            0, "container=pipglr secret=config.toml mount=config.toml named=.\n"), podman_name
+    status, out = doctor_names(fake_podman, "ci2")
+    assert status == 0 and out.endswith(
+        "container=ci2 secret=ci2-config.toml mount=ci2-config.toml,target=config.toml named=--name ci2 .\n"), out
+    assert "note  instance ci2: container ci2, volumes ci2-storage, ci2-cache, ci2-state, secret ci2-config.toml" in out
+    status, out = doctor_names(fake_podman, "bad/name")
+    assert status == 1 and "FAIL  --name bad/name: an instance name starts with a letter or digit" in out, out
+    doctor = shlex.split(VALUES["runlabels"]["doctor"])
+    assert "s|^instance=.*|instance=$NAME|" in doctor and "s|^image=.*|image=$IMAGE|" in doctor
+
+
+def test_cli_doctor_refuses_a_bad_instance_name_before_anything(tmp_path):
+    settings = tmp_path / "pipglr.toml"
+    settings.write_text("")
+    result = CliRunner().invoke(main, ["--config", str(settings), "doctor", "--instance", "a/b", IMAGE])
+    assert result.exit_code == 1 and result.output.startswith("error: instance name 'a/b'"), result.output
