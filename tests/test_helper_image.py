@@ -45,8 +45,8 @@ def test_recipe_is_one_layer_of_what_the_helper_runs():
     deletion), carries the base's labels, and the trim step fails the build if a library still linked went."""
     text = (helper_image.CONTEXT / "Containerfile").read_text()
     assert "FROM ${BASE_IMAGE} AS build" in text
-    assert text.count("FROM scratch") == 1 and "COPY --from=build / /" in text
-    last = text.split("FROM scratch", 1)[1]
+    assert text.count("\nFROM scratch\n") == 1 and "COPY --from=build / /" in text
+    last = text.split("\nFROM scratch\n", 1)[1]
     assert not [line for line in last.splitlines() if line.startswith("RUN ")]
     for label in ('io.pipglr.base-key="${BASE_KEY}"', 'io.pipglr.base-archive="${BASE_ARCHIVE}"'):
         assert label in last
