@@ -91,6 +91,7 @@ def world(image, repo, service_image):
         w.preload(HELPER)
         w.alice("podman", "container", "runlabel", "run", image)
         w.wait_booted()
+        w.helper_id = nested_podman(w, "image", "inspect", "--format", "{{.Id}}", HELPER)  # every job's helper
         w.load_nested(BASE)
         w.load_nested(service_image)
         yield w
@@ -550,8 +551,9 @@ def test_the_helper_is_small_and_has_every_command_it_runs(world):
     """The helper the jobs above ran with (preloaded from the build, in the nested storage) holds only what it
     runs (no docs, manuals or translations) and every command it runs; it keeps the base's labels and dpkg's
     list, which the base's package check reads. Last: the jobs above are what proves those commands work."""
-    size = int(nested_podman(world, "image", "inspect", "--format", "{{.Size}}", HELPER))
-    assert size <= HELPER_MAX_BYTES, f"the helper grew to {size} bytes"
+    helper_id, size = nested_podman(world, "image", "inspect", "--format", "{{.Id}} {{.Size}}", HELPER).split()
+    assert helper_id == world.helper_id.strip(), "the jobs did not all run with the helper the build made"
+    assert int(size) <= HELPER_MAX_BYTES, f"the helper grew to {size} bytes"
     found = nested_podman(world, "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", HELPER, "-c",
                f"for c in {' '.join(HELPER_NEEDS)}; do command -v $c || echo missing $c; done; "
                "test -s /etc/ssl/certs/ca-certificates.crt || echo missing CA bundle; "
