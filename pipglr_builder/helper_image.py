@@ -5,6 +5,9 @@ the volume permission container). It is tagged with the name this runner
 computes by itself (registry.gitlab.com/...:x86_64-v19.4.0) and with the
 pinned helper_image, so a preloaded helper is found either way. Built only
 when the runner came with its helper binary (runner_source gomodule).
+Its last stage starts FROM scratch (one layer, only what the helper runs), so
+the base's labels are passed on by hand: the base's package check finds the
+helper built on it by them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import buildah, processes, render, runner
+from . import base_image, buildah, processes, render, runner
 from .config import Config
 
 CONTEXT = render.TEMPLATES / "helper"
@@ -37,10 +40,17 @@ def written(config: Config, arch: str) -> str:
     return config.helper_image.replace("{arch}", HELPER_ARCH[arch]).replace("{version}", "${CI_RUNNER_VERSION}")
 
 
-def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, runner_args: list[str]) -> list[str]:
-    """The buildah command for ARCH's helper image (data, so tests can read it)."""
+def base_labels(base: str) -> dict[str, str]:
+    """The build args that carry the base image's own labels into the helper (FROM scratch inherits none)."""
+    return {"BASE_KEY": processes.image_label(base, base_image.KEY_LABEL) or "",
+            "BASE_ARCHIVE": processes.image_label(base, base_image.ARCHIVE_LABEL) or ""}
+
+
+def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, runner_args: list[str],
+             base: dict[str, str]) -> list[str]:
+    """The buildah command for ARCH's helper image (data, so tests can read it); BASE: base_labels."""
     args = [*buildah.build_args({"BASE_IMAGE": render.base_image_for(config, arch),
-                                 "RUNNER_VERSION": config.runner_version}),
+                                 "RUNNER_VERSION": config.runner_version, **base}),
             *runner_args]  # the runner's own labels (runner.label_args)
     return buildah.bud_argv(context, tag, args=args, arch=arch, inputs=inputs)
 
@@ -62,7 +72,9 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, sou
         processes.say(f"helper: building {refs[0]}")
         tag = f"localhost/pipglr-helper:build-{nonce}-{arch}"
         try:
-            buildah.bud(bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary, source)), f"{arch} helper")
+            argv = bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary, source),
+                            base_labels(render.base_image_for(config, arch)))
+            buildah.bud(argv, f"{arch} helper")
             buildah.tag(tag, *refs)
         finally:
             buildah.remove_quietly(tag)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from pipglr_builder.base_image import ARCHIVE_LABEL, KEY_LABEL
 from pipglr_builder.errors import PipglrError
 from pipglr_builder.harness.coordinator import HOST, PORT, PROJECT, URL, VOLUME, Coordinator, Repository
-from pipglr_builder.processes import wait_for
+from pipglr_builder.processes import image_label, wait_for
 from pipglr_builder.render import NESTED_VOLUMES
 from pipglr_builder.standin import StandIn
 
@@ -90,6 +91,7 @@ def world(image, repo, service_image):
         w.preload(HELPER)
         w.alice("podman", "container", "runlabel", "run", image)
         w.wait_booted()
+        w.helper_id = nested_podman(w, "image", "inspect", "--format", "{{.Id}}", HELPER)  # every job's helper
         w.load_nested(BASE)
         w.load_nested(service_image)
         yield w
@@ -535,3 +537,33 @@ def test_nothing_the_jobs_started_is_left(world):
     jobs = world.state()["jobs"]
     assert all(j["state"] in ("success", "failed", "canceled") for j in jobs.values()), jobs
     assert world.outer("systemctl", "is-active", "runner.service").stdout.strip() == "active"
+
+
+HELPER_MAX_BYTES = 120_000_000  # stored size; the Debian-based helper was 304 MB, GitLab's Alpine one 46 MiB
+# What the helper's commands run: its binary, git (clone, fetch, submodules' shell scripts), git-lfs,
+# a shell and bash (the runner's scripts, gitlab-runner-build), dumb-init and update-ca-certificates
+# (entrypoint), and the CA bundle git's HTTPS reads.
+HELPER_NEEDS = ("gitlab-runner-helper", "gitlab-runner-build", "git", "git-lfs", "sh", "bash", "dumb-init",
+                "update-ca-certificates", "openssl", "mkdir", "rm", "find", "chmod", "dpkg-query")
+
+
+def test_the_helper_is_small_and_has_every_command_it_runs(world):
+    """The helper the jobs above ran with (preloaded from the build, in the nested storage) holds only what it
+    runs (no docs, manuals or translations) and every command it runs; it keeps the base's labels and dpkg's
+    list, which the base's package check reads. Last: the jobs above are what proves those commands work."""
+    helper_id, size = nested_podman(world, "image", "inspect", "--format", "{{.Id}} {{.Size}}", HELPER).split()
+    assert helper_id == world.helper_id.strip(), "the jobs did not all run with the helper the build made"
+    assert int(size) <= HELPER_MAX_BYTES, f"the helper grew to {size} bytes"
+    found = nested_podman(world, "run", "--rm", "--network", "none", "--entrypoint", "/bin/sh", HELPER, "-c",
+               f"for c in {' '.join(HELPER_NEEDS)}; do command -v $c || echo missing $c; done; "
+               "test -s /etc/ssl/certs/ca-certificates.crt || echo missing CA bundle; "
+               "git lfs version; git config --system --get filter.lfs.process; dpkg-query -W git; echo docs:; "
+               "find /usr/share/locale /usr/share/man /usr/share/info -mindepth 1 2>/dev/null; "
+               "find /usr/share/doc -type f ! -name copyright")
+    assert "missing" not in found, found
+    assert "git-lfs/" in found and "git-lfs filter-process" in found, found
+    assert re.search(r"^git\t", found, re.MULTILINE), f"dpkg's list lost git: {found}"
+    assert found.rstrip().endswith("docs:"), f"docs or translations left: {found}"
+    for label in (KEY_LABEL, ARCHIVE_LABEL):
+        labelled = nested_podman(world, "image", "inspect", "--format", f'{{{{index .Labels "{label}"}}}}', HELPER)
+        assert labelled.strip() == image_label(BASE, label)
