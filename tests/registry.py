@@ -183,7 +183,7 @@ def standin_volume() -> str:
 
 def serve_in_standin(name: str, port: int = 5000, timeout: float = 60) -> str:
     """Serve a plain-HTTP registry on 127.0.0.1:PORT of stand-in container NAME (started with standin_volume())
-    as the transient system unit pipglr-registry; return its address (localhost:PORT) once GET /v2/ answers there."""
+    as the transient system unit pipglr-registry; return its address (127.0.0.1:PORT) once GET /v2/ answers there."""
     config = "/etc/pipglr-test-registry.yml"
     processes.execute(["podman", "exec", "--interactive", name, "sh", "-c", f"cat > {config}"],
                       input=_config(Path("/var/lib/pipglr-test-registry"), port, None, None))
@@ -193,4 +193,4 @@ def serve_in_standin(name: str, port: int = 5000, timeout: float = 60) -> str:
     processes.wait_for(lambda: processes.execute(["podman", "exec", name, "curl", "-fsS", url],
                                                  check=False).returncode == 0, timeout,
                        what=f"the registry in the stand-in host to answer {url}")
-    return f"localhost:{port}"
+    return f"127.0.0.1:{port}"

@@ -238,8 +238,9 @@ GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/li
 def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
     """Also podman auto-update from a registry on the stand-in host: a healthy new image replaces the running
     one, a new image that never becomes healthy is rolled back."""
-    # The registry runs on the stand-in host's loopback (serve_in_standin), port 5000 of its own network.
-    served = "localhost:5000/pipglr:latest"
+    # The registry runs on the stand-in host's loopback (serve_in_standin), port 5000 of its own network
+    # (by address: the stand-in's /etc/hosts names no localhost).
+    served = "127.0.0.1:5000/pipglr:latest"
     unit = tmp_path / "pipglr.container"
     proc = cli("quadlet", served, "--output", str(unit))
     assert f"wrote {unit}" in proc.stdout
@@ -251,8 +252,8 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
     try:
         standin.start()
 
-        def as_alice(*argv: str, check: bool = True, input: str | None = None):
-            return standin.as_user("alice", list(argv), check=check, input=input)
+        def as_alice(*argv: str, check: bool = True, input: str | None = None, timeout: float = 600):
+            return standin.as_user("alice", list(argv), check=check, input=input, timeout=timeout)
 
         as_alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}" && cat > "$HOME/{UNIT_DIR}/pipglr.container"',
                  input=unit.read_text())
@@ -283,7 +284,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         # The same unit for an image in this machine's storage: no registry to update from.
         local_unit = quadlet.render_quadlet(config.load(None), image)
         as_alice("sh", "-c", f'cat > "$HOME/{UNIT_DIR}/local.container"', input=local_unit)
-        local = as_alice(generator, "-dryrun", *user_mode).stdout.split("---local.service---", 1)[1]
+        local = as_alice(generator, "-dryrun", *user_mode).stdout.split("---local.service---", 1)[1].split("\n---", 1)[0]
         assert "io.containers.autoupdate" not in local, "a local image has no registry to update from"
         as_alice("sh", "-c", f'rm "$HOME/{UNIT_DIR}/local.container"')
 
@@ -369,9 +370,12 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
             if healthcheck is not None:
                 as_alice("sh", "-c", 'cat > "$HOME/next/healthcheck" && chmod 755 "$HOME/next/healthcheck"',
                          input=healthcheck)
-            as_alice("podman", "build", "--quiet", "--pull=never", "--tag", served, "next")
-            as_alice("podman", "push", "--quiet", served)
-            return as_alice("podman", "image", "inspect", "--format", "{{.Id}}", served).stdout.strip()
+            # Built under another name: alice's tag keeps naming the running image until auto-update pulls.
+            as_alice("podman", "build", "--quiet", "--pull=never", "--tag", "localhost/pipglr-next", "next")
+            as_alice("podman", "push", "--quiet", "localhost/pipglr-next", served)
+            built = as_alice("podman", "image", "inspect", "--format", "{{.Id}}", "localhost/pipglr-next").stdout
+            as_alice("podman", "untag", "localhost/pipglr-next")
+            return built.strip()
 
         def auto_update(what: str) -> str:
             proc = as_alice("podman", "auto-update", "--format", "{{.Unit}} {{.Image}} {{.Updated}}",
