@@ -402,7 +402,13 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         broken = push_next(f"FROM {served}\nCOPY healthcheck {render.HEALTH['cmd']}\n",
                            healthcheck="#!/bin/sh\necho 'broken on purpose by test_quadlet' >&2\nexit 1\n")
         assert broken != good
+        def failed_starts() -> int:
+            journal = as_alice("journalctl", "--user", "-u", "pipglr.service", "--no-pager", "-o", "cat").stdout
+            return journal.count("Failed to start pipglr.service")
+
+        failed_before = failed_starts()
         output = auto_update("an image that never becomes healthy")
+        assert failed_starts() > failed_before, "the broken image's start should have failed (never healthy)"
         assert f"pipglr.service {served} rolled back" in output.splitlines(), output
         wait_for(lambda: as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip()
                  == "active", 300, interval=2, what="pipglr.service active again after the rollback")
