@@ -3,7 +3,9 @@
 Unit tests parse the rendered .container file and labels/run (shlex) and
 compare them flag by flag, so the two cannot drift. The slow test installs
 the unit for alice on the stand-in host, checks it with quadlet's dry run and
-`systemd-analyze verify`, and starts pipglr with `systemctl --user start`.
+`systemd-analyze verify`, and starts pipglr with `systemctl --user start` from
+an image in a registry on the stand-in host, then runs `podman auto-update`:
+to a healthy new image, then a never-healthy one that is rolled back.
 """
 
 from __future__ import annotations
@@ -402,6 +404,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         broken = push_next(f"FROM {served}\nCOPY healthcheck {render.HEALTH['cmd']}\n",
                            healthcheck="#!/bin/sh\necho 'broken on purpose by test_quadlet' >&2\nexit 1\n")
         assert broken != good
+
         def failed_starts() -> int:
             journal = as_alice("journalctl", "--user", "-u", "pipglr.service", "--no-pager", "-o", "cat").stdout
             return journal.count("Failed to start pipglr.service")
