@@ -68,6 +68,9 @@ class StandIn:
                            "--volume", f"{self.home_volume}:/home", "--volume", f"{self.api_dir}:/api",
                            *(arg for v in self.extra_volumes for arg in ("--volume", v)), self.image])
         wait_for(lambda: booted_state(["podman", "exec", self.name]), timeout, what="the stand-in host to boot")
+        # A host's network is online: nothing in the stand-in pulls network-online.target in, and quadlet
+        # units wait for it (podman-user-wait-network-online.service) 90 s at every start (measured).
+        processes.execute(["podman", "exec", self.name, "systemctl", "start", "network-online.target"])
         for user, uid in USERS.items():
             bus = f"/run/user/{uid}/bus"
             wait_for(lambda bus=bus: processes.execute(["podman", "exec", self.name, "test", "-S", bus],

@@ -16,6 +16,7 @@ CA's ca.crt, as --cert-dir expects. The registry listens on loopback only.
 from __future__ import annotations
 
 import secrets
+import shutil
 import socket
 import ssl
 import subprocess
@@ -166,3 +167,30 @@ def start_registry(directory: Path, tls: bool, auth: bool, timeout: float = 30.0
         if "address already in use" not in last_error:
             break
     raise RuntimeError(f"docker-registry did not answer {running.url}/v2/ within {timeout:.0f}s; its log:\n{last_error}")
+
+
+# The same registry on a stand-in host's loopback, where its users' podman (and podman auto-update) reach it.
+STANDIN_BINARY = "/usr/local/bin/docker-registry"
+
+
+def standin_volume() -> str:
+    """The --volume that puts this machine's docker-registry into a stand-in host (it needs only libc)."""
+    binary = shutil.which(REGISTRY_BINARY)
+    if binary is None:
+        raise RuntimeError(f"{REGISTRY_BINARY} is not installed (Debian package docker-registry)")
+    return f"{binary}:{STANDIN_BINARY}:ro"
+
+
+def serve_in_standin(name: str, port: int = 5000, timeout: float = 60) -> str:
+    """Serve a plain-HTTP registry on 127.0.0.1:PORT of stand-in container NAME (started with standin_volume())
+    as the transient system unit pipglr-registry; return its address (127.0.0.1:PORT) once GET /v2/ answers there."""
+    config = "/etc/pipglr-test-registry.yml"
+    processes.execute(["podman", "exec", "--interactive", name, "sh", "-c", f"cat > {config}"],
+                      input=_config(Path("/var/lib/pipglr-test-registry"), port, None, None))
+    processes.execute(["podman", "exec", name, "systemd-run", "--unit", "pipglr-registry", "--quiet",
+                       STANDIN_BINARY, "serve", config])
+    url = f"http://127.0.0.1:{port}/v2/"
+    processes.wait_for(lambda: processes.execute(["podman", "exec", name, "curl", "-fsS", url],
+                                                 check=False).returncode == 0, timeout,
+                       what=f"the registry in the stand-in host to answer {url}")
+    return f"127.0.0.1:{port}"

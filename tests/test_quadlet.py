@@ -3,7 +3,9 @@
 Unit tests parse the rendered .container file and labels/run (shlex) and
 compare them flag by flag, so the two cannot drift. The slow test installs
 the unit for alice on the stand-in host, checks it with quadlet's dry run and
-`systemd-analyze verify`, and starts pipglr with `systemctl --user start`.
+`systemd-analyze verify`, and starts pipglr with `systemctl --user start` from
+an image in a registry on the stand-in host, then runs `podman auto-update`:
+to a healthy new image, then a never-healthy one that is rolled back.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
 from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
 
+from . import registry
 from .conftest import BASE, ROOT, cli, image_exists
 
 IMAGE = "localhost/pipglr:latest"
@@ -235,19 +238,24 @@ GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/li
 
 @pytest.mark.slow
 def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
+    """Also podman auto-update from a registry on the stand-in host: a healthy new image replaces the running
+    one, a new image that never becomes healthy is rolled back."""
+    # The registry runs on the stand-in host's loopback (serve_in_standin), port 5000 of its own network
+    # (by address: the stand-in's /etc/hosts names no localhost).
+    served = "127.0.0.1:5000/pipglr:latest"
     unit = tmp_path / "pipglr.container"
-    proc = cli("quadlet", image, "--output", str(unit))
+    proc = cli("quadlet", served, "--output", str(unit))
     assert f"wrote {unit}" in proc.stdout
     container = unit_sections(unit.read_text())["Container"]
     secret = values(container, "Secret")[0]
     runner_uid = dict(opt.partition("=")[::2] for opt in secret.split(",")[1:])["uid"]
-    standin = StandIn(BASE if image_exists(BASE) else image)
+    standin = StandIn(BASE if image_exists(BASE) else image, volumes=(registry.standin_volume(),))
     alice = USERS["alice"]
     try:
         standin.start()
 
-        def as_alice(*argv: str, check: bool = True, input: str | None = None):
-            return standin.as_user("alice", list(argv), check=check, input=input)
+        def as_alice(*argv: str, check: bool = True, input: str | None = None, timeout: float = 600):
+            return standin.as_user("alice", list(argv), check=check, input=input, timeout=timeout)
 
         as_alice("sh", "-c", f'mkdir -p "$HOME/{UNIT_DIR}" && cat > "$HOME/{UNIT_DIR}/pipglr.container"',
                  input=unit.read_text())
@@ -272,15 +280,15 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                     f"--secret {secret}", "--env RUNNER_LOG_LEVEL --env PODMAN_LOG_LEVEL --env PIPGLR_CA_BUNDLE",
                     *(f"-v {name}:{path}:z" for name, path in VOLUMES.items())):
             assert arg in exec_start, f"{arg!r} not in {exec_start}"
-        assert exec_start.endswith(f" {image}"), exec_start
-        assert "io.containers.autoupdate" not in exec_start, "a local image has no registry to update from"
+        assert exec_start.endswith(f" {served}"), exec_start
+        assert "--label io.containers.autoupdate=registry" in exec_start, exec_start
         assert "\nType=notify\n" in service, service
-        # The same unit for an image in a registry: podman auto-update's label.
-        registry_unit = quadlet.render_quadlet(config.load(None), "registry.example.com/group/pipglr:latest")
-        as_alice("sh", "-c", f'cat > "$HOME/{UNIT_DIR}/fleet.container"', input=registry_unit)
-        fleet = as_alice(generator, "-dryrun", *user_mode).stdout.split("---fleet.service---", 1)[1]
-        assert "--label io.containers.autoupdate=registry" in fleet, fleet
-        as_alice("sh", "-c", f'rm "$HOME/{UNIT_DIR}/fleet.container"')
+        # The same unit for an image in this machine's storage: no registry to update from.
+        local_unit = quadlet.render_quadlet(config.load(None), image)
+        as_alice("sh", "-c", f'cat > "$HOME/{UNIT_DIR}/local.container"', input=local_unit)
+        local = as_alice(generator, "-dryrun", *user_mode).stdout.split("---local.service---", 1)[1].split("\n---", 1)[0]
+        assert "io.containers.autoupdate" not in local, "a local image has no registry to update from"
+        as_alice("sh", "-c", f'rm "$HOME/{UNIT_DIR}/local.container"')
 
         # What the user's systemd loads: the generator's output after daemon-reload, verified.
         as_alice("systemctl", "--user", "daemon-reload")
@@ -292,12 +300,21 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert verify.returncode == 0 and not verify.stderr.strip() and not verify.stdout.strip(), \
             verify.stdout + verify.stderr
 
-        # Start it the way the unit's comments tell users to.
+        # The image in a registry alice's podman reaches: plain HTTP, so marked insecure (docs/using.md).
         standin.load_image("alice", image)
+        assert registry.serve_in_standin(standin.name) == served.split("/")[0]
+        as_alice("sh", "-c", 'mkdir -p "$HOME/.config/containers/registries.conf.d" && '
+                 'cat > "$HOME/.config/containers/registries.conf.d/50-test-registry.conf"',
+                 input=f'[[registry]]\nlocation = "{served.split("/")[0]}"\ninsecure = true\n')
+        as_alice("podman", "tag", image, served)
+        as_alice("podman", "push", "--quiet", served)
+        as_alice("podman", "rmi", image)  # the unit runs what it names: the registry's image
+
+        # Start it the way the unit's comments tell users to.
         # A runner (never registered, its GitLab a closed port): a host without runners is unhealthy.
         as_alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n" + NEVER_REGISTERED)
         for label in ("setupstorage", "setupcache"):
-            as_alice("podman", "container", "runlabel", label, image)
+            as_alice("podman", "container", "runlabel", label, served)
         as_alice("systemctl", "--user", "start", "pipglr.service")
         # Notify=healthy: started means the health check has passed.
         assert as_alice("podman", "healthcheck", "run", "pipglr", check=False).returncode == 0
@@ -343,6 +360,64 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         for expected in ("RandomizedDelayUSec=2h", "FixedRandomDelay=yes", "ActiveState=active", "05:00:00 UTC"):
             assert expected in timer, timer
         assert timer.count("OnCalendar=") == 1, f"the drop-in replaces podman's daily schedule:\n{timer}"
+
+        # podman auto-update, as the timer runs it: a new healthy image under the tag replaces the running one.
+        def running_image() -> str:
+            return json.loads(as_alice("podman", "container", "inspect", "pipglr").stdout)[0]["Image"]
+
+        def push_next(containerfile: str, healthcheck: str | None = None) -> str:
+            """Build an image FROM the served one in alice's storage, push it under the same tag: its ID."""
+            as_alice("sh", "-c", 'rm -rf "$HOME/next" && mkdir "$HOME/next" && cat > "$HOME/next/Containerfile"',
+                     input=containerfile)
+            if healthcheck is not None:
+                as_alice("sh", "-c", 'cat > "$HOME/next/healthcheck" && chmod 755 "$HOME/next/healthcheck"',
+                         input=healthcheck)
+            # Built under another name: alice's tag keeps naming the running image until auto-update pulls.
+            as_alice("podman", "build", "--quiet", "--pull=never", "--tag", "localhost/pipglr-next", "next")
+            as_alice("podman", "push", "--quiet", "localhost/pipglr-next", served)
+            built = as_alice("podman", "image", "inspect", "--format", "{{.Id}}", "localhost/pipglr-next").stdout
+            as_alice("podman", "untag", "localhost/pipglr-next")
+            return built.strip()
+
+        def auto_update(what: str) -> str:
+            proc = as_alice("podman", "auto-update", "--format", "{{.Unit}} {{.Image}} {{.Updated}}",
+                            check=False, timeout=1500)
+            journal = as_alice("journalctl", "--user", "-u", "pipglr.service", "-n", "40", "--no-pager",
+                               check=False).stdout
+            print(f"podman auto-update ({what}): exit {proc.returncode}\n{proc.stdout}{proc.stderr}\n{journal}")
+            return proc.stdout + proc.stderr
+
+        def healthy() -> bool:
+            return as_alice("podman", "healthcheck", "run", "pipglr", check=False).returncode == 0
+
+        first = running_image()
+        good = push_next(f"FROM {served}\nLABEL io.pipglr.test-update=healthy\n")
+        assert good != first
+        output = auto_update("a healthy new image")
+        assert f"pipglr.service {served} true" in output.splitlines(), output
+        assert running_image() == good, "the unit should run the new image"
+        assert as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip() == "active"
+        assert healthy()
+
+        # A new image that never becomes healthy: its health check always fails (so Notify=healthy never
+        # says started and HealthOnFailure=kill ends it); auto-update puts the previous image back.
+        broken = push_next(f"FROM {served}\nCOPY healthcheck {render.HEALTH['cmd']}\n",
+                           healthcheck="#!/bin/sh\necho 'broken on purpose by test_quadlet' >&2\nexit 1\n")
+        assert broken != good
+
+        def failed_starts() -> int:
+            journal = as_alice("journalctl", "--user", "-u", "pipglr.service", "--no-pager", "-o", "cat").stdout
+            return journal.count("Failed to start pipglr.service")
+
+        failed_before = failed_starts()
+        output = auto_update("an image that never becomes healthy")
+        assert failed_starts() > failed_before, "the broken image's start should have failed (never healthy)"
+        assert f"pipglr.service {served} rolled back" in output.splitlines(), output
+        wait_for(lambda: as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip()
+                 == "active", 300, interval=2, what="pipglr.service active again after the rollback")
+        assert running_image() == good, "the rollback should run the previous image"
+        assert as_alice("podman", "image", "inspect", "--format", "{{.Id}}", served).stdout.strip() == good
+        assert healthy()
 
         as_alice("systemctl", "--user", "stop", "pipglr.service")
         shown = as_alice("systemctl", "--user", "show", "--property", "ActiveState,Result", "pipglr.service").stdout
