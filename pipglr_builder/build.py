@@ -100,8 +100,8 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                     processes.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
                 processes.say(f"build: {arch} image (gitlab-runner from {source})")
-                if helper:
-                    helper_image.save_archive(context, helper[0])
+                if helper_id:
+                    helper_image.save_archive(context, helper_id)
                 buildah.bud(bud_argv(config, arch, context, tag, created, key, no_cache,
                                      runner.label_args(binaries[arch], source), runner.sha256_of(binaries[arch])),
                             arch, verbose)

@@ -100,13 +100,14 @@ def carry(context: Path, config: Config, arch: str, image_id: str = "") -> Path:
     return folder
 
 
-def save_archive(context: Path, ref: str) -> Path:
-    """The helper REF into the context's helper/ as a compressed docker-archive (only when the image is built:
-    the inputs key is made from its ID). `podman load` in the image reads it as it is."""
+def save_archive(context: Path, image_id: str) -> Path:
+    """The helper IMAGE_ID into the context's helper/ as a compressed docker-archive (only when the image is built:
+    the inputs key is made from the ID). By ID, not name: another build may retag the shared name meanwhile;
+    load-helper tags the ID. `podman load` in the image reads the archive as it is."""
     archive = context / CARRIED / ARCHIVE
     with tempfile.TemporaryDirectory(prefix="pipglr-helper-archive-") as tmp:
         tar = Path(tmp) / "helper.tar"
-        processes.run(["podman", "save", "--quiet", "--format", "docker-archive", "--output", str(tar), ref],
+        processes.run(["podman", "save", "--quiet", "--format", "docker-archive", "--output", str(tar), image_id],
                       quiet=True)
         processes.run(["zstd", "--quiet", "--force", str(tar), "-o", str(archive)], quiet=True)
     archive.chmod(0o644)

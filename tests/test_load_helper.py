@@ -13,17 +13,19 @@ import pytest
 from pipglr_builder import buildah, config, helper_image, processes, render
 
 PINNED = {"helper_image": "registry.example.com/ci/helper:{arch}-v{version}"}
-# Images: one name a line in $FAKE/images; `load` adds the archive's name (its first line), `tag` the rest.
+# Images: one name (or ID) a line in $FAKE/images; `load` adds the archive's ID (its content: saved by ID, no
+# name), `tag ID NAME...` adds the names of an ID it has.
 FAKE_PODMAN = """#!/bin/sh
 echo "$*" >> "$FAKE/calls"
 case "$1 $2" in
   "image exists") grep -qxF "$3" "$FAKE/images" ;;
-  "load --quiet") [ -s "$4" ] || { echo "Error: no archive" >&2; exit 125; }; head -n1 "$4" >> "$FAKE/images"
-                  echo "Loaded image: $(head -n1 "$4")" ;;
-  "tag "*) shift 2; for n in "$@"; do echo "$n" >> "$FAKE/images"; done ;;
-  "image inspect") echo 0123456789abcdef ;;
+  "load --quiet") [ -s "$4" ] || { echo "Error: no archive" >&2; exit 125; }; cat "$4" >> "$FAKE/images"
+                  echo "Loaded image: $(cat "$4")" ;;
+  "tag "*) grep -qxF "$2" "$FAKE/images" || { echo "Error: $2: image not known" >&2; exit 125; }
+           shift 2; for n in "$@"; do echo "$n" >> "$FAKE/images"; done ;;
 esac
 """
+ID = "sha256:0123456789abcdef"
 
 
 class Box:
@@ -34,9 +36,9 @@ class Box:
         (self.fake / "images").write_text("")
         (self.bin / "podman").write_text(FAKE_PODMAN)
         (self.bin / "podman").chmod(0o755)
-        self.dir = helper_image.carry(tmp, cfg, "amd64", "sha256:abc")
+        self.dir = helper_image.carry(tmp, cfg, "amd64", ID)
         self.archive = self.dir / helper_image.ARCHIVE
-        self.archive.write_text(helper_image.names(cfg, "amd64")[0] + "\n")  # the fake's archive: its name
+        self.archive.write_text(ID + "\n")  # the fake's archive: the image ID it holds
         values = render.template_values(cfg)
         values.update(helper_dir=str(self.dir), helper_archive=str(self.archive))
         self.script = tmp / "load-helper"
@@ -94,8 +96,8 @@ def test_a_storage_without_the_helper_gets_it_under_every_name(tmp_path):
     box = Box(tmp_path, cfg)
     done = box.run()
     assert done.returncode == 0, done.stderr
-    assert sorted(box.images()) == sorted(helper_image.names(cfg, "amd64"))
-    assert "lacks registry.gitlab.com" in done.stdout and "loaded 0123456789ab as" in done.stdout
+    assert sorted(box.images()) == sorted([ID, *helper_image.names(cfg, "amd64")])
+    assert "lacks registry.gitlab.com" in done.stdout and "loaded sha256:01234 as" in done.stdout
 
 
 @pytest.mark.tools  # runs sh
@@ -115,7 +117,7 @@ def test_one_missing_name_loads_it_again(tmp_path):
     box.has(helper_image.names(cfg, "amd64")[0])  # an upgrade that pins a name the old storage lacks
     done = box.run()
     assert done.returncode == 0, done.stderr
-    assert set(box.images()) == set(helper_image.names(cfg, "amd64"))
+    assert set(box.images()) == {ID, *helper_image.names(cfg, "amd64")}
 
 
 @pytest.mark.tools  # runs sh
@@ -125,3 +127,11 @@ def test_a_failed_load_fails_the_unit_and_says_so(tmp_path):
     done = box.run()
     assert done.returncode != 0
     assert "FAILED" in done.stderr and not box.images()
+
+
+@pytest.mark.tools  # runs sh
+def test_an_archive_without_that_image_fails_the_unit(tmp_path):
+    box = Box(tmp_path, config.load(None))
+    box.archive.write_text("sha256:another\n")
+    done = box.run()
+    assert done.returncode != 0 and "FAILED" in done.stderr
