@@ -6,6 +6,7 @@ the next job runs with no registry reachable; an existing helper: nothing loaded
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,8 @@ def test_carry_writes_the_names_and_the_id_and_nothing_of_another_platform(tmp_p
     (folder / helper_image.ARCHIVE).write_bytes(b"arm64 archive")
     folder = helper_image.carry(tmp_path, cfg, "amd64")  # no helper for this one
     assert sorted(p.name for p in folder.iterdir()) == ["names"]
+    folder = helper_image.carry(tmp_path, cfg, "amd64", "sha256:two")
+    assert sorted(p.name for p in folder.iterdir()) == ["format", "image-id", "names"]
     assert (folder / "names").read_text().split() == helper_image.names(cfg, "amd64")
 
 
@@ -135,3 +138,26 @@ def test_an_archive_without_that_image_fails_the_unit(tmp_path):
     box.archive.write_text("sha256:another\n")
     done = box.run()
     assert done.returncode != 0 and "FAILED" in done.stderr
+
+
+def test_the_archive_is_made_once_per_helper_and_old_ones_are_forgotten(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPGLR_CACHE", str(tmp_path / "cache"))
+    made = []
+
+    def run(argv, **_):  # podman save writes the tar, zstd the archive
+        made.append(argv[0])
+        out = Path(argv[argv.index("--output" if argv[0] == "podman" else "-o") + 1])
+        out.write_text(f"{argv[0]} of {argv[-1]}")
+        return ""
+    monkeypatch.setattr(helper_image.processes, "run", run)
+    old = helper_image.cache_dir() / f"old.{helper_image.ARCHIVE}"
+    old.parent.mkdir(parents=True)
+    old.write_text("a helper no build used for weeks")
+    os.utime(old, (0, 0))
+    context = render.render(config.load(None), tmp_path / "ctx")
+    for _ in range(2):
+        helper_image.carry(context, config.load(None), "amd64", "abc123")
+        archive = helper_image.save_archive(context, "abc123")
+    assert made == ["podman", "zstd"]  # the second build copied the cached archive
+    assert archive.read_text() == (helper_image.cache_dir() / f"abc123-19.{helper_image.ARCHIVE}").read_text()
+    assert not old.exists()
