@@ -77,8 +77,9 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
 
     created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     nonce = uuid.uuid4().hex[:8]
-    for arch in config.arches:
-        helper_image.build_helper(config, arch, binaries[arch], nonce, source)
+    helpers = {arch: helper_image.build_helper(config, arch, binaries[arch], nonce, source) for arch in config.arches}
+    if any(helpers.values()):
+        processes.require("zstd")
     temporary: dict[str, str] = {}
     result = Built([], source, base=bases)
     with tempfile.TemporaryDirectory(prefix="pipglr-context-", dir=work_dir) as tmp:
@@ -87,6 +88,9 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
             for arch in config.arches:
                 tag = f"{config.image_name}:build-{nonce}-{arch}"
                 base_ref = render.base_image_for(config, arch)
+                helper = helpers[arch]
+                helper_id = processes.image_field(helper[0], "{{.Id}}") if helper else None
+                helper_image.carry(context, config, arch, helper_id or "")
                 key = buildah.inputs_key(context, buildah.base_id(base_ref), arch)
                 started = time.monotonic()
                 if not no_cache and buildah.made_from(platform_ref(config, arch), key):
@@ -96,6 +100,8 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                     processes.say(f"build: {arch} unchanged (same inputs as {platform_ref(config, arch)}), not rebuilt")
                     continue
                 processes.say(f"build: {arch} image (gitlab-runner from {source})")
+                if helper_id:
+                    helper_image.save_archive(context, helper_id)
                 buildah.bud(bud_argv(config, arch, context, tag, created, key, no_cache,
                                      runner.label_args(binaries[arch], source), runner.sha256_of(binaries[arch])),
                             arch, verbose)

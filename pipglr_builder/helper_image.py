@@ -8,12 +8,18 @@ when the runner came with its helper binary (runner_source gomodule).
 Its last stage starts FROM scratch (one layer, only what the helper runs), so
 the base's labels are passed on by hand: the base's package check finds the
 helper built on it by them.
+
+The image carries its platform's helper (carry, save_archive): the build context's helper/ holds the names
+the runner uses, the helper's image ID (so the inputs key changes with the helper) and, when the image is
+built, the helper as a zstd-compressed docker-archive; pipglr-helper.service loads it into the nested
+storage at boot when that lacks one of the names (files/load-helper).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from . import base_image, buildah, processes, render, runner
@@ -21,6 +27,10 @@ from .config import Config
 
 CONTEXT = render.TEMPLATES / "helper"
 DEFAULT_NAME = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:{arch}-v{version}"
+CARRIED = "helper"  # the build context's folder, copied to render.HELPER_DIR in the image
+ARCHIVE = Path(render.HELPER_ARCHIVE).name  # zstd -19: the 115 MB helper in 33 MB (default level: 42 MB)
+# How the archive is made: written beside it (helper/format), so the inputs key changes with it too.
+FORMAT = ("docker-archive", "-19")  # podman save --format, zstd level
 HELPER_ARCH = {"amd64": "x86_64", "arm64": "arm64"}  # gitlab-runner's names (helpers/container/helperimage)
 
 
@@ -79,3 +89,51 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, sou
         finally:
             buildah.remove_quietly(tag)
     return refs
+
+
+def carry(context: Path, config: Config, arch: str, image_id: str = "") -> Path:
+    """Write the context's helper/ for ARCH: the names the runner uses and, for a built helper, its IMAGE_ID
+    (the inputs key then follows the helper). What a previous platform left there is removed."""
+    folder = context / CARRIED
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    (folder / "names").write_text("".join(f"{name}\n" for name in names(config, arch)))
+    if image_id:
+        (folder / "image-id").write_text(f"{image_id}\n")
+        (folder / "format").write_text(f"{FORMAT[0]}, zstd {FORMAT[1]}\n")
+    return folder
+
+
+def save_archive(context: Path, image_id: str) -> Path:
+    """The helper IMAGE_ID into the context's helper/ as a compressed docker-archive (only when the image is built:
+    the inputs key is made from the ID). By ID, not name: another build may retag the shared name meanwhile;
+    load-helper tags the ID. `podman load` in the image reads the archive as it is. zstd -19 (33 MB, about a
+    minute) is paid once per helper: the archive is cached by the ID, and the image's next builds copy it."""
+    cached = cache_dir() / f"{image_id}{FORMAT[1]}.{ARCHIVE}"
+    if not cached.is_file():
+        processes.say(f"helper: compressing {image_id[:12]} into {cached} (once per helper)")
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pipglr-helper-archive-", dir=cached.parent) as tmp:
+            tar, made = Path(tmp) / "helper.tar", Path(tmp) / ARCHIVE
+            processes.run(["podman", "save", "--quiet", "--format", FORMAT[0], "--output", str(tar), image_id],
+                          quiet=True)
+            processes.run(["zstd", "--quiet", FORMAT[1], "-T0", str(tar), "-o", str(made)], quiet=True)
+            made.replace(cached)  # whole or not at all: another build may read it
+        _forget_old_archives(cached)
+    archive = context / CARRIED / ARCHIVE
+    shutil.copyfile(cached, archive)
+    archive.chmod(0o644)
+    cached.touch()  # in use: kept by _forget_old_archives
+    return archive
+
+
+def cache_dir() -> Path:
+    return base_image.cache_dir() / "helper"
+
+
+def _forget_old_archives(keep: Path, days: int = 14) -> None:
+    """Remove cached helper archives no build used for DAYS (one per helper, 33 MB each)."""
+    limit = time.time() - days * 86400
+    for old in keep.parent.glob(f"*.{ARCHIVE}"):
+        if old != keep and old.stat().st_mtime < limit:
+            old.unlink(missing_ok=True)

@@ -35,6 +35,10 @@ NESTED_VOLUMES = f"{NESTED_STORAGE}/storage/volumes"
 RUN_DIR = "/run/pipglr"
 NESTED_SOCKET = f"{RUN_DIR}/podman.sock"
 RUN_ROOT_DIR = "/run/pipglr-root"
+# The helper image this image carries (the context's helper/: names, image-id, the archive) and loads
+# into the nested storage at boot (pipglr-helper.service, files/load-helper).
+HELPER_DIR = "/usr/share/pipglr/helper"
+HELPER_ARCHIVE = f"{HELPER_DIR}/helper.tar.zst"
 # The image's own scripts (files/), where they find each other.
 LIBEXEC_DIR = "/usr/local/libexec/pipglr"
 RUN_ENV = f"{RUN_ROOT_DIR}/env"
@@ -274,6 +278,8 @@ def template_values(config: Config) -> dict:
         "podman_home": PODMAN_HOME,
         "live_config": LIVE_CONFIG,
         "health": HEALTH,
+        "helper_dir": HELPER_DIR,
+        "helper_archive": HELPER_ARCHIVE,
     }
     # runlabels: each label's command for the default instance; instance_runlabels: its form for
     # `runlabel --name NAME`; label_texts: what the image's label holds (instance_label picks one at run time).
@@ -331,6 +337,8 @@ def render(config: Config, output: Path, runner_binaries: dict[str, Path] | None
     excluded = {0, config.podman_uid, config.runner_uid}
     (output / "subuid").write_text(subid_file("podman", excluded))
     (output / "subgid").write_text(subid_file("podman", excluded | {PODMAN_API_GID}))
+
+    (output / "helper").mkdir()  # empty: the build puts each platform's helper there (helper_image.carry)
 
     runner_dir = output / "runner"
     runner_dir.mkdir()

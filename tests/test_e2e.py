@@ -20,7 +20,7 @@ import pytest
 
 from pipglr_builder.harness.coordinator import SCRIPT, URL, VOLUME, Coordinator
 from pipglr_builder.processes import wait_for
-from pipglr_builder.render import NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
+from pipglr_builder.render import HELPER_DIR, NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn
 
 from .conftest import BASE, HELPER, HELPER_WRITTEN, IMAGE_NAME, cli, runner_args, sh
@@ -81,6 +81,10 @@ class World:
             sh("podman", "save", "--output", archive.name, name)
             os.chmod(archive.name, 0o644)
             self.alice("sh", "-c", f"podman container runlabel preload {self.image} < /api/{Path(archive.name).name}")
+
+    def helper_log(self) -> str:
+        """What pipglr-helper.service (the helper the image carries) did at this boot."""
+        return self.outer("journalctl", "--no-pager", "--output", "cat", "-u", "pipglr-helper.service").stdout
 
     def runner_log(self) -> str:
         return self.outer("journalctl", "--no-pager", "-u", "runner.service").stdout
@@ -167,6 +171,8 @@ def test_setup_and_run_as_the_readme_says(world):
     world.load_nested(BASE)
     listed = world.outer(*PODMAN, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout
     assert HELPER in listed, listed
+    # The preloaded helper is there: the one the image carries is not loaded again (no boot time spent).
+    assert "nothing loaded" in world.helper_log(), world.helper_log()
     stored = world.alice("cat", "config.toml").stdout
     dumped = world.alice("podman", "container", "runlabel", "dumpconfig", world.image).stdout
     assert dumped == stored
@@ -282,11 +288,17 @@ def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
     try:
         world.standin.load_image("alice", new)
         system_ids = _system_ids(world)
+        # As after an upgrade to a new gitlab-runner: pipglr-storage lacks the helper the new image's runner
+        # uses. The new image brings it (pipglr-helper.service loads it at boot); no registry is reachable here.
+        world.outer(*PODMAN, "rmi", "--force", HELPER, check=True)
         world.alice("podman", "rm", "--force", "pipglr")
         world.alice("podman", "container", "runlabel", "run", new)
         world.wait_booted()
         assert world.outer("grep", "OnCalendar=weekly", "/etc/systemd/system/pipglr-prune.timer").returncode == 0
-        # No image is loaded again: the job image and the helper are still in pipglr-storage.
+        carried = world.outer("cat", f"{HELPER_DIR}/image-id", check=True).stdout.strip()
+        assert f"loaded {carried[:12]} as {HELPER}" in world.helper_log(), world.helper_log()
+        assert world.outer(*PODMAN, "image", "inspect", "--format", "{{.Id}}", HELPER).stdout.strip() == carried
+        # The job image is still in pipglr-storage; the helper is the one the image brought.
         job = world.wait_job(world.add_job("echo after-the-upgrade"))
         assert job["state"] == "success", job["trace"][-2000:]
         assert "e2e-cache" in kept_in_cache_volumes(world)

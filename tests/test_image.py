@@ -275,7 +275,8 @@ def test_config_changes_keep_the_rotated_token_and_a_broken_secret_is_refused(im
 
 def test_unit_files_verify(booted):
     units = ["/etc/systemd/system/runner.service", "/etc/systemd/system/pipglr-prune.service",
-             "/etc/systemd/system/pipglr-prune.timer", "/etc/systemd/system/pipglr-console.service"]
+             "/etc/systemd/system/pipglr-prune.timer", "/etc/systemd/system/pipglr-console.service",
+             "/etc/systemd/system/pipglr-helper.service"]
     result = booted.exec("systemd-analyze", "verify", *units)
     assert result.returncode == 0, result.stderr
     assert "OnCalendar=daily\n" in booted.exec("cat", "/etc/systemd/system/pipglr-prune.timer").stdout
@@ -283,6 +284,24 @@ def test_unit_files_verify(booted):
     assert "OnCalendar=*-*-* 00:00:00" in timer and "next_elapse=" in timer, timer
     assert booted.exec("systemctl", "is-active", "pipglr-prune.timer").stdout.strip() == "active"
     assert booted.exec("stat", "-c", "%U:%G %a", render.NESTED_SOCKET).stdout.strip() == "podman:podman-api 660"
+
+
+def test_a_fresh_nested_storage_gets_the_helper_the_image_carries(booted):
+    """The booted image's pipglr-storage is new: pipglr-helper.service (as podman) loaded the carried helper
+    under the runner's names before the runner started, and said so in the journal."""
+    assert booted.exec("systemctl", "is-active", "pipglr-helper.service").stdout.strip() == "active"
+    carried = booted.exec("cat", f"{render.HELPER_DIR}/image-id").stdout.strip()
+    assert booted.exec("cat", f"{render.HELPER_DIR}/names").stdout.split() == [HELPER]
+    stored = booted.exec("podman", "image", "inspect", "--format", "{{.Id}}", HELPER, user="podman").stdout.strip()
+    assert stored and stored == carried
+    log = booted.exec("journalctl", "--no-pager", "--output", "cat", "-u", "pipglr-helper.service").stdout
+    assert f"lacks {HELPER}" in log and f"loaded {carried[:12]} as {HELPER}" in log, log
+
+    def monotonic(unit: str, what: str) -> int:
+        return int(booted.exec("systemctl", "show", "-P", what, unit).stdout.strip())
+    loaded, runner = (monotonic("pipglr-helper.service", "ActiveEnterTimestampMonotonic"),
+                      monotonic("runner.service", "InactiveExitTimestampMonotonic"))
+    assert 0 < loaded <= runner, (loaded, runner)
 
 
 def test_nested_storage_is_native_overlay(booted):
