@@ -313,8 +313,13 @@ def test_nested_storage_is_native_overlay(booted):
 
 def build_leftovers() -> set[str]:
     """Temporary tags of IMAGE_NAME and buildah working containers (other runs' count as already there)."""
-    tags = sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-    containers = sh("buildah", "containers", "--quiet").stdout.split()
+    def listing(*argv):
+        # Asked again when another test worker removed an image while podman listed ("image not known").
+        done = processes.wait_for(lambda: (proc := sh(*argv, check=False)).returncode == 0 and proc,
+                                  timeout=60, interval=1, what=f"{argv[0]} to list")
+        return done.stdout.split()
+    tags = listing("podman", "images", "--format", "{{.Repository}}:{{.Tag}}")
+    containers = listing("buildah", "containers", "--quiet")
     return {t for t in tags if t.startswith(f"{IMAGE_NAME}:build-")} | set(containers)
 
 
