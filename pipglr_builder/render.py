@@ -73,6 +73,8 @@ MARKER = ".pipglr-build-context"
 # instance keeps the names every label used before (a secret named config.toml, not pipglr-config.toml).
 DEFAULT_INSTANCE = "pipglr"
 INSTANCE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # podman's rule for container and volume names
+# The rule in words, said alike by the tool, the runlabels and the doctor (each refuses a bad name itself).
+INSTANCE_NAME_RULE = "starts with a letter or digit, then letters, digits, _ . or - only"
 RUNLABELS = ("register", "setupstorage", "setupcache", "dumpconfig", "run", "doctor", "unregister", "logs", "preload",
              "resetcache")
 
@@ -157,8 +159,8 @@ def instance_names(name: str) -> dict[str, str]:
 
 def check_instance_name(name: str) -> str:
     if not INSTANCE_NAME.fullmatch(name):
-        raise ConfigError(f"instance name {name!r}: it starts with a letter or digit, then letters, digits, "
-                          "_ . or - only (podman's rule for container and volume names)")
+        raise ConfigError(f"instance name {name!r}: it {INSTANCE_NAME_RULE} (podman's rule for container and volume "
+                          "names)")
     return name
 
 
@@ -185,7 +187,8 @@ def instance_label(default: str, instance: str) -> str:
     for command in (default, instance):
         plain = command.replace("$IMAGE", "").replace("$NAME", "").replace("$PWD", "")
         assert _PLAIN_COMMAND.fullmatch(plain), f"{command!r} cannot go through eval in double quotes"
-    lines = _environment().get_template("instance-label.sh.j2").render(default=default, instance=instance)
+    template = _environment().get_template("instance-label.sh.j2")
+    lines = template.render(default=default, instance=instance, name_rule=INSTANCE_NAME_RULE)
     script = " ".join(line.strip() for line in lines.splitlines() if line.strip())
     assert not re.search(r"\$(?![(\"]|IMAGE|NAME|PWD)", script), script
     return f"sh -c {_shlex_quoted(_shlex_quoted(script))} {DEFAULT_INSTANCE}"
@@ -272,6 +275,7 @@ def template_values(config: Config) -> dict:
         "proxy_jobs": "true" if config.proxy_jobs else "false",
         "run_root_dir": RUN_ROOT_DIR,
         "privileged_warning": PRIVILEGED_WARNING,
+        "instance_name_rule": INSTANCE_NAME_RULE,
         "libexec_dir": LIBEXEC_DIR,
         "state_dir": STATE_DIR,
         "config_secret": CONFIG_SECRET,
