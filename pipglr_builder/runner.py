@@ -181,10 +181,10 @@ def _tree_digest(digest, root: Path) -> None:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
 
 
-def gomodule_key(config: Config) -> str:
+def gomodule_key(config: Config, stamp: str = "") -> str:
     """Everything the build depends on: module version, Go, the replacement modules (their content, not
-    their folder's name), the nested module."""
-    recipe = gomodule_ldflags(config.runner_version, config.runner_module_version)
+    their folder's name), the nested module, and the version stamped in (STAMP, or runner_version)."""
+    recipe = gomodule_ldflags(stamp or config.runner_version, config.runner_module_version)
     digest = hashlib.sha256(f"{recipe}\0{processes.capture(['go', 'env', 'GOVERSION'])}".encode())
     _tree_digest(digest, GO_REPLACEMENTS)
     nested = nested_module_dir(config)
@@ -220,10 +220,16 @@ def _use_replacements(work: Path, nested: Path | None) -> list[str]:
     return used
 
 
-def from_gomodule(config: Config, arch: str) -> Path:
+def from_gomodule(config: Config, arch: str, stamp: str = "") -> Path:
+    """gitlab-runner and its helper for ARCH from the module at runner_module_version (its source must be
+    runner_version). STAMP, for testing upgrades only: the same source stamped as version STAMP (`--version`,
+    and so the helper name the runner expands, say STAMP). The Go proxy serves one gitlab-runner module and the
+    release server is out of reach here, so this is the only runner of another version the tests can have; Go's
+    build cache makes it a relink of the normal build. Cached beside it, keyed by the stamp too."""
     processes.require("go")
     module_version = config.runner_module_version
-    dest = cache_dir() / "runner" / "gomodule" / f"{module_version}-{gomodule_key(config)}"
+    dest = (cache_dir() / "runner" / "gomodule"
+            / f"{module_version}-{gomodule_key(config, stamp)}{f'-stamped-{stamp}' if stamp else ''}")
     runner_bin = dest / f"gitlab-runner-{arch}"
     if runner_bin.exists():
         return runner_bin
@@ -242,13 +248,16 @@ def from_gomodule(config: Config, arch: str) -> Path:
         for p in work.rglob("*"):
             p.chmod(p.stat().st_mode | 0o200)
         replaced = _use_replacements(work, nested_module_dir(config))
-        processes.say(f"runner: building gitlab-runner {src_version} ({module_version}) and its helper for {arch} from its "
-                      "Go module (takes minutes)" + (f"; replacements for {len(replaced)} modules the proxy refuses: "
-                                                     + ", ".join(replaced) if replaced else ""))
+        stamped = f", stamped as version {stamp} (for testing upgrades)" if stamp else ""
+        processes.say(f"runner: building gitlab-runner {src_version} ({module_version}){stamped} and its helper for "
+                      f"{arch} from its Go module (takes minutes)"
+                      + (f"; replacements for {len(replaced)} modules the proxy refuses: " + ", ".join(replaced)
+                         if replaced else ""))
         out = Path(tmp) / "out"
         try:
             for package, name in ((".", "gitlab-runner"), (HELPER_PACKAGE, "gitlab-runner-helper")):
-                processes.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(src_version, module_version),
+                processes.run(["go", "build", "-trimpath", "-ldflags", gomodule_ldflags(stamp or src_version,
+                                                                                        module_version),
                                "-o", str(out / f"{name}-{arch}"), package], cwd=str(work), env=env, tail=400)
         except CommandFailed as e:
             refused = sorted(set(REFUSED.findall(str(e))))

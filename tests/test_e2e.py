@@ -10,6 +10,7 @@ The tests run in order and share one world.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import tempfile
@@ -23,7 +24,7 @@ from pipglr_builder.processes import wait_for
 from pipglr_builder.render import HELPER_DIR, NESTED_SOCKET, NESTED_VOLUMES, PODMAN_RUNTIME_DIR, RUN_ENV
 from pipglr_builder.standin import StandIn
 
-from .conftest import BASE, HELPER, HELPER_WRITTEN, IMAGE_NAME, cli, runner_args, sh
+from .conftest import BASE, HELPER, HELPER_WRITTEN, IMAGE_NAME, cli, sh
 
 pytestmark = pytest.mark.slow
 # User podman's podman CLI inside the outer container (its nested storage).
@@ -234,22 +235,6 @@ def nested_leftovers(world) -> list[str]:
     return containers + [v for v in volumes if not v.endswith("=cache")]
 
 
-def test_stopping_pipglr_lets_a_running_job_finish(world):
-    """podman stop (as a host shutdown does): the runner's graceful stop, within the container's stop timeout."""
-    stop_timeout = world.alice("podman", "inspect", "--format", "{{.Config.StopTimeout}}", "pipglr").stdout.strip()
-    assert int(stop_timeout) > 60, f"podman would kill running jobs after {stop_timeout} s"
-    job_id = world.add_job("echo started", "sleep 20", "echo finished-while-stopping")
-    wait_for(lambda: world.state()["jobs"][str(job_id)]["state"] == "running", 60, interval=1,
-             what="the job to start")
-    stopped = world.alice("podman", "stop", "pipglr")
-    job = world.wait_job(job_id)
-    assert job["state"] == "success", job["trace"][-2000:]
-    assert "finished-while-stopping" in job["trace"], stopped
-    world.alice("podman", "start", "pipglr")
-    world.wait_booted()
-    assert nested_leftovers(world) == [], "the stop left nested containers or volumes behind"
-
-
 def kept_in_cache_volumes(world) -> str:
     """What jobs wrote to /cache/e2e.txt, read from the nested podman's volumes (on pipglr-cache).
     gitlab-runner 19 names a cache volume from the runner's token, system ID and project: after a
@@ -281,28 +266,79 @@ def test_token_rotation_survives_a_restart(world):
     assert after and {r["system_id"] for r in after} == system_ids, "system ID changed across the restart"
 
 
-def test_upgrade_to_a_rebuilt_image_keeps_registration_cache_and_images(world):
+def coordinator_now() -> str:
+    """Now, as the coordinator writes times ("at", "finished_at"): to the second, UTC."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The upgrade's gitlab-runner: this image's module source stamped as another version (runner.from_gomodule's
+# stamp; no second release is reachable here). It and its helper report it, so the runner expands the helper's
+# name to it as a real upgrade's runner does.
+NEW_VERSION = "19.4.1"
+
+
+def test_upgrade_to_another_runner_version_while_a_job_runs(world):
+    """docs/using.md "Upgrading": podman stop (the running job finishes, no nested container is left), rm,
+    runlabel run NEW. The new image's
+    gitlab-runner is another version; pipglr-storage lacks its helper and no registry is reachable: the image
+    brings it, and the next job runs with it and finds the cache the job before the upgrade wrote; the
+    registration (tokens, system ID) and the job image stay."""
+    from pipglr_builder import config, helper_image, runner
+    # A cache volume's name follows the runner's token: no more rotations, so both jobs share the volume.
+    world.coordinator("POST", "/_test/config", {"token_ttl": None})
+    stamped = runner.from_gomodule(config.load(None), "amd64", stamp=NEW_VERSION)
+    new_helper = helper_image.names(config.load(None, {"runner_version": NEW_VERSION}), "amd64")[0]
+    assert new_helper.endswith(f":x86_64-v{NEW_VERSION}") and new_helper != HELPER
     tag = f"t-upgrade-{uuid.uuid4().hex[:8]}"
     new = f"{IMAGE_NAME}:{tag}"
-    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--prune-interval", "weekly", *runner_args())
+    cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--prune-interval", "weekly", "--runner-source", "file",
+        "--runner-file", str(stamped), "--runner-sha256", runner.sha256_of(stamped), "--runner-version", NEW_VERSION,
+        "--pull-policy", "if-not-present")
     try:
         world.standin.load_image("alice", new)
+        wait_for(lambda: all(r["token_expires_at"] is None for r in world.state()["runners"]), 150, interval=2,
+                 what="both runners to take a token that does not expire")
         system_ids = _system_ids(world)
-        # As after an upgrade to a new gitlab-runner: pipglr-storage lacks the helper the new image's runner
-        # uses. The new image brings it (pipglr-helper.service loads it at boot); no registry is reachable here.
-        world.outer(*PODMAN, "rmi", "--force", HELPER, check=True)
-        world.alice("podman", "rm", "--force", "pipglr")
+        tokens = {r["id"]: r["token"] for r in world.state()["runners"]}
+        nested = world.outer(*PODMAN, "images", "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout.split()
+        assert HELPER in nested and new_helper not in nested, nested
+
+        # A job is running when the user upgrades; its output line (not its command) says the sleep began.
+        # podman stop (as a host shutdown does): the runner's graceful stop, within the container's stop timeout.
+        stop_timeout = world.alice("podman", "inspect", "--format", "{{.Config.StopTimeout}}", "pipglr").stdout
+        assert int(stop_timeout) > 60, f"podman would kill running jobs after {stop_timeout} s"
+        kept = f"kept-{uuid.uuid4().hex[:8]}"
+        job_id = world.add_job(f"echo {kept} > /cache/upgrade.txt", 'echo "sleep-$((1 + 1))"', "sleep 20",
+                               "echo finished-during-the-upgrade", runner_id=1)
+        wait_for(lambda: "sleep-2" in world.state()["jobs"][str(job_id)]["trace"], 90, interval=1,
+                 what="the job to reach its sleep")
+        stop_began = coordinator_now()
+        world.alice("podman", "stop", "pipglr")
+        job = world.state()["jobs"][str(job_id)]  # podman stop returned: the runner had finished the job
+        assert job["state"] == "success", job["trace"][-2000:]
+        assert "finished-during-the-upgrade" in job["trace"] and job["finished_at"] >= stop_began, job
+        world.alice("podman", "rm", "pipglr")
+        upgraded_at = coordinator_now()
         world.alice("podman", "container", "runlabel", "run", new)
         world.wait_booted()
+        assert nested_leftovers(world) == [], "the stop left nested containers or volumes behind"
+
         assert world.outer("grep", "OnCalendar=weekly", "/etc/systemd/system/pipglr-prune.timer").returncode == 0
+        said = world.outer("gitlab-runner", "--version", check=True).stdout
+        assert re.search(rf"^Version:\s+{re.escape(NEW_VERSION)}$", said, re.MULTILINE), said
         carried = world.outer("cat", f"{HELPER_DIR}/image-id", check=True).stdout.strip()
-        assert f"loaded {carried[:12]} as {HELPER}" in world.helper_log(), world.helper_log()
-        assert world.outer(*PODMAN, "image", "inspect", "--format", "{{.Id}}", HELPER).stdout.strip() == carried
-        # The job image is still in pipglr-storage; the helper is the one the image brought.
-        job = world.wait_job(world.add_job("echo after-the-upgrade"))
+        assert f"loaded {carried[:12]} as {new_helper}" in world.helper_log(), world.helper_log()
+        job = world.wait_job(world.add_job("cat /cache/upgrade.txt", "echo after-the-upgrade", runner_id=1))
         assert job["state"] == "success", job["trace"][-2000:]
+        assert job["runner_id"] == 1 and kept in job["trace"], "the cache written before the upgrade is gone"
+        # gitlab-runner names the helper it runs: the one the new image brought, under the new version's name.
+        used = re.search(rf"Using docker image (?:sha256:)?{carried} for {re.escape(new_helper)} ", job["trace"])
+        assert used, job["trace"][-3000:]
+        after = [r for r in world.state()["requests"] if r["runner_id"] and r["at"] >= upgraded_at]
+        assert after and {r["version"] for r in after} == {NEW_VERSION}, after[-3:]
+        assert {r["system_id"] for r in after} == system_ids, "system ID changed across the upgrade"
+        assert {r["id"]: r["token"] for r in world.state()["runners"]} == tokens, "a runner lost its token"
         assert "e2e-cache" in kept_in_cache_volumes(world)
-        assert _system_ids(world) == system_ids
     finally:
         sh("podman", "rmi", "--force", new, check=False)
 

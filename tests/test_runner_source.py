@@ -135,6 +135,7 @@ class FakeGo:
         self.module_dir, self.refused, self.requires, self.build_error = module_dir, refused, requires, build_error
         self.edits: list[str] = []
         self.built: list[str] = []
+        self.ldflags: list[str] = []
 
     def capture(self, argv, cwd=None):
         from pipglr_builder.errors import CommandFailed
@@ -159,6 +160,7 @@ class FakeGo:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text("binary")
             self.built.append(argv[-1])
+            self.ldflags.append(argv[argv.index("-ldflags") + 1])
         return ""
 
 
@@ -196,6 +198,20 @@ def test_gomodule_replaces_only_refused_modules(fake_go):
     assert runner.helper_binary(binary, "amd64").name == "gitlab-runner-helper-amd64"
     assert runner.from_gomodule(config.load(None), "amd64") == binary  # cached: no second build
     assert go.built == [".", "./apps/gitlab-runner-helper"]
+
+
+def test_gomodule_stamped_as_another_version_is_cached_beside_the_plain_build(fake_go):
+    """For testing upgrades: the same source stamped as 19.4.1 (runner and helper), kept apart from the 19.4.0 build."""
+    go = fake_go(refused=set(), requires={})
+    plain = runner.from_gomodule(config.load(None), "amd64")
+    stamped = runner.from_gomodule(config.load(None), "amd64", stamp="19.4.1")
+    assert stamped.parent != plain.parent and stamped.parent.name.endswith("-stamped-19.4.1")
+    assert ["common.VERSION=19.4.0 " in f for f in go.ldflags] == [True, True, False, False]
+    assert all("common.VERSION=19.4.1 " in f and "common.BRANCH=v19.4.1 " in f for f in go.ldflags[2:])
+    assert runner.helper_binary(stamped, "amd64").parent == stamped.parent
+    assert runner.from_gomodule(config.load(None), "amd64", stamp="19.4.1") == stamped  # cached: no third build
+    assert runner.from_gomodule(config.load(None), "amd64") == plain
+    assert len(go.built) == 4
 
 
 def test_gomodule_refused_module_without_replacement_is_named(fake_go):

@@ -66,7 +66,7 @@ class State:
         self.retired_tokens: list[str] = []
         self.queue: list[dict] = []
         self.jobs: dict[int, dict] = {}
-        self.requests: list[dict] = []  # every /jobs/request: runner id, system_id, token prefix
+        self.requests: list[dict] = []  # every /jobs/request: runner id, system_id, runner version, token prefix
         self.events: list[dict] = []
         self.next_runner_id = 1
         self.next_job_id = 100
@@ -343,6 +343,7 @@ class Handler(BaseHTTPRequestHandler):
         data, st = self.json_body(), self.state
         runner = st.runner_for(data.get("token"))
         st.requests.append({"runner_id": runner["id"] if runner else None, "system_id": data.get("system_id"),
+                            "version": (data.get("info") or {}).get("version"),
                             "token": str(data.get("token"))[:12], "at": iso(now())})
         if runner is None:
             return self.forbidden()
