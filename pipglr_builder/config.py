@@ -252,6 +252,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(empty: checksums only).", _keyring),
     Setting("runner_file", str, "", "Local gitlab-runner binary (runner_source = file); {arch} is replaced."),
     Setting("runner_sha256", str, "", "SHA256 the local gitlab-runner file must have (or amd64=HASH,arm64=HASH).", _sha256),
+    Setting("helper_sha256", str, "", "SHA256 of the gitlab-runner-helper-{arch} file beside runner_file (or "
+            "amd64=HASH,arm64=HASH): with runner_source = file, a helper there is built into the helper image only "
+            "when it matches.", _sha256),
     Setting("runner_module_version", str, DEFAULT_RUNNER_MODULE_VERSION,
             "Go module version of gitlab.com/gitlab-org/gitlab-runner for runner_source = gomodule."),
     Setting("runner_nested_module_dir", str, "", "For runner_source = gomodule: a directory holding gitlab-runner's "
@@ -337,6 +340,7 @@ class Config:
     runner_signing_keyring: str
     runner_file: str
     runner_sha256: str
+    helper_sha256: str
     runner_module_version: str
     runner_nested_module_dir: str
     helper_image: str

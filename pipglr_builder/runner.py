@@ -39,16 +39,16 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def expected_sha256(config: Config, arch: str) -> str:
-    """runner_sha256 is one hash, or 'amd64=HASH,arm64=HASH' for several files."""
-    value = config.runner_sha256
+def expected_sha256(config: Config, arch: str, setting: str = "runner_sha256") -> str:
+    """SETTING (runner_sha256, helper_sha256) is one hash, or 'amd64=HASH,arm64=HASH' for several files."""
+    value = getattr(config, setting)
     if "=" not in value:
         return value
     for part in value.split(","):
         name, _, digest = part.strip().partition("=")
         if name == arch:
             return digest
-    raise RunnerSourceError(f"runner_sha256 has no checksum for {arch}; write it as 'amd64=HASH,arm64=HASH'")
+    raise RunnerSourceError(f"{setting} has no checksum for {arch}; write it as 'amd64=HASH,arm64=HASH'")
 
 
 # --- source: file -----------------------------------------------------------
@@ -62,7 +62,28 @@ def from_file(config: Config, arch: str) -> Path:
     if want != have:
         raise RunnerSourceError(f"checksum mismatch for {path}: expected {want}, the file has {have}. "
                                 "Check that it is the right gitlab-runner build and runner_sha256 is its checksum.")
+    _check_helper_beside(config, path, arch)
     return path
+
+
+def _check_helper_beside(config: Config, runner_path: Path, arch: str) -> None:
+    """A gitlab-runner-helper file beside runner_file goes into every job's helper image: like the runner,
+    it is used only with the checksum the user gave (helper_sha256), never because it lies there."""
+    helper = helper_binary(runner_path, arch)
+    if helper is None:
+        if config.helper_sha256:
+            raise RunnerSourceError(f"helper_sha256 is set but there is no {runner_path.parent}/"
+                                    f"gitlab-runner-helper-{arch} beside runner_file: put the helper there or unset it")
+        return
+    if not config.helper_sha256:
+        raise RunnerSourceError(f"{helper} lies beside runner_file and would be built into the jobs' helper image: "
+                                f"give its checksum as helper_sha256 (sha256sum {helper}), or move it away to use "
+                                "the helper image from the registry")
+    want, have = expected_sha256(config, arch, "helper_sha256"), sha256_of(helper)
+    if want != have:
+        raise RunnerSourceError(f"checksum mismatch for {helper}: expected {want}, the file has {have}. "
+                                "Check that it is the helper built with that gitlab-runner and helper_sha256 is its "
+                                "checksum.")
 
 
 # --- source: release --------------------------------------------------------

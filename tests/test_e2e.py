@@ -293,6 +293,7 @@ def test_upgrade_to_another_runner_version_while_a_job_runs(world):
     new = f"{IMAGE_NAME}:{tag}"
     cli("build", "--image-name", IMAGE_NAME, "--tags", tag, "--prune-interval", "weekly", "--runner-source", "file",
         "--runner-file", str(stamped), "--runner-sha256", runner.sha256_of(stamped), "--runner-version", NEW_VERSION,
+        "--helper-sha256", runner.sha256_of(runner.helper_binary(stamped, "amd64")),
         "--pull-policy", "if-not-present")
     try:
         world.standin.load_image("alice", new)

@@ -380,7 +380,7 @@ def test_another_runner_binary_of_the_same_version_is_installed(image):
     name, tag = IMAGE_NAME, f"t-other-{uuid.uuid4().hex[:8]}"
     try:
         cli("build", "--image-name", name, "--tags", tag, "--runner-source", "file", "--runner-file", str(other),
-            "--runner-sha256", digest, "--pull-policy", "if-not-present")
+            "--runner-sha256", digest, "--helper-sha256", digest, "--pull-policy", "if-not-present")
         installed = sh("podman", "run", "--rm", "--entrypoint", "sha256sum", f"{name}:{tag}",
                        "/usr/local/bin/gitlab-runner").stdout.split()[0]
         assert installed == digest, "a cached install layer kept the previous binary"

@@ -298,3 +298,20 @@ def test_gomodule_key_follows_the_replacements_content_not_their_folder(monkeypa
     assert runner.gomodule_key(cfg) == key
     (moved / "moa" / "moa.go").write_text((moved / "moa" / "moa.go").read_text() + "\n// changed\n")
     assert runner.gomodule_key(cfg) != key
+
+
+def test_a_helper_beside_a_runner_file_needs_its_own_checksum(tmp_path, cache):
+    """The helper beside runner_file goes into every job's helper image: never used because it lies there."""
+    binary, helper = tmp_path / "gitlab-runner-amd64", tmp_path / "gitlab-runner-helper-amd64"
+    binary.write_bytes(BINARY)
+    settings = {"runner_source": "file", "runner_file": str(tmp_path / "gitlab-runner-{arch}"),
+                "runner_sha256": hashlib.sha256(BINARY).hexdigest()}
+    with pytest.raises(RunnerSourceError, match="helper_sha256 is set but there is no .*gitlab-runner-helper-amd64"):
+        runner.obtain(config.load(None, {**settings, "helper_sha256": "a" * 64}))
+    helper.write_bytes(b"a helper")
+    with pytest.raises(RunnerSourceError, match="lies beside runner_file .*give its checksum as helper_sha256"):
+        runner.obtain(config.load(None, settings))
+    with pytest.raises(RunnerSourceError, match="checksum mismatch for .*helper-amd64: expected a{64}"):
+        runner.obtain(config.load(None, {**settings, "helper_sha256": "a" * 64}))
+    good = {**settings, "helper_sha256": f"amd64={hashlib.sha256(b'a helper').hexdigest()},arm64={'b' * 64}"}
+    assert runner.obtain(config.load(None, good)) == ("file", {"amd64": binary})

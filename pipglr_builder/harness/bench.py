@@ -164,9 +164,11 @@ def bump_build(config: Config, runner_file: str, version: str) -> tuple[float, i
     """Seconds to rebuild with another gitlab-runner version, and how many layers were rebuilt."""
     arch = base_image.native_arch()
     path = Path(runner_file.replace("{arch}", arch))
+    helper = runner.helper_binary(path, arch)
     bumped = dataclasses.replace(config, image_name="localhost/pipglr-bench-bump", tags=("bump",),
                                  platforms=(f"linux/{arch}",), runner_version=version, runner_source="file",
-                                 runner_file=runner_file, runner_sha256=runner.sha256_of(path))
+                                 runner_file=runner_file, runner_sha256=runner.sha256_of(path),
+                                 helper_sha256=runner.sha256_of(helper) if helper else "")
     try:
         seconds = _timed(lambda: build.build(bumped))
         before, after = _layers(config.image_ref), _layers(bumped.image_ref)
