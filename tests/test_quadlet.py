@@ -318,12 +318,14 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert verify.returncode == 0 and not verify.stderr.strip() and not verify.stdout.strip(), \
             verify.stdout + verify.stderr
 
-        # The image in a registry alice's podman reaches: plain HTTP, so marked insecure (docs/using.md).
+        # The image in a registry alice's podman reaches: TLS from a private CA, which alice's podman trusts
+        # through certs.d (docs/using.md); not marked insecure.
         standin.load_image("alice", image)
-        assert registry.serve_in_standin(standin.name) == served.split("/")[0]
-        as_alice("sh", "-c", 'mkdir -p "$HOME/.config/containers/registries.conf.d" && '
-                 'cat > "$HOME/.config/containers/registries.conf.d/50-test-registry.conf"',
-                 input=f'[[registry]]\nlocation = "{served.split("/")[0]}"\ninsecure = true\n')
+        address = served.split("/")[0]
+        assert registry.serve_in_standin(standin.name, tmp_path / "registry-ca") == address
+        as_alice("sh", "-c", f'mkdir -p "$HOME/.config/containers/certs.d/{address}" && '
+                 f'cat > "$HOME/.config/containers/certs.d/{address}/ca.crt"',
+                 input=(tmp_path / "registry-ca" / "ca.crt").read_text())
         as_alice("podman", "tag", image, served)
         as_alice("podman", "push", "--quiet", served)
         as_alice("podman", "rmi", image)  # the unit runs what it names: the registry's image
@@ -512,6 +514,9 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         asked = sorted(at(r["at"]) for r in gitlab.state()["requests"] if r["runner_id"] == created["id"])
         old_last = max(t for t in asked if t <= finished)
         new_first = min(t for t in asked if t > finished)
+        # The draining runner asked for no job (a request already on its way at SIGQUIT: 1 s).
+        sigquit = datetime.datetime.fromisoformat(stop_line.split()[0])
+        assert old_last <= sigquit + datetime.timedelta(seconds=1), (old_last, stop_line)
         print(f"drain figures: auto-update {updated['at'] - update_started:.0f} s (SIGQUIT seen after "
               f"{stopping - update_started:.0f} s, job released after {released - update_started:.0f} s, "
               f"release to active {updated['at'] - released:.0f} s); no job requests "
