@@ -4,7 +4,7 @@ Unit tests parse the rendered .container file and labels/run (shlex) and
 compare them flag by flag, so the two cannot drift. The slow test installs
 the unit for alice on the stand-in host, checks it with quadlet's dry run and
 `systemd-analyze verify`, and starts pipglr with `systemctl --user start` from
-an image in a registry on the stand-in host, registered with the test GitLab,
+an image in a registry on the stand-in host (TLS, a test CA), registered with the test GitLab,
 then runs `podman auto-update`: to a healthy new image while a job runs (the job
 finishes, the next runs on the new image), then to a never-healthy one that is
 rolled back (and takes jobs again).
