@@ -440,7 +440,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
 
         def succeeded(job: dict) -> bool:
             """gitlab-runner's last trace line, after everything the job ran."""
-            return job["state"] == "success" and "Job succeeded" in job["trace"].rstrip().splitlines()[-1]
+            return job["state"] == "success" and "Job succeeded" in (job["trace"].rstrip().splitlines() or [""])[-1]
 
         # A job's /cache as alice sees it: a nested volume on pipglr-cache (podman unshare: its owners are
         # the container's users). The drain job waits in its step until the test puts a file there.
