@@ -181,16 +181,25 @@ def standin_volume() -> str:
     return f"{binary}:{STANDIN_BINARY}:ro"
 
 
-def serve_in_standin(name: str, port: int = 5000, timeout: float = 60) -> str:
-    """Serve a plain-HTTP registry on 127.0.0.1:PORT of stand-in container NAME (started with standin_volume())
-    as the transient system unit pipglr-registry; return its address (127.0.0.1:PORT) once GET /v2/ answers there."""
-    config = "/etc/pipglr-test-registry.yml"
-    processes.execute(["podman", "exec", "--interactive", name, "sh", "-c", f"cat > {config}"],
-                      input=_config(Path("/var/lib/pipglr-test-registry"), port, None, None))
+def serve_in_standin(name: str, ca_dir: Path, port: int = 5000, timeout: float = 60) -> str:
+    """Serve a registry with TLS on 127.0.0.1:PORT of stand-in container NAME (started with standin_volume())
+    as the transient system unit pipglr-registry; return its address (127.0.0.1:PORT) once GET /v2/ answers
+    there. Its certificate is signed by a throw-away CA made in CA_DIR on this machine (CA_DIR/ca.crt)."""
+    ca_crt, crt, key = make_certificates(ca_dir)
+    config, certificate, private = ("/etc/pipglr-test-registry.yml", "/etc/pipglr-test-registry.crt",
+                                    "/etc/pipglr-test-registry.key")
+    for path, text in ((certificate, crt.read_text()), (private, key.read_text()),
+                       (config, _config(Path("/var/lib/pipglr-test-registry"), port,
+                                        (Path(certificate), Path(private)), None))):
+        processes.execute(["podman", "exec", "--interactive", name, "sh", "-c", f"umask 077 && cat > {path}"],
+                          input=text)
     processes.execute(["podman", "exec", name, "systemd-run", "--unit", "pipglr-registry", "--quiet",
                        STANDIN_BINARY, "serve", config])
-    url = f"http://127.0.0.1:{port}/v2/"
-    processes.wait_for(lambda: processes.execute(["podman", "exec", name, "curl", "-fsS", url],
+    url = f"https://127.0.0.1:{port}/v2/"
+    ca_inside = "/etc/pipglr-test-registry-ca.crt"
+    processes.execute(["podman", "exec", "--interactive", name, "sh", "-c", f"cat > {ca_inside}"],
+                      input=ca_crt.read_text())
+    processes.wait_for(lambda: processes.execute(["podman", "exec", name, "curl", "-fsS", "--cacert", ca_inside, url],
                                                  check=False).returncode == 0, timeout,
                        what=f"the registry in the stand-in host to answer {url}")
     return f"127.0.0.1:{port}"

@@ -4,14 +4,23 @@ Unit tests parse the rendered .container file and labels/run (shlex) and
 compare them flag by flag, so the two cannot drift. The slow test installs
 the unit for alice on the stand-in host, checks it with quadlet's dry run and
 `systemd-analyze verify`, and starts pipglr with `systemctl --user start` from
-an image in a registry on the stand-in host, then runs `podman auto-update`:
-to a healthy new image, then a never-healthy one that is rolled back.
+an image in a registry on the stand-in host (TLS, a test CA), registered with the test GitLab,
+then runs `podman auto-update`: to a healthy new image while a job runs (the job
+finishes, the next runs on the new image), then to a never-healthy one that is
+rolled back (and takes jobs again).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import shlex
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -19,12 +28,12 @@ from click.testing import CliRunner
 from pipglr_builder import config, quadlet, render
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
+from pipglr_builder.harness.coordinator import URL, VOLUME, Coordinator
 from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
-from pipglr_builder.verify import RUNNER as NEVER_REGISTERED
 
 from . import registry
-from .conftest import BASE, ROOT, cli, image_exists
+from .conftest import BASE, ROOT, cli, image_exists, sh
 
 IMAGE = "localhost/pipglr:latest"
 CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093",
@@ -239,7 +248,8 @@ GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/li
 @pytest.mark.slow
 def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
     """Also podman auto-update from a registry on the stand-in host: a healthy new image replaces the running
-    one, a new image that never becomes healthy is rolled back."""
+    one and a job running meanwhile finishes (the drain), a new image that never becomes healthy is rolled
+    back; jobs run after each."""
     # The registry runs on the stand-in host's loopback (serve_in_standin), port 5000 of its own network
     # (by address: the stand-in's /etc/hosts names no localhost).
     served = "127.0.0.1:5000/pipglr:latest"
@@ -249,10 +259,11 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
     container = unit_sections(unit.read_text())["Container"]
     secret = values(container, "Secret")[0]
     runner_uid = dict(opt.partition("=")[::2] for opt in secret.split(",")[1:])["uid"]
-    standin = StandIn(BASE if image_exists(BASE) else image, volumes=(registry.standin_volume(),))
+    standin = StandIn(BASE if image_exists(BASE) else image, volumes=(registry.standin_volume(), VOLUME))
     alice = USERS["alice"]
     try:
         standin.start()
+        gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}").start()
 
         def as_alice(*argv: str, check: bool = True, input: str | None = None, timeout: float = 600):
             return standin.as_user("alice", list(argv), check=check, input=input, timeout=timeout)
@@ -283,6 +294,13 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert exec_start.endswith(f" {served}"), exec_start
         assert "--label io.containers.autoupdate=registry" in exec_start, exec_start
         assert "\nType=notify\n" in service, service
+        # The update's drain chain: systemctl restart runs ExecStop, `podman rm --force` without --time stops
+        # the container with its StopTimeout= (stop_timeout + 30), within TimeoutStopSec= (stop_timeout + 60).
+        stops = [line for line in service.splitlines() if line.startswith(("ExecStop=", "ExecStopPost="))]
+        assert stops and all(" rm " in line and not {"-t", "--time"} & {a.split("=")[0] for a in line.split()}
+                             for line in stops), stops
+        outer_stop = int(values(container, "StopTimeout")[0])
+        assert f"\nTimeoutStopSec={outer_stop + 30}\n" in service, service
         # The same unit for an image in this machine's storage: no registry to update from.
         local_unit = quadlet.render_quadlet(config.load(None), image)
         as_alice("sh", "-c", f'cat > "$HOME/{UNIT_DIR}/local.container"', input=local_unit)
@@ -300,21 +318,34 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert verify.returncode == 0 and not verify.stderr.strip() and not verify.stdout.strip(), \
             verify.stdout + verify.stderr
 
-        # The image in a registry alice's podman reaches: plain HTTP, so marked insecure (docs/using.md).
+        # The image in a registry alice's podman reaches: TLS from a private CA, which alice's podman trusts
+        # through certs.d (docs/using.md); not marked insecure.
         standin.load_image("alice", image)
-        assert registry.serve_in_standin(standin.name) == served.split("/")[0]
-        as_alice("sh", "-c", 'mkdir -p "$HOME/.config/containers/registries.conf.d" && '
-                 'cat > "$HOME/.config/containers/registries.conf.d/50-test-registry.conf"',
-                 input=f'[[registry]]\nlocation = "{served.split("/")[0]}"\ninsecure = true\n')
+        address = served.split("/")[0]
+        assert registry.serve_in_standin(standin.name, tmp_path / "registry-ca") == address
+        as_alice("sh", "-c", f'mkdir -p "$HOME/.config/containers/certs.d/{address}" && '
+                 f'cat > "$HOME/.config/containers/certs.d/{address}/ca.crt"',
+                 input=(tmp_path / "registry-ca" / "ca.crt").read_text())
         as_alice("podman", "tag", image, served)
         as_alice("podman", "push", "--quiet", served)
         as_alice("podman", "rmi", image)  # the unit runs what it names: the registry's image
 
+        # Register as the README says, a runner created in GitLab (the test coordinator): register writes
+        # ./config.toml, the secret is made from it unedited. Two jobs at a time: while one runs the runner
+        # still asks for the next, which is how the update's gap is measured below.
+        created = gitlab.request("POST", "/_test/runners", {"description": "quadlet"})
+        as_alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=created["token"])
+        as_alice("sh", "-c", "echo 'concurrent = 2' > config.toml")
+        as_alice("podman", "container", "runlabel", "register", served, "--", "--url", URL, "--name", "quadlet")
+        as_alice("podman", "secret", "create", "config.toml", "config.toml")
         # Start it the way the unit's comments tell users to.
-        # A runner (never registered, its GitLab a closed port): a host without runners is unhealthy.
-        as_alice("podman", "secret", "create", "config.toml", "-", input="concurrent = 1\n" + NEVER_REGISTERED)
         for label in ("setupstorage", "setupcache"):
             as_alice("podman", "container", "runlabel", label, served)
+        # The jobs' image, as an air-gapped user preloads one: podman save NAME | runlabel preload.
+        with tempfile.NamedTemporaryFile(dir=standin.api_dir, suffix=".tar") as archive:
+            sh("podman", "save", "--output", archive.name, BASE)
+            os.chmod(archive.name, 0o644)
+            as_alice("sh", "-c", f"podman container runlabel preload {served} < /api/{Path(archive.name).name}")
         as_alice("systemctl", "--user", "start", "pipglr.service")
         # Notify=healthy: started means the health check has passed.
         assert as_alice("podman", "healthcheck", "run", "pipglr", check=False).returncode == 0
@@ -360,6 +391,9 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         for expected in ("RandomizedDelayUSec=2h", "FixedRandomDelay=yes", "ActiveState=active", "05:00:00 UTC"):
             assert expected in timer, timer
         assert timer.count("OnCalendar=") == 1, f"the drop-in replaces podman's daily schedule:\n{timer}"
+        # The service the timer starts waits for the whole drain: no start timeout of its own.
+        assert as_alice("systemctl", "--user", "show", "--value", "--property", "Type,TimeoutStartUSec",
+                        "podman-auto-update.service").stdout.split() == ["oneshot", "infinity"]
 
         # podman auto-update, as the timer runs it: a new healthy image under the tag replaces the running one.
         def running_image() -> str:
@@ -390,14 +424,105 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         def healthy() -> bool:
             return as_alice("podman", "healthcheck", "run", "pipglr", check=False).returncode == 0
 
+        def unit_state() -> str:
+            return as_alice("systemctl", "--user", "show", "--value", "--property", "ActiveState",
+                            "pipglr.service").stdout.strip()
+
+        def add_job(*script: str) -> int:
+            return gitlab.request("POST", "/_test/jobs", {"script": list(script), "image": BASE})["id"]
+
+        def job_state(job_id: int) -> dict:
+            return gitlab.state()["jobs"][str(job_id)]
+
+        def wait_job(job_id: int, timeout: float = 300) -> dict:
+            return wait_for(lambda: (job := job_state(job_id))["state"] in ("success", "failed") and job, timeout,
+                            interval=1, what=f"job {job_id} to finish")
+
+        def succeeded(job: dict) -> bool:
+            """gitlab-runner's last trace line, after everything the job ran."""
+            return job["state"] == "success" and "Job succeeded" in (job["trace"].rstrip().splitlines() or [""])[-1]
+
+        # A job's /cache as alice sees it: a nested volume on pipglr-cache (podman unshare: its owners are
+        # the container's users). The drain job waits in its step until the test puts a file there.
+        cache = as_alice("podman", "volume", "inspect", "--format", "{{.Mountpoint}}", "pipglr-cache").stdout.strip()
+
+        def in_cache(script: str) -> bool:
+            return as_alice("podman", "unshare", "sh", "-c", script, check=False).returncode == 0
+
         first = running_image()
         good = push_next(f"FROM {served}\nLABEL io.pipglr.test-update=healthy\n")
         assert good != first
-        output = auto_update("a healthy new image")
+        drain = add_job('echo "drain job $CI_JOB_ID waiting" > "/cache/$CI_JOB_ID-waiting"',
+                        'until [ -e "/cache/$CI_JOB_ID-release" ]; do sleep 1; done', "echo drain-job-released")
+        wait_for(lambda: in_cache(f"ls {cache}/*/_data/{drain}-waiting"), 300, interval=2,
+                 what="the drain job to wait in its step")
+
+        # podman auto-update, as the timer runs it, while the job runs: it restarts the unit (systemctl restart).
+        updated: dict = {}
+
+        def update() -> None:
+            updated["output"] = auto_update("a healthy new image, a job running")
+            updated["at"] = time.monotonic()
+
+        since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        update_started = time.monotonic()
+        updater = threading.Thread(target=update, daemon=True)
+        updater.start()
+
+        def graceful() -> str | None:
+            """The old runner's SIGQUIT, in `podman logs` (pipglr-console.service shows the shutdown too)."""
+            logs = as_alice("podman", "logs", "--since", since, "pipglr", check=False)
+            return next((line for line in (logs.stdout + logs.stderr).splitlines()
+                         if "Starting graceful shutdown" in line), None)
+
+        stop_line = wait_for(graceful, 300, interval=1, what="the old runner's graceful stop (SIGQUIT)")
+        stopping = time.monotonic()
+        # No health check runs on a stopping container (HealthOnFailure=kill cannot cut a long drain short).
+        during = as_alice("podman", "healthcheck", "run", "pipglr", check=False)
+        assert during.returncode == 125 and "is not running" in during.stderr, during
+
+        # Held past podman's default stop timeout (10 s, which killed jobs before StopTimeout= was set): the
+        # restart stops the container with the quadlet's StopTimeout, not podman's default.
+        def drained_past_default() -> bool:
+            assert job_state(drain)["state"] == "running", job_state(drain)
+            assert unit_state() == "deactivating", unit_state()
+            return time.monotonic() - stopping > 15
+
+        wait_for(drained_past_default, 60, interval=1, what="the drain to outlast podman's default stop timeout")
+        assert in_cache(f'for f in {cache}/*/_data/{drain}-waiting; do touch "${{f%-waiting}}-release"; done')
+        released = time.monotonic()
+        job = wait_job(drain, 120)
+        assert succeeded(job), job["trace"][-3000:]
+        assert "drain-job-released" in job["trace"], job["trace"][-3000:]
+        updater.join(1500)
+        assert "at" in updated, "podman auto-update did not return"
+        output = updated["output"]
         assert f"pipglr.service {served} true" in output.splitlines(), output
         assert running_image() == good, "the unit should run the new image"
-        assert as_alice("systemctl", "--user", "is-active", "pipglr.service", check=False).stdout.strip() == "active"
+        assert unit_state() == "active"
         assert healthy()
+
+        # The next job runs on the new image; the gap: the old runner's last job request to the new one's first.
+        after = wait_job(add_job("echo on-the-new-image"))
+        assert succeeded(after) and "on-the-new-image" in after["trace"], after["trace"][-3000:]
+
+        def at(stamp: str) -> datetime.datetime:
+            return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+        finished = at(job["finished_at"])
+        booted_at = as_alice("podman", "container", "inspect", "--format", "{{.State.StartedAt}}", "pipglr").stdout
+        asked = sorted(at(r["at"]) for r in gitlab.state()["requests"] if r["runner_id"] == created["id"])
+        old_last = max(t for t in asked if t <= finished)
+        new_first = min(t for t in asked if t > finished)
+        # The draining runner asked for no job (a request already on its way at SIGQUIT: 1 s).
+        sigquit = datetime.datetime.fromisoformat(stop_line.split()[0])
+        assert old_last <= sigquit + datetime.timedelta(seconds=1), (old_last, stop_line)
+        print(f"drain figures: auto-update {updated['at'] - update_started:.0f} s (SIGQUIT seen after "
+              f"{stopping - update_started:.0f} s, job released after {released - update_started:.0f} s, "
+              f"release to active {updated['at'] - released:.0f} s); no job requests "
+              f"{(new_first - old_last).total_seconds():.0f} s ({old_last:%H:%M:%S} to {new_first:%H:%M:%S}), "
+              f"job finished to first new request {(new_first - finished).total_seconds():.0f} s; "
+              f"new container started {booted_at.strip()}; SIGQUIT: {stop_line}")
 
         # A new image that never becomes healthy: its health check always fails (so Notify=healthy never
         # says started and HealthOnFailure=kill ends it); auto-update puts the previous image back.
@@ -418,6 +543,8 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert running_image() == good, "the rollback should run the previous image"
         assert as_alice("podman", "image", "inspect", "--format", "{{.Id}}", served).stdout.strip() == good
         assert healthy()
+        back = wait_job(add_job("echo after-the-rollback"))
+        assert succeeded(back) and "after-the-rollback" in back["trace"], back["trace"][-3000:]
 
         as_alice("systemctl", "--user", "stop", "pipglr.service")
         shown = as_alice("systemctl", "--user", "show", "--property", "ActiveState,Result", "pipglr.service").stdout
