@@ -150,6 +150,12 @@ def test_podman_socket_answers_runner_only(booted):
     assert denied.returncode != 0
 
 
+def test_the_running_runner_has_its_go_heap_setting(booted):
+    pid = booted.exec("systemctl", "show", "--property", "MainPID", "--value", "runner.service").stdout.strip()
+    environ = booted.exec("cat", f"/proc/{pid}/environ").stdout.split("\0")
+    assert "GOGC=50" in environ, environ
+
+
 def test_runner_waits_for_the_config_it_names(booted):
     log = booted.exec("journalctl", "--no-pager", "-u", "runner.service").stdout
     assert "/run/secrets/config.toml is missing" in log

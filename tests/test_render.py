@@ -163,6 +163,11 @@ def test_the_image_keeps_no_layer_of_the_base_and_installs_no_docs(tmp_path):
         assert f"ARG {arg}=" in text and f'"${{{arg}}}"' in text
 
 
+def test_the_runners_go_heap_is_collected_at_half_the_default_growth(tmp_path):
+    unit = (render.render(config.load(None), tmp_path / "c") / "runner.service").read_text()
+    assert "Environment=GOGC=50" in unit.splitlines()
+
+
 def test_the_age_build_argument_is_checked_by_the_prune_itself(tmp_path):
     """One rule for an age arriving in the image (tests/test_prune_decisions.py: the same as the setting's)."""
     text = (render.render(config.load(None), tmp_path / "c") / "Containerfile").read_text()
