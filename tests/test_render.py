@@ -168,6 +168,13 @@ def test_the_runners_go_heap_is_collected_at_half_the_default_growth(tmp_path):
     assert "Environment=GOGC=50" in unit.splitlines()
 
 
+def test_the_journal_kept_in_memory_is_capped(tmp_path):
+    out = render.render(config.load(None), tmp_path / "c")
+    assert "COPY journald-pipglr.conf /usr/lib/systemd/journald.conf.d/" in (out / "Containerfile").read_text()
+    conf = (out / "journald-pipglr.conf").read_text().splitlines()
+    assert "[Journal]" in conf and "SystemMaxUse=64M" in conf and "RuntimeMaxUse=16M" in conf
+
+
 def test_the_age_build_argument_is_checked_by_the_prune_itself(tmp_path):
     """One rule for an age arriving in the image (tests/test_prune_decisions.py: the same as the setting's)."""
     text = (render.render(config.load(None), tmp_path / "c") / "Containerfile").read_text()
