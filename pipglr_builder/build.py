@@ -19,11 +19,12 @@ from .config import Config
 
 
 def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "",
-             no_cache: bool = False, runner_args: list[str] | tuple[str, ...] = (), runner_sha256: str = "") -> list[str]:
-    """The buildah command for one platform (data, so tests can read it)."""
+             no_cache: bool = False, runner_args: list[str] | tuple[str, ...] = (), runner_sha256: str = "",
+             base: dict[str, str] | None = None) -> list[str]:
+    """The buildah command for one platform (data, so tests can read it); BASE: helper_image.base_labels."""
     args = [
         *buildah.build_args({"BASE_IMAGE": render.base_image_for(config, arch), "TARGETARCH": arch, "CREATED": created,
-                             "REVISION": render.git_revision(), "SOURCE": render.git_source()}),
+                             "REVISION": render.git_revision(), "SOURCE": render.git_source(), **(base or {})}),
         *runner_args,  # the runner's own labels (runner.label_args)
         *buildah.build_args({"RUNNER_SHA256": runner_sha256}),
     ]
@@ -103,7 +104,8 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                 if helper_id:
                     helper_image.save_archive(context, helper_id)
                 buildah.bud(bud_argv(config, arch, context, tag, created, key, no_cache,
-                                     runner.label_args(binaries[arch], source), runner.sha256_of(binaries[arch])),
+                                     runner.label_args(binaries[arch], source), runner.sha256_of(binaries[arch]),
+                                     helper_image.base_labels(base_ref)),
                             arch, verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True

@@ -23,7 +23,8 @@ from . import processes
 from .errors import CommandFailed
 
 INPUTS_LABEL = "io.pipglr.inputs"
-STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+# A multi-stage build prefixes its stage: "[1/2] STEP 3/3: RUN ...".
+STEP = re.compile(r"^(?:\[(\d+/\d+)\] )?STEP (\d+)/(\d+): (.*)$")
 
 
 # --- argv builders (pure) ---------------------------------------------------------------------------------------
@@ -119,8 +120,8 @@ class StepProgress:
         now = time.monotonic()
         match = STEP.match(line)
         if match:
-            number, total, what = match.groups()
-            self.step = f"step {number}/{total}"
+            stage, number, total, what = match.groups()
+            self.step = f"{f'stage {stage} ' if stage else ''}step {number}/{total}"
             self.last_said = now
             processes.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step}: {what[:90]}")
         elif self.verbose or line.startswith(("Error", "error")):

@@ -108,4 +108,4 @@ def test_nesting_and_job_targets_are_the_issues():
     for kind in ("script", "clone_cache"):
         for what in ("first_line", "job"):
             assert targets[f"job_{kind}_{what}_ratio"] == ("<=", 1.2)
-    assert targets["image_size_mb"] == ("<=", 450.0) and targets["idle_memory_mib"] == ("<=", 150.0)
+    assert targets["image_size_mb"] == ("<=", 350.0) and targets["idle_memory_mib"] == ("<=", 120.0)

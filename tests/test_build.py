@@ -13,6 +13,8 @@ def test_bud_argv_builds_one_platform_with_its_base():
     assert f"{buildah.INPUTS_LABEL}=k" in argv
     argv = build.bud_argv(cfg, "arm64", render.TEMPLATES, "t", "c", "k", runner_sha256="ab" * 32)
     assert f"RUNNER_SHA256={'ab' * 32}" in argv  # part of the install step's cache key
+    argv = build.bud_argv(cfg, "arm64", render.TEMPLATES, "t", "c", "k", base={"BASE_KEY": "b1", "BASE_ARCHIVE": "a"})
+    assert "BASE_KEY=b1" in argv and "BASE_ARCHIVE=a" in argv  # the image is FROM scratch: the base's labels
 
 
 def test_inputs_key_is_stable_and_sees_every_input(tmp_path):

@@ -58,3 +58,8 @@ def test_step_progress_says_one_line_per_step(monkeypatch):
     assert said[0].startswith("[arm64 ") and said[0].endswith("step 1/3: FROM base")
     assert said[1].endswith("step 2/3: RUN apt-get install -y podman")
     assert said[2] == "    Error: something broke"  # errors always show
+    said.clear()
+    for line in ("[1/2] STEP 2/3: COPY dpkg-excludes /etc/dpkg/dpkg.cfg.d/x", "[2/2] STEP 1/40: FROM scratch"):
+        progress(line)  # a multi-stage build's steps, with their stage
+    assert said[0].endswith("] stage 1/2 step 2/3: COPY dpkg-excludes /etc/dpkg/dpkg.cfg.d/x")
+    assert said[1].endswith("] stage 2/2 step 1/40: FROM scratch")

@@ -25,7 +25,7 @@ from pipglr_builder import config, processes, render
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import unique
 
-from .conftest import HELPER, HELPER_WRITTEN, IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
+from .conftest import BASE, HELPER, HELPER_WRITTEN, IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,21 @@ def test_image_lists_its_packages_and_archive(booted, image):
     checks.test_package_list_matches_dpkg(testinfra.get_host(f"podman://{booted.name}"))
     archive = labels(image)[base_image.ARCHIVE_LABEL]
     assert re.fullmatch(r"trixie \S+Z, trixie-updates \S+Z, trixie-security \S+Z", archive), archive
+    assert labels(image)[base_image.KEY_LABEL] == labels(BASE)[base_image.KEY_LABEL]  # given to FROM scratch
+
+
+def test_image_holds_no_docs_translations_or_podman_test_binary(booted, image):
+    """What nothing in the image reads is left out (Containerfile step 1): docs but the copyrights, manuals,
+    info, translations, podman's test binary; also from the base, whose layer the image does not keep (one
+    layer holds the base and the packages); packages installed later leave them out too (dpkg's excludes)."""
+    left = booted.exec("sh", "-c", "find /usr/share/locale /usr/share/man /usr/share/info -mindepth 1 2>/dev/null; "
+                       "find /usr/share/doc -type f ! -name copyright; ls /usr/libexec/podman/podman-testing 2>&1; "
+                       "ls /usr/share/doc/podman/copyright /usr/share/doc/coreutils/copyright").stdout
+    assert left.splitlines() == ["ls: cannot access '/usr/libexec/podman/podman-testing': No such file or directory",
+                                 "/usr/share/doc/coreutils/copyright", "/usr/share/doc/podman/copyright"], left
+    assert "path-exclude=/usr/share/man/*" in booted.exec("cat", "/etc/dpkg/dpkg.cfg.d/pipglr-excludes").stdout
+    base_layers = json.loads(sh("podman", "image", "inspect", BASE).stdout)[0]["RootFS"]["Layers"]
+    assert not set(base_layers) & set(json.loads(sh("podman", "image", "inspect", image).stdout)[0]["RootFS"]["Layers"])
 
 
 def test_image_has_every_runlabel_verbatim(image):
@@ -133,6 +148,18 @@ def test_podman_socket_answers_runner_only(booted):
     assert version["Components"][0]["Name"] == "Podman Engine"
     denied = booted.exec("curl", "-sS", "--unix-socket", render.NESTED_SOCKET, "http://d/_ping", user="nobody")
     assert denied.returncode != 0
+
+
+def test_the_runner_unit_has_its_go_heap_setting(booted):
+    """The environment systemd gives gitlab-runner (here it waits for a config: no process yet)."""
+    environment = booted.exec("systemctl", "show", "--property", "Environment", "--value", "runner.service").stdout
+    assert "GOGC=50" in environment.split(), environment
+
+
+def test_the_journal_in_memory_is_capped(booted):
+    """journald's own account of its limit (the journal is on a tmpfs; without the cap a tenth of it)."""
+    said = booted.exec("journalctl", "--no-pager", "-b", "-u", "systemd-journald", "-o", "cat").stdout
+    assert re.search(r"^(System Journal .* max 64M|Runtime Journal .* max 16M)", said, re.MULTILINE), said
 
 
 def test_runner_waits_for_the_config_it_names(booted):

@@ -145,6 +145,36 @@ def test_containerfile_honours_pipglr_build_args(tmp_path):
     assert text.index("ARG RUNNER_VERSION") > text.index("COPY subuid")
 
 
+def test_the_image_keeps_no_layer_of_the_base_and_installs_no_docs(tmp_path):
+    """Step 1 is a stage copied whole into an empty image, so what it deletes from the base is not stored
+    underneath; dpkg's excludes are in place before the first package is installed."""
+    out = render.render(config.load(None), tmp_path / "c")
+    text = (out / "Containerfile").read_text()
+    froms = [line for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms == ["FROM ${BASE_IMAGE} AS packages", "FROM scratch"]
+    assert text.index("COPY dpkg-excludes /etc/dpkg/dpkg.cfg.d/") < text.index("apt-get install") \
+        < text.index("FROM scratch") < text.index("COPY --from=packages / /") < text.index("# 2. Users")
+    excludes = (out / "dpkg-excludes").read_text().splitlines()
+    for path in ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
+                 "/usr/libexec/podman/podman-testing"):
+        assert f"path-exclude={path}" in excludes
+    assert "path-include=/usr/share/doc/*/copyright" in excludes
+    for arg in ("BASE_KEY", "BASE_ARCHIVE"):  # FROM scratch inherits no label of the base
+        assert f"ARG {arg}=" in text and f'"${{{arg}}}"' in text
+
+
+def test_the_runners_go_heap_is_collected_at_half_the_default_growth(tmp_path):
+    unit = (render.render(config.load(None), tmp_path / "c") / "runner.service").read_text()
+    assert "Environment=GOGC=50" in unit.splitlines()
+
+
+def test_the_journal_kept_in_memory_is_capped(tmp_path):
+    out = render.render(config.load(None), tmp_path / "c")
+    assert "COPY journald-pipglr.conf /usr/lib/systemd/journald.conf.d/" in (out / "Containerfile").read_text()
+    conf = (out / "journald-pipglr.conf").read_text().splitlines()
+    assert "[Journal]" in conf and "SystemMaxUse=64M" in conf and "RuntimeMaxUse=16M" in conf
+
+
 def test_the_age_build_argument_is_checked_by_the_prune_itself(tmp_path):
     """One rule for an age arriving in the image (tests/test_prune_decisions.py: the same as the setting's)."""
     text = (render.render(config.load(None), tmp_path / "c") / "Containerfile").read_text()
