@@ -42,7 +42,7 @@ FIRST = "bench-first-line"  # the first script line's output
 FLAGS = {"FF_TIMESTAMPS": "true", "FF_NETWORK_PER_BUILD": "true"}
 CACHE = [{"key": "bench-deps", "paths": ["deps/"], "policy": "pull-push", "when": "on_success",
           "untracked": False, "fallback_keys": []}]
-CONCURRENCY = (1, 2, 4)
+CONCURRENCY = (1, 2, 4)  # jobs queued at once for the throughput; 1 is the latency pairs' clone + cache job
 RUNNERS = ("nested", "baseline")
 # Written before register for both runners alike: `concurrent = 4` as the README says, and a poll every second
 # (gitlab-runner's default is 3 s): polling is in no figure (see above), it only makes the bench wait.
@@ -240,10 +240,13 @@ def measure(config: Config, image: str, job_image: str, pairs: int) -> dict:
                 figures[f"job_{kind}_{what}_ratio"] = paired_ratio(samples[("nested", kind, what)],
                                                                    samples[("baseline", kind, what)])
 
+        # One job at a time: its window is the whole job, already timed above in the same pairs.
         throughput = {(who, n): [] for who in RUNNERS for n in CONCURRENCY}
+        for who in RUNNERS:
+            throughput[(who, 1)] = [jobs_per_minute(1, s) for s in samples[(who, "clone_cache", "job")]]
         for i, order in enumerate(pair_orders(pairs, RUNNERS)):
             processes.say(f"bench: jobs: throughput, pair {i + 1} of {pairs} ({' then '.join(order)})")
-            for n in CONCURRENCY:
+            for n in CONCURRENCY[1:]:
                 for who in order:
                     os.sync()
                     jobs = world.wait([world.queue(who, "clone_cache") for _ in range(n)])
