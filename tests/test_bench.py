@@ -60,9 +60,10 @@ def test_drift_during_the_run_cancels_out_in_alternated_pairs():
 def test_paired_ratio_is_the_median_of_per_pair_ratios_with_quartiles():
     ratio = bench_stats.paired_ratio([2.0, 3.0, 9.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0])
     # per pair: 2.0, 1.5, 3.0, 1.0, 1.0
-    assert ratio == {"median": 1.5, "min": 1.0, "max": 3.0, "runs": 5, "q1": 1.0, "q3": 2.0, "pairs": 5}
+    assert ratio == {"median": 1.5, "min": 1.0, "max": 3.0, "runs": 5, "q1": 1.0, "q3": 2.0, "pairs": 5,
+                     "per_pair": [2.0, 1.5, 3.0, 1.0, 1.0]}
     assert bench_stats.paired_ratio([3.0], [2.0]) == {"median": 1.5, "min": 1.5, "max": 1.5, "runs": 1,
-                                                       "q1": 1.5, "q3": 1.5, "pairs": 1}
+                                                       "q1": 1.5, "q3": 1.5, "pairs": 1, "per_pair": [1.5]}
 
 
 def test_paired_ratio_refuses_unpaired_or_zero_samples():

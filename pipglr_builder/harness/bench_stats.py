@@ -41,7 +41,8 @@ def alternate(pairs: int, sides: tuple[str, str], sample: Callable[[str], float]
 
 
 def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float]:
-    """The median of the per-pair ratios numerator[i] / denominator[i], with min, max, quartiles and the pairs."""
+    """The median of the per-pair ratios numerator[i] / denominator[i], with min, max, quartiles, the number of
+    pairs and every per-pair ratio in the order taken (in bench.json: drift or two modes show there)."""
     if not numerator or len(numerator) != len(denominator):
         raise PipglrError(f"bench: a paired ratio needs as many samples on each side, not {len(numerator)} "
                           f"and {len(denominator)}")
@@ -49,7 +50,8 @@ def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> di
         raise PipglrError(f"bench: a paired ratio's denominator must be positive: {list(denominator)}")
     ratios = [n / d for n, d in zip(numerator, denominator, strict=True)]
     q1, q3 = quartiles(ratios)
-    return {**summary(ratios), "q1": round(q1, 3), "q3": round(q3, 3), "pairs": len(ratios)}
+    return {**summary(ratios), "q1": round(q1, 3), "q3": round(q3, 3), "pairs": len(ratios),
+            "per_pair": [round(r, 3) for r in ratios]}
 
 
 def quartiles(samples: Sequence[float]) -> tuple[float, float]:
