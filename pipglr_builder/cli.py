@@ -264,8 +264,10 @@ def quadlet_cmd(config, image: str | None, output: Path | None, instance: str) -
 @main.command("bench")
 @click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True,
               help="Runs per figure (builds, start, memory; pairs of the fuse-overlayfs and vfs peers).")
-@click.option("--pairs", type=click.IntRange(1, 100), default=12, show_default=True,
-              help="Pairs (one sample of each side, alternating which goes first) per nesting and job comparison.")
+@click.option("--pairs", type=click.IntRange(1, 100), default=20, show_default=True,
+              help="Pairs (one sample of each side, alternating which goes first) per nesting comparison.")
+@click.option("--job-pairs", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Pairs per CI job comparison (a pair of jobs takes far longer than a pair of `run true`).")
 @click.option("--builds/--no-builds", default=True, show_default=True,
               help="Time the cold, warm and runner-bump builds; --no-builds measures the rest only.")
 @click.option("--cold-runs", type=click.IntRange(0, 20), default=3, show_default=True,
@@ -280,7 +282,7 @@ def quadlet_cmd(config, image: str | None, output: Path | None, instance: str) -
 @click.option("--jobs/--no-jobs", default=True, show_default=True,
               help="CI jobs with the real runner, nested against alice's own runner (latency, throughput).")
 @setting_options
-def bench_cmd(config, runs: int, pairs: int, builds: bool, cold_runs: int, arm64: bool, bump_runner_file: str,
+def bench_cmd(config, runs: int, pairs: int, job_pairs: int, builds: bool, cold_runs: int, arm64: bool, bump_runner_file: str,
               bump_runner_version: str, output: Path, jobs: bool) -> None:
     """Measure what the image costs: builds, size, start, job overhead, memory.
 
@@ -310,7 +312,7 @@ def bench_cmd(config, runs: int, pairs: int, builds: bool, cold_runs: int, arm64
             raise ConfigError(f"--bump-runner-file {bump_runner_file}: no such file for {native_arch()}")
         bump = (bump_runner_file, bump_runner_version)
     sys.exit(bench.run(config, runs, output, cold_runs=cold_runs, arm64=arm64, bump=bump, jobs=jobs, pairs=pairs,
-                       builds=builds))
+                       job_pairs=job_pairs, builds=builds))
 
 
 @main.command("runner")

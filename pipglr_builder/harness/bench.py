@@ -354,13 +354,15 @@ def measure_runtime(config: Config, runs: int, pairs: int, job_image: str) -> di
 
 
 def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = True,
-        bump: tuple[str, str] | None = None, jobs: bool = True, pairs: int = 12, builds: bool = True) -> int:
+        bump: tuple[str, str] | None = None, jobs: bool = True, pairs: int = 20, job_pairs: int = 10,
+        builds: bool = True) -> int:
     if not os.access(DROP_CACHES, os.W_OK):
         raise PipglrError(f"bench: every sample starts with the caches dropped ({DROP_CACHES}): run it as root")
     config = dataclasses.replace(config, extra_packages=tuple(sorted({*config.extra_packages, *BENCH_PACKAGES})))
     image = config.image_ref
     job_image = base_image.base_tag(config, base_image.native_arch()) if not config.base_image else config.base_image
-    processes.say(f"bench: {image}, {runs} runs per figure, {pairs} pairs per nesting and job comparison "
+    processes.say(f"bench: {image}, {runs} runs per figure, {pairs} pairs per nesting comparison, {job_pairs} "
+                  "per job comparison "
                   f"(cold builds: {cold_runs}, arm64: {'once' if arm64 else 'no'})")
     if builds:
         if bump is None:
@@ -373,11 +375,11 @@ def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = 
     figures.update(measure_image(image))
     figures.update(measure_runtime(config, runs, pairs, job_image))
     if jobs:
-        figures.update(bench_jobs.measure(config, image, job_image, pairs))
+        figures.update(bench_jobs.measure(config, image, job_image, job_pairs))
 
     rows = evaluate(figures)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"image": image, "job_image": job_image, "pairs": pairs,
+    report = {"image": image, "job_image": job_image, "pairs": pairs, "job_pairs": job_pairs,
               "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "figures": figures, "targets": rows}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
