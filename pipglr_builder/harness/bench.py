@@ -67,11 +67,10 @@ WORKS = ("run_true", "files", "cpu")
 RUN_TRUE = ('{run} {image} true >/dev/null 2>&1 && s=$(date +%s%N) && {run} {image} true >/dev/null 2>&1 '
             '&& e=$(date +%s%N) && echo $(( (e - s) / 1000000 ))')
 # Many small files: pack a tree of 3000 made on tmpfs (/dev/shm) into the job's writable layer, then time
-# unpacking and deleting it there. The tree is made on tmpfs, not unpacked and deleted on the disk before: this
-# VM's ext4 has no journal, and without one ext4 skips inodes deleted in the last minute on every new file
-# (find_inode_bit -> recently_deleted), which made the timed untar cost 0.1 s or 1.5 s depending on what was
-# deleted before (see docs/benchmarks.md). `sync` first, so that writing back this job's own pages does not
-# land in the time.
+# unpacking and deleting it there. The tree is made on tmpfs so that nothing is deleted on the disk just before
+# the timer (on an ext4 without a journal, as this VM's own disk, every new file then scans past the inodes
+# deleted in the last minute: docs/benchmarks.md). `sync` first, so that writing back this job's own pages does
+# not land in the time.
 FILES = ('mkdir -p /dev/shm/b/d /tmp/b && for i in $(seq 1 3000); do echo $i > /dev/shm/b/d/f$i; done '
          '&& tar cf /tmp/b/t.tar -C /dev/shm/b d && rm -rf /dev/shm/b && cd /tmp/b && sync '
          '&& s=$(date +%s%N) && tar xf t.tar && rm -rf d && e=$(date +%s%N) && echo $(( (e - s) / 1000000 ))')
@@ -305,9 +304,17 @@ def measure_runtime(config: Config, runs: int, pairs: int, job_image: str) -> di
     for work in WORKS:
         figures[f"vm_{work}_seconds"] = summary([vm.sample(work, job_image) for _ in range(runs)])
 
+    with bench_jobs.journaled_home() as home:
+        figures.update(_nesting(image, runs, pairs, job_image, home))
+    return figures
+
+
+def _nesting(image: str, runs: int, pairs: int, job_image: str, home: Path) -> dict:
+    """Start, memory and the nesting comparison on a stand-in whose /home is the journaled ext4 HOME."""
+    figures: dict[str, dict[str, float]] = {}
     cleanup: list = []
     try:
-        target = verify.setup_full(image, "pipglr-bench", cleanup)
+        target = verify.setup_full(image, "pipglr-bench", cleanup, home_fs=home)
         outer, standin = Outer(target), target.standin
         processes.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
 

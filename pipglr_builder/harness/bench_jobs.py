@@ -20,6 +20,7 @@ baseline jobs are taken pair by pair in alternating order (bench_stats).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -51,6 +52,10 @@ BASELINE_DIR = "/home/alice/bench-baseline"
 NETWORK_TOOLS = ("command -v nft >/dev/null && test -x /usr/lib/podman/aardvark-dns || { apt-get update -qq "
                  "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
                  "nftables aardvark-dns; }")
+# The stand-ins' /home (alice's storage, the nested storage under it) is an ext4 with a journal, as on a user's
+# host: this VM's own disk is ext4 without one, which makes creating files cost what was deleted in the last
+# minute (docs/benchmarks.md). Sparse; inode tables and journal written at mkfs, not by a thread during the bench.
+HOME_FS_SIZE = "12G"
 ALICE_SOCKET = f"unix:///run/user/{USERS['alice']}/podman/podman.sock"
 # A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
 # the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
@@ -98,18 +103,31 @@ def throughput_window(traces: list[str]) -> float:
     return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
 
 
+@contextlib.contextmanager
+def journaled_home():
+    """An empty ext4 with a journal in a sparse image file under /var/tmp, for a stand-in's /home; removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-home-", dir="/var/tmp"))
+    image = tmp / "home.ext4"
+    try:
+        processes.execute(["truncate", "--size", HOME_FS_SIZE, str(image)])
+        processes.execute(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image)])
+        yield image
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --- the world ------------------------------------------------------------------
 
 class JobsHost:
     """A stand-in host with the coordinator, a small repository, pipglr and alice's own runner."""
 
-    def __init__(self, config: Config, image: str, job_image: str):
+    def __init__(self, config: Config, image: str, job_image: str, home_fs: Path | None = None):
         self.config, self.image, self.job_image = config, image, job_image
         self.helper = helper_image.names(config, native_arch())[-1]  # the helper_image pipglr's register pins
         self.token = f"reg-{uuid.uuid4().hex}"
         self.tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-git-"))
         self.sha = self._repository()
-        self.standin = StandIn(job_image, volumes=(VOLUME, f"{self.tmp}/root:/git:ro"))
+        self.standin = StandIn(job_image, volumes=(VOLUME, f"{self.tmp}/root:/git:ro"), home_fs=home_fs)
         self.gitlab = Coordinator(self.standin, self.token)
         self.runner_ids: dict[str, int] = {}
 
@@ -214,8 +232,12 @@ def _labels(image: str) -> dict[str, str]:
 
 def measure(config: Config, image: str, job_image: str, pairs: int) -> dict:
     """Job latency, whole job and throughput, nested and baseline, PAIRS pairs each in alternating order."""
+    with journaled_home() as home:
+        return _measure(JobsHost(config, image, job_image, home), pairs)
+
+
+def _measure(world: JobsHost, pairs: int) -> dict:
     figures: dict[str, dict[str, float]] = {}
-    world = JobsHost(config, image, job_image)
     try:
         world.start()
         for who in RUNNERS:  # warm-up: the first job makes the cache volume and the first cache archive
