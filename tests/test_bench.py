@@ -207,3 +207,43 @@ def test_nesting_and_job_targets_are_the_issues():
         for what in ("first_line", "job"):
             assert targets[f"job_{kind}_{what}_ratio"] == ("<=", 1.2)
     assert targets["image_size_mb"] == ("<=", 450.0) and targets["idle_memory_mib"] == ("<=", 150.0)
+
+
+def test_the_stand_ins_home_is_a_journaled_ext4_made_and_removed_by_the_bench(monkeypatch):
+    """This VM's disk is ext4 without a journal (recently deleted inodes scanned on every new file): the bench
+    gives each stand-in a /home of its own, an ext4 with a journal in a loop-mounted image file."""
+    import subprocess
+
+    from pipglr_builder import processes
+    from pipglr_builder.harness import bench_jobs
+    from pipglr_builder.standin import StandIn
+    calls = []
+
+    class Started(Exception):
+        pass
+
+    def execute(argv, **kwargs):
+        calls.append(argv)
+        if argv[:3] == ["podman", "run", "--detach"]:
+            raise Started  # the stand-in itself: far enough
+        return subprocess.CompletedProcess(argv, 0, "", "")
+    monkeypatch.setattr(processes, "execute", execute)
+    with bench_jobs.journaled_home() as image:
+        standin = StandIn("localhost/base:x", name="bench-standin", home_fs=image)
+        with pytest.raises(Started):
+            standin.start()
+        standin.close()  # its api directory (podman itself is faked)
+    assert calls[0] == ["truncate", "--size", bench_jobs.HOME_FS_SIZE, str(image)]
+    assert calls[1][0] == "mkfs.ext4" and "lazy_itable_init=0,lazy_journal_init=0" in calls[1] and "-O" not in calls[1]
+    assert ["podman", "volume", "create", "--opt", f"device={image}", "--opt", "type=ext4", "--opt", "o=loop",
+            "bench-standin-home"] in calls
+    copy = next(argv for argv in calls if argv[:3] == ["podman", "run", "--rm"])
+    assert copy[-3:] == ["-a", "/home/.", "/mnt/"] and "bench-standin-home:/mnt" in copy
+    assert "bench-standin-home:/home" in next(argv for argv in calls if argv[:3] == ["podman", "run", "--detach"])
+    assert not image.parent.exists()  # removed after
+    calls.clear()
+    plain = StandIn("localhost/base:x", name="test-standin")
+    with pytest.raises(Started):
+        plain.start()
+    plain.close()
+    assert not any(argv[:3] == ["podman", "volume", "create"] for argv in calls)  # the tests' stand-ins: as before
