@@ -8,7 +8,8 @@ Each figure is the median of several runs with min and max, in three groups:
 - runtime, on the stand-in user host as verify does: `runlabel run` to ready;
   the cost of nesting: the same job image and work (`run --rm true`, untar and
   delete 3000 files, sha256sum of 256 MB) by the stand-in user alice's own
-  rootless podman (overlay, storage on the /home volume) and nested through
+  rootless podman (overlay, storage on /home: an ext4 with a journal, as on a
+  user's host, bench_jobs.journaled_home) and nested through
   the runner's socket (overlay on the pipglr-storage volume, under alice's
   /home too), sampled pair by pair in alternating order, each sample from
   the same state (settle: sync, drop caches), ratio = median of the per-pair
