@@ -29,12 +29,13 @@ unit: venv
 runner: setup
 	@$(PY) build.py runner --runner-source gomodule --platform linux/amd64,linux/arm64
 
-# Figures for docs/benchmarks.md (bench-report/bench.json and .txt).
+# Figures for docs/benchmarks.md (bench-report/bench.json and .txt). As root: every
+# sample of a comparison starts after sync and dropped caches.
 # The runner bump rebuild declares the same runner binary as 19.4.1: it times
 # the layers a version bump rebuilds.
 bench: setup runner
 	@R="$$($(PY) build.py runner --runner-source gomodule | cut -f3)"; \
-	 $(PY) build.py bench --runs 5 --tags bench --runner-source gomodule \
+	 $(PY) build.py bench --runs 5 --pairs 20 --job-pairs 10 --tags bench --runner-source gomodule \
 	   --bump-runner-file "$${R%amd64}{arch}" --bump-runner-version 19.4.1
 
 setup: host venv

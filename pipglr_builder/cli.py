@@ -262,7 +262,14 @@ def quadlet_cmd(config, image: str | None, output: Path | None, instance: str) -
 
 
 @main.command("bench")
-@click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True, help="Runs per figure.")
+@click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Runs per figure (builds, start, memory; pairs of the fuse-overlayfs and vfs peers).")
+@click.option("--pairs", type=click.IntRange(1, 100), default=20, show_default=True,
+              help="Pairs (one sample of each side, alternating which goes first) per nesting comparison.")
+@click.option("--job-pairs", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Pairs per CI job comparison (a pair of jobs takes far longer than a pair of `run true`).")
+@click.option("--builds/--no-builds", default=True, show_default=True,
+              help="Time the cold, warm and runner-bump builds; --no-builds measures the rest only.")
 @click.option("--cold-runs", type=click.IntRange(0, 20), default=3, show_default=True,
               help="Cold builds (Debian bootstrap + every layer without cache) of the native platform; 0 skips them.")
 @click.option("--arm64/--no-arm64", default=True, show_default=True,
@@ -275,8 +282,8 @@ def quadlet_cmd(config, image: str | None, output: Path | None, instance: str) -
 @click.option("--jobs/--no-jobs", default=True, show_default=True,
               help="CI jobs with the real runner, nested against alice's own runner (latency, throughput).")
 @setting_options
-def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: str, bump_runner_version: str,
-              output: Path, jobs: bool) -> None:
+def bench_cmd(config, runs: int, pairs: int, job_pairs: int, builds: bool, cold_runs: int, arm64: bool, bump_runner_file: str,
+              bump_runner_version: str, output: Path, jobs: bool) -> None:
     """Measure what the image costs: builds, size, start, job overhead, memory.
 
     Cold, warm and runner-bump builds; size as stored and as pushed; then the
@@ -284,8 +291,10 @@ def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: 
     nested jobs against the stand-in user's own rootless podman with overlay,
     fuse-overlayfs and vfs storage, memory), then CI jobs with the real
     runner nested against the same runner on that user's own podman (latency,
-    whole job, 1/2/4 jobs at once). Writes JSON and a table; exit 1 if a
-    target is missed.
+    whole job, 1/2/4 jobs at once). Both sides of a comparison are sampled
+    pair by pair in alternating order, each sample after sync and dropped
+    caches (run it as root); a ratio is the median of the per-pair ratios.
+    Writes JSON and a table; exit 1 if a target is missed.
     """
     from .harness import bench
     bump = None
@@ -302,7 +311,8 @@ def bench_cmd(config, runs: int, cold_runs: int, arm64: bool, bump_runner_file: 
         if not Path(bump_runner_file.replace("{arch}", native_arch())).is_file():
             raise ConfigError(f"--bump-runner-file {bump_runner_file}: no such file for {native_arch()}")
         bump = (bump_runner_file, bump_runner_version)
-    sys.exit(bench.run(config, runs, output, cold_runs=cold_runs, arm64=arm64, bump=bump, jobs=jobs))
+    sys.exit(bench.run(config, runs, output, cold_runs=cold_runs, arm64=arm64, bump=bump, jobs=jobs, pairs=pairs,
+                       job_pairs=job_pairs, builds=builds))
 
 
 @main.command("runner")

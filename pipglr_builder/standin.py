@@ -29,9 +29,11 @@ USERS = {"alice": 2000, "bob": 2001}  # see templates/standin/Containerfile
 class StandIn:
     """A container acting as a user's cgroup v2 host with rootless podman."""
 
-    def __init__(self, base_image: str, name: str | None = None, volumes: tuple[str, ...] = ()):
+    def __init__(self, base_image: str, name: str | None = None, volumes: tuple[str, ...] = (),
+                 home_fs: Path | None = None):
         self.base_image = base_image
         self.extra_volumes = volumes  # host:container[:options], e.g. test helpers
+        self.home_fs = home_fs  # an ext4 image file for /home instead of a directory volume (the bench)
         self.name = name or unique("pipglr-standin")
         self.home_volume = f"{self.name}-home"
         self.api_dir: Path | None = None  # made by start(): a StandIn never started leaves nothing behind
@@ -57,6 +59,13 @@ class StandIn:
         self._ensure_image()
         self.api_dir = Path(tempfile.mkdtemp(prefix="pipglr-standin-api-"))
         os.chmod(self.api_dir, 0o777)
+        if self.home_fs is not None:
+            # A volume on the image file, mounted through a loop device; podman copies nothing into a
+            # volume that has a device, so the users' homes come from the stand-in's image by hand.
+            processes.execute(["podman", "volume", "create", "--opt", f"device={self.home_fs}", "--opt", "type=ext4",
+                               "--opt", "o=loop", self.home_volume])
+            processes.execute(["podman", "run", "--rm", "--entrypoint", "cp", "--volume", f"{self.home_volume}:/mnt",
+                               self.image, "-a", "/home/.", "/mnt/"])
         # --no-hosts: this machine's /etc/hosts entries (host.containers.internal
         # pointing at this machine) must not leak into the user's containers.
         processes.execute(["podman", "run", "--detach", "--name", self.name, "--hostname", "standin", "--no-hosts",

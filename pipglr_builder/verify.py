@@ -98,11 +98,11 @@ def _labels(image: str, env: dict[str, str] | None = None) -> dict[str, str]:
     return json.loads(out)[0].get("Labels") or {}
 
 
-def setup_full(image: str, marker: str, cleanup: list) -> Target:
-    """Start IMAGE on a stand-in host as user alice, through the runlabels."""
+def setup_full(image: str, marker: str, cleanup: list, home_fs: Path | None = None) -> Target:
+    """Start IMAGE on a stand-in host as user alice, through the runlabels (HOME_FS: see StandIn)."""
     base = suite_tag(_labels(image).get("io.pipglr.base-suite", SETTINGS_BY_KEY["base_suite"].default), native_arch())
     base_there = processes.execute(["podman", "image", "exists", base], check=False).returncode == 0
-    standin = StandIn(base if base_there else image)
+    standin = StandIn(base if base_there else image, home_fs=home_fs)
     cleanup.append(standin.close)  # before anything starts, so an interruption cleans up too
     target = Target("full", image, CONTAINER, {}, _labels(image), secret_marker=marker, job_image=image,
                     standin=standin)

@@ -8,12 +8,16 @@ Each figure is the median of several runs with min and max, in three groups:
 - runtime, on the stand-in user host as verify does: `runlabel run` to ready;
   the cost of nesting: the same job image and work (`run --rm true`, untar and
   delete 3000 files, sha256sum of 256 MB) by the stand-in user alice's own
-  rootless podman (overlay, storage on the /home volume) and nested through
+  rootless podman (overlay, storage on /home: an ext4 with a journal, as on a
+  user's host, bench_jobs.journaled_home) and nested through
   the runner's socket (overlay on the pipglr-storage volume, under alice's
-  /home too), ratio nested/alice; fuse-overlayfs and vfs nested as peers; this
-  machine's own podman as context only; memory idle and with a job running;
+  /home too), sampled pair by pair in alternating order, each sample from
+  the same state (settle: sync, drop caches), ratio = median of the per-pair
+  ratios nested/alice (bench_stats.py); fuse-overlayfs and vfs nested as
+  peers, paired with alice alike; this machine's own podman as context only;
+  memory idle and with a job running;
 - CI jobs with the real gitlab-runner and helper (bench_jobs.py): nested
-  against the same runner on alice's own podman socket.
+  against the same runner on alice's own podman socket, paired alike.
 Jobs run the Debian base image: what a CI job image such as debian:trixie is.
 """
 
@@ -23,7 +27,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import statistics
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +36,7 @@ from .. import base_image, build, processes, render, runner, verify
 from ..config import Config
 from ..errors import CommandFailed, PipglrError
 from . import bench_jobs
+from .bench_stats import alternate, paired_ratio, summary
 
 # (figure, comparison, target): checked by the benchmark, reported as pass/fail.
 TARGETS = (
@@ -57,29 +62,39 @@ OTHER_DRIVERS = {
 }
 BENCH_ROOT = "/home/podman/.local/share/containers/bench"  # on the pipglr-storage volume
 
-# Times N runs of a command inside a shell; prints one duration (ms) per line.
-LOOP = 'for i in $(seq 1 {n}); do s=$(date +%s%N); {cmd} >/dev/null 2>&1 || exit 1; e=$(date +%s%N); ' \
-       'echo $(( (e - s) / 1000000 )); done'
-# Many small files: write a tree, pack it, then time unpacking and deleting it. `sync` first, so that
-# writing back the previous run's pages does not land in this one's time.
-FILES = ('mkdir -p /tmp/b && cd /tmp/b && mkdir d && for i in $(seq 1 3000); do echo $i > d/f$i; done '
-         '&& tar cf t.tar d && rm -rf d && sync && s=$(date +%s%N) && tar xf t.tar && rm -rf d && e=$(date +%s%N) '
-         '&& echo $(( (e - s) / 1000000 ))')
+WORKS = ("run_true", "files", "cpu")
+# `run --rm true`, timed after one untimed run, so that both sides start it with the image's layers and podman's
+# binaries read once since the caches were dropped; prints the time (ms).
+RUN_TRUE = ('{run} {image} true >/dev/null 2>&1 && s=$(date +%s%N) && {run} {image} true >/dev/null 2>&1 '
+            '&& e=$(date +%s%N) && echo $(( (e - s) / 1000000 ))')
+# Many small files: pack a tree of 3000 made on tmpfs (/dev/shm) into the job's writable layer, then time
+# unpacking and deleting it there. The tree is made on tmpfs so that nothing is deleted on the disk just before
+# the timer (on an ext4 without a journal, as this VM's own disk, every new file then scans past the inodes
+# deleted in the last minute: docs/benchmarks.md). `sync` first, so that writing back this job's own pages does
+# not land in the time.
+FILES = ('mkdir -p /dev/shm/b/d /tmp/b && for i in $(seq 1 3000); do echo $i > /dev/shm/b/d/f$i; done '
+         '&& tar cf /tmp/b/t.tar -C /dev/shm/b d && rm -rf /dev/shm/b && cd /tmp/b && sync '
+         '&& s=$(date +%s%N) && tar xf t.tar && rm -rf d && e=$(date +%s%N) && echo $(( (e - s) / 1000000 ))')
 # CPU-bound work: hash 256 MB of zeros; prints the time (ms).
 CPU = ('s=$(date +%s%N) && head -c 268435456 /dev/zero | sha256sum >/dev/null '
        '&& e=$(date +%s%N) && echo $(( (e - s) / 1000000 ))')
 # Memory of every process in the outer container (kB): PSS shares shared pages out, RSS counts them in each process.
 MEMORY = "cat /proc/[0-9]*/smaps_rollup 2>/dev/null | awk '/^{field}:/ {{ s += $2 }} END {{ print s }}'"
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(samples), 3), "min": round(min(samples), 3),
-            "max": round(max(samples), 3), "runs": len(samples)}
+def work_script(work: str, run: str, image: str) -> str:
+    """The shell script of one sample of WORK with RUN (a `podman run --rm` command line); prints milliseconds."""
+    if work == "run_true":
+        return RUN_TRUE.format(run=run, image=image)
+    return f"{run} {image} sh -c '{FILES if work == 'files' else CPU}'"
 
 
-def ratio(nested: list[float], host: list[float]) -> dict[str, float]:
-    """Each nested sample against the median host sample."""
-    return summary([n / statistics.median(host) for n in nested])
+def settle() -> None:
+    """The state every sample starts from, the same for both sides: nothing dirty to write back (sync) and no
+    page, dentry or inode cached (drop_caches 3: the machine's kernel, under the stand-in and every container)."""
+    os.sync()
+    DROP_CACHES.write_text("3\n")
 
 
 def evaluate(figures: dict[str, dict[str, float]]) -> list[dict]:
@@ -96,12 +111,13 @@ def evaluate(figures: dict[str, dict[str, float]]) -> list[dict]:
 
 
 def table(figures: dict[str, dict[str, float]], rows: list[dict]) -> str:
-    lines = [f"{'figure':36} {'median':>10} {'min':>10} {'max':>10} {'runs':>5}  target"]
+    lines = [f"{'figure':36} {'median':>10} {'min':>10} {'max':>10} {'runs':>5} {'q1..q3':>13}  target"]
     targets = {r["figure"]: r for r in rows}
     for name, s in figures.items():
         row = targets.get(name)
         verdict = "" if row is None else f"{row['target']}  {'PASS' if row['pass'] else 'FAIL'}"
-        lines.append(f"{name:36} {s['median']:>10} {s['min']:>10} {s['max']:>10} {s['runs']:>5}  {verdict}")
+        iqr = f"{s['q1']}..{s['q3']}" if "q1" in s else ""
+        lines.append(f"{name:36} {s['median']:>10} {s['min']:>10} {s['max']:>10} {s['runs']:>5} {iqr:>13}  {verdict}")
     for row in rows:
         if row["pass"] is None:
             lines.append(f"{row['figure']:36} {'not measured':>10}  {row['target']}")
@@ -266,29 +282,48 @@ class Outer:
         return url
 
 
-def job_figures(shell, run: str, job_image: str, runs: int, where: str) -> dict[str, list[float]]:
-    """`run --rm true`, the file-heavy and the CPU-bound job with RUN (a `podman run --rm` command line)
-    through SHELL (runs a shell script where the podman is): seconds per run."""
-    true = _ms_lines(shell(LOOP.format(n=runs, cmd=f"{run} {job_image} true")), runs, f"{where} run true")
-    files = [_ms_lines(shell(f"{run} {job_image} sh -c '{FILES}'"), 1, f"{where} file-heavy job")[0]
-             for _ in range(runs)]
-    cpu = [_ms_lines(shell(f"{run} {job_image} sh -c '{CPU}'"), 1, f"{where} CPU-bound job")[0]
-           for _ in range(runs)]
-    return {"run_true": true, "files": files, "cpu": cpu}
+class Side:
+    """Where one side of a comparison runs jobs: SHELL runs a shell script there, RUN is its `podman run --rm`."""
+
+    def __init__(self, name: str, shell, run: str):
+        self.name, self.shell, self.run = name, shell, run
+
+    def sample(self, work: str, image: str) -> float:
+        """Seconds of one sample of WORK, from the settled state."""
+        settle()
+        return _ms_lines(self.shell(work_script(work, self.run, image)), 1, f"{self.name} {work}")[0]
 
 
-def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
+def compare(a: Side, b: Side, image: str, pairs: int) -> dict[str, dict[str, list[float]]]:
+    """{work: {side name: samples}} for every work, A and B alternated pair by pair (bench_stats.alternate)."""
+    result = {}
+    sides = {a.name: a, b.name: b}
+    for work in WORKS:
+        processes.say(f"bench: {work}: {a.name} and {b.name}, {pairs} pairs in alternating order")
+        result[work] = alternate(pairs, (a.name, b.name), lambda name, work=work: sides[name].sample(work, image))
+    return result
+
+
+def measure_runtime(config: Config, runs: int, pairs: int, job_image: str) -> dict:
     image = config.image_ref
     figures: dict[str, dict[str, float]] = {}
     # Context only: this machine's own podman (rootful or not, runc, cgroup v1): not a user's host.
-    vm = job_figures(lambda script: processes.execute(["sh", "-c", script]).stdout, "podman run --rm --network host",
-                     job_image, runs, "this machine's")
-    for work, samples in vm.items():
-        figures[f"vm_{work}_seconds"] = summary(samples)
+    vm = Side("this machine's", lambda script: processes.execute(["sh", "-c", script]).stdout,
+              "podman run --rm --network host")
+    for work in WORKS:
+        figures[f"vm_{work}_seconds"] = summary([vm.sample(work, job_image) for _ in range(runs)])
 
+    with bench_jobs.journaled_home() as home:
+        figures.update(_nesting(image, runs, pairs, job_image, home))
+    return figures
+
+
+def _nesting(image: str, runs: int, pairs: int, job_image: str, home: Path) -> dict:
+    """Start, memory and the nesting comparison on a stand-in whose /home is the journaled ext4 HOME."""
+    figures: dict[str, dict[str, float]] = {}
     cleanup: list = []
     try:
-        target = verify.setup_full(image, "pipglr-bench", cleanup)
+        target = verify.setup_full(image, "pipglr-bench", cleanup, home_fs=home)
         outer, standin = Outer(target), target.standin
         processes.wait_for(outer.ready, 120, interval=0.2, what="the runner and the podman socket")
 
@@ -310,20 +345,15 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
         processes.wait_for(outer.ready, 60, what="the nested podman to answer")  # a ping starts it, as the health check's
         figures["idle_memory_serving_mib"] = summary([outer.memory_mib("Pss")])
 
-        processes.say("bench: the same jobs by alice's own rootless podman (overlay, storage on /home)")
         standin.load_image("alice", job_image)
-        alice = job_figures(lambda script: standin.as_user("alice", ["sh", "-c", script], timeout=1800).stdout,
-                            "podman run --rm --network host", job_image, runs, "alice's")
-        for work, samples in alice.items():
-            figures[f"alice_{work}_seconds"] = summary(samples)
-
-        processes.say("bench: nested jobs with the image's storage (native overlay)")
         outer.load(job_image, SOCKET)
-        nested = job_figures(outer.as_podman, f"podman --url {SOCKET} run --rm --network host", job_image, runs,
-                             "nested")
-        for work, samples in nested.items():
-            figures[f"nested_{work}_seconds"] = summary(samples)
-            figures[f"nested_{work}_ratio"] = ratio(samples, alice[work])
+        alice = Side("alice", lambda script: standin.as_user("alice", ["sh", "-c", script], timeout=1800).stdout,
+                     "podman run --rm --network host")
+        nested = Side("nested", outer.as_podman, f"podman --url {SOCKET} run --rm --network host")
+        for work, samples in compare(alice, nested, job_image, pairs).items():
+            figures[f"alice_{work}_seconds"] = summary(samples["alice"])
+            figures[f"nested_{work}_seconds"] = summary(samples["nested"])
+            figures[f"nested_{work}_ratio"] = paired_ratio(samples["nested"], samples["alice"])
 
         outer.as_podman(f"podman --url {SOCKET} run --detach --name bench-job {job_image} sleep 600")
         try:
@@ -331,14 +361,12 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
         finally:
             outer.as_podman(f"podman --url {SOCKET} rm --force --time 0 bench-job", check=False)
 
-        for name, flags in OTHER_DRIVERS.items():
-            processes.say(f"bench: nested jobs with {name} storage, for comparison")
+        for name, flags in OTHER_DRIVERS.items():  # peers for comparison: fewer pairs (vfs starts slowly)
             url = outer.start_service(name, flags)
             outer.load(job_image, url)
-            peer = job_figures(outer.as_podman, f"podman --url {url} run --rm --network host", job_image, runs,
-                               name)
-            for work, samples in peer.items():
-                figures[f"{name}_{work}_ratio"] = ratio(samples, alice[work])
+            peer = Side(name, outer.as_podman, f"podman --url {url} run --rm --network host")
+            for work, samples in compare(alice, peer, job_image, runs).items():
+                figures[f"{name}_{work}_ratio"] = paired_ratio(samples[name], samples["alice"])
     finally:
         for close in cleanup:
             with contextlib.suppress(CommandFailed):
@@ -347,22 +375,32 @@ def measure_runtime(config: Config, runs: int, job_image: str) -> dict:
 
 
 def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = True,
-        bump: tuple[str, str] | None = None, jobs: bool = True) -> int:
+        bump: tuple[str, str] | None = None, jobs: bool = True, pairs: int = 20, job_pairs: int = 10,
+        builds: bool = True) -> int:
+    if not os.access(DROP_CACHES, os.W_OK):
+        raise PipglrError(f"bench: every sample starts with the caches dropped ({DROP_CACHES}): run it as root")
     config = dataclasses.replace(config, extra_packages=tuple(sorted({*config.extra_packages, *BENCH_PACKAGES})))
     image = config.image_ref
     job_image = base_image.base_tag(config, base_image.native_arch()) if not config.base_image else config.base_image
-    processes.say(f"bench: {image}, {runs} runs per figure (cold builds: {cold_runs}, arm64: {'once' if arm64 else 'no'})")
-    if bump is None:
-        processes.say("bench: no --bump-runner-file/--bump-runner-version given: the runner bump rebuild is not measured")
-    figures = measure_build(config, runs, cold_runs, arm64, bump)
+    processes.say(f"bench: {image}, {runs} runs per figure, {pairs} pairs per nesting comparison, {job_pairs} "
+                  "per job comparison "
+                  f"(cold builds: {cold_runs}, arm64: {'once' if arm64 else 'no'})")
+    if builds:
+        if bump is None:
+            processes.say("bench: no --bump-runner-file/--bump-runner-version given: the runner bump rebuild is not measured")
+        figures = measure_build(config, runs, cold_runs, arm64, bump)
+    else:
+        processes.say("bench: --no-builds: the builds are not timed")
+        build.build(config)
+        figures = {}
     figures.update(measure_image(image))
-    figures.update(measure_runtime(config, runs, job_image))
+    figures.update(measure_runtime(config, runs, pairs, job_image))
     if jobs:
-        figures.update(bench_jobs.measure(config, image, job_image, runs, summary, ratio))
+        figures.update(bench_jobs.measure(config, image, job_image, job_pairs))
 
     rows = evaluate(figures)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"image": image, "job_image": job_image,
+    report = {"image": image, "job_image": job_image, "pairs": pairs, "job_pairs": job_pairs,
               "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "figures": figures, "targets": rows}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -11,18 +11,23 @@ hands jobs to two runners registered against it:
 Every job sets FF_TIMESTAMPS (the runner stamps each trace line) and
 FF_NETWORK_PER_BUILD (the network pipglr's register sets), so both runners run
 alike. From the trace: handed out (the runner's first line, written when it has
-the job) -> the first script line's output, and handed out -> the last line.
+the job) -> the first script line's output, and handed out -> the last line;
+for N jobs at once, the first job handed out -> the last job's last line. So
+no figure includes the runners' polling for jobs (check_interval), which
+both runners have at 1 s here only to shorten the bench's waits. Nested and
+baseline jobs are taken pair by pair in alternating order (bench_stats).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -31,18 +36,26 @@ from ..base_image import native_arch
 from ..config import Config
 from ..errors import PipglrError
 from ..standin import USERS, StandIn
+from .bench_stats import pair_orders, paired_ratio, summary
 from .coordinator import PORT, URL, VOLUME, Coordinator, Repository
 
 FIRST = "bench-first-line"  # the first script line's output
 FLAGS = {"FF_TIMESTAMPS": "true", "FF_NETWORK_PER_BUILD": "true"}
 CACHE = [{"key": "bench-deps", "paths": ["deps/"], "policy": "pull-push", "when": "on_success",
           "untracked": False, "fallback_keys": []}]
-CONCURRENCY = (1, 2, 4)
+CONCURRENCY = (1, 2, 4)  # jobs queued at once for the throughput; 1 is the latency pairs' clone + cache job
 RUNNERS = ("nested", "baseline")
+# Written before register for both runners alike: `concurrent = 4` as the README says, and a poll every second
+# (gitlab-runner's default is 3 s): polling is in no figure (see above), it only makes the bench wait.
+GLOBAL_CONFIG = "concurrent = 4\ncheck_interval = 1\n"
 BASELINE_DIR = "/home/alice/bench-baseline"
 NETWORK_TOOLS = ("command -v nft >/dev/null && test -x /usr/lib/podman/aardvark-dns || { apt-get update -qq "
                  "&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
                  "nftables aardvark-dns; }")
+# The stand-ins' /home (alice's storage, the nested storage under it) is an ext4 with a journal, as on a user's
+# host: this VM's own disk is ext4 without one, which makes creating files cost what was deleted in the last
+# minute (docs/benchmarks.md). Sparse; inode tables and journal written at mkfs, not by a thread during the bench.
+HOME_FS_SIZE = "12G"
 ALICE_SOCKET = f"unix:///run/user/{USERS['alice']}/podman/podman.sock"
 # A trace line with FF_TIMESTAMPS (on by default in 19.4): "2026-11-24T07:58:14.123456Z 00O text", after
 # the stamp the stream number (hex), O or E (stdout, stderr) and " " or "+" (a full or a partial line).
@@ -81,18 +94,40 @@ def jobs_per_minute(jobs: int, seconds: float) -> float:
     return jobs * 60.0 / seconds
 
 
+def throughput_window(traces: list[str]) -> float:
+    """Seconds from the first of several jobs handed out (its first trace line) to the last line of any of them:
+    the time they took together, without the wait for the runner's first poll."""
+    spans = [(lines[0][0], lines[-1][0]) for lines in map(stamped_lines, traces) if lines]
+    if len(spans) != len(traces):
+        raise PipglrError("bench: a trace has no timestamped lines (FF_TIMESTAMPS)")
+    return (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
+
+
+@contextlib.contextmanager
+def journaled_home():
+    """An empty ext4 with a journal in a sparse image file under /var/tmp, for a stand-in's /home; removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-home-", dir="/var/tmp"))
+    image = tmp / "home.ext4"
+    try:
+        processes.execute(["truncate", "--size", HOME_FS_SIZE, str(image)])
+        processes.execute(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(image)])
+        yield image
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --- the world ------------------------------------------------------------------
 
 class JobsHost:
     """A stand-in host with the coordinator, a small repository, pipglr and alice's own runner."""
 
-    def __init__(self, config: Config, image: str, job_image: str):
+    def __init__(self, config: Config, image: str, job_image: str, home_fs: Path | None = None):
         self.config, self.image, self.job_image = config, image, job_image
         self.helper = helper_image.names(config, native_arch())[-1]  # the helper_image pipglr's register pins
         self.token = f"reg-{uuid.uuid4().hex}"
         self.tmp = Path(tempfile.mkdtemp(prefix="pipglr-bench-git-"))
         self.sha = self._repository()
-        self.standin = StandIn(job_image, volumes=(VOLUME, f"{self.tmp}/root:/git:ro"))
+        self.standin = StandIn(job_image, volumes=(VOLUME, f"{self.tmp}/root:/git:ro"), home_fs=home_fs)
         self.gitlab = Coordinator(self.standin, self.token)
         self.runner_ids: dict[str, int] = {}
 
@@ -112,12 +147,12 @@ class JobsHost:
         self._start_baseline()
 
     def _start_nested(self) -> None:
-        processes.say("bench: jobs: pipglr as the README says (concurrent = 4 before register)")
+        processes.say("bench: jobs: pipglr as the README says (concurrent = 4, check_interval = 1 before register)")
         user = ["podman", "exec", "--interactive", "--user", "podman", "--env", "XDG_RUNTIME_DIR=/run/user/"
                 + _labels(self.image)["io.pipglr.podman-uid"], "pipglr", "podman", "load", "--quiet"]
         self.standin.load_image("alice", self.image)
         self.alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=self.token + "\n")
-        self.alice("sh", "-c", "echo 'concurrent = 4' > config.toml")
+        self.alice("sh", "-c", "cat > config.toml", input=GLOBAL_CONFIG)
         # if-not-present, as the baseline: the job image and the helper are local (no registry here).
         self.alice("env", "PIPGLR_PULL_POLICY=if-not-present", "podman", "container", "runlabel", "register",
                    self.image, "--", "--url", URL, "--name", "bench-nested")
@@ -142,7 +177,7 @@ class JobsHost:
         self.standin.load_image("alice", self.job_image)
         self.standin.load_image("alice", self.helper)
         config = f"{BASELINE_DIR}/config.toml"
-        self.alice("sh", "-c", f"mkdir -p {BASELINE_DIR} && echo 'concurrent = 4' > {config}")
+        self.alice("sh", "-c", f"mkdir -p {BASELINE_DIR} && cat > {config}", input=GLOBAL_CONFIG)
         # The runner runs on the stand-in itself (no host.containers.internal there): GitLab at 127.0.0.1.
         self.alice("gitlab-runner", "register", "--non-interactive", "--config", config,
                    "--url", f"http://127.0.0.1:{PORT}", "--registration-token", self.token, "--name", "bench-baseline",
@@ -195,20 +230,27 @@ def _labels(image: str) -> dict[str, str]:
     return json.loads(processes.execute(["podman", "image", "inspect", image]).stdout)[0].get("Labels") or {}
 
 
-def measure(config: Config, image: str, job_image: str, runs: int, summary, ratio) -> dict:
-    """Job latency, whole job and throughput, nested and baseline; SUMMARY and RATIO from bench."""
+def measure(config: Config, image: str, job_image: str, pairs: int) -> dict:
+    """Job latency, whole job and throughput, nested and baseline, PAIRS pairs each in alternating order."""
+    with journaled_home() as home:
+        return _measure(JobsHost(config, image, job_image, home), pairs)
+
+
+def _measure(world: JobsHost, pairs: int) -> dict:
     figures: dict[str, dict[str, float]] = {}
-    world = JobsHost(config, image, job_image)
     try:
         world.start()
         for who in RUNNERS:  # warm-up: the first job makes the cache volume and the first cache archive
             world.wait([world.queue(who, "clone_cache")])
+        # Both sides start each job from the same state: nothing dirty to write back. The caches stay warm
+        # (the warm-up above read the same helper, job image and runner for both), as on a host running jobs.
         samples = {(who, kind, what): [] for who in RUNNERS for kind in ("script", "clone_cache")
                    for what in ("first_line", "job")}
-        for i in range(runs):
-            processes.say(f"bench: jobs: run {i + 1} of {runs}")
+        for i, order in enumerate(pair_orders(pairs, RUNNERS)):
+            processes.say(f"bench: jobs: pair {i + 1} of {pairs} ({' then '.join(order)})")
             for kind in ("script", "clone_cache"):
-                for who in RUNNERS:  # interleaved, so that drift on the machine spreads over both alike
+                for who in order:
+                    os.sync()
                     job = world.wait([world.queue(who, kind)])[0]
                     first, whole = job_timings(job["trace"])
                     samples[(who, kind, "first_line")].append(first)
@@ -217,21 +259,26 @@ def measure(config: Config, image: str, job_image: str, runs: int, summary, rati
             figures[f"{who}_{kind}_{what}_seconds"] = summary(values)
         for kind in ("script", "clone_cache"):
             for what in ("first_line", "job"):
-                figures[f"job_{kind}_{what}_ratio"] = ratio(samples[("nested", kind, what)],
-                                                            samples[("baseline", kind, what)])
+                figures[f"job_{kind}_{what}_ratio"] = paired_ratio(samples[("nested", kind, what)],
+                                                                   samples[("baseline", kind, what)])
 
+        # One job at a time: its window is the whole job, already timed above in the same pairs.
         throughput = {(who, n): [] for who in RUNNERS for n in CONCURRENCY}
-        for i in range(runs):
-            processes.say(f"bench: jobs: throughput, run {i + 1} of {runs}")
-            for n in CONCURRENCY:
-                for who in RUNNERS:
-                    started = time.monotonic()
-                    world.wait([world.queue(who, "clone_cache") for _ in range(n)])
-                    throughput[(who, n)].append(jobs_per_minute(n, time.monotonic() - started))
+        for who in RUNNERS:
+            throughput[(who, 1)] = [jobs_per_minute(1, s) for s in samples[(who, "clone_cache", "job")]]
+        for i, order in enumerate(pair_orders(pairs, RUNNERS)):
+            processes.say(f"bench: jobs: throughput, pair {i + 1} of {pairs} ({' then '.join(order)})")
+            for n in CONCURRENCY[1:]:
+                for who in order:
+                    os.sync()
+                    jobs = world.wait([world.queue(who, "clone_cache") for _ in range(n)])
+                    window = throughput_window([job["trace"] for job in jobs])
+                    throughput[(who, n)].append(jobs_per_minute(n, window))
         for (who, n), values in throughput.items():
             figures[f"{who}_{n}_jobs_per_minute"] = summary(values)
         for n in CONCURRENCY:
-            figures[f"throughput_{n}_jobs_ratio"] = ratio(throughput[("nested", n)], throughput[("baseline", n)])
+            figures[f"throughput_{n}_jobs_ratio"] = paired_ratio(throughput[("nested", n)],
+                                                                 throughput[("baseline", n)])
     finally:
         world.close()
     return figures
