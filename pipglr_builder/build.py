@@ -20,13 +20,14 @@ from .config import Config
 
 def bud_argv(config: Config, arch: str, context: Path, tag: str, created: str, inputs: str = "",
              no_cache: bool = False, runner_args: list[str] | tuple[str, ...] = (), runner_sha256: str = "",
-             base: dict[str, str] | None = None) -> list[str]:
-    """The buildah command for one platform (data, so tests can read it); BASE: helper_image.base_labels."""
+             base: dict[str, str] | None = None, verified: str = "") -> list[str]:
+    """The buildah command for one platform (data, so tests can read it); BASE: helper_image.base_labels;
+    VERIFIED: the checks a nightly runs before it pushes this platform (label io.pipglr.verified)."""
     args = [
         *buildah.build_args({"BASE_IMAGE": render.base_image_for(config, arch), "TARGETARCH": arch, "CREATED": created,
                              "REVISION": render.git_revision(), "SOURCE": render.git_source(), **(base or {})}),
         *runner_args,  # the runner's own labels (runner.label_args)
-        *buildah.build_args({"RUNNER_SHA256": runner_sha256}),
+        *buildah.build_args({"RUNNER_SHA256": runner_sha256, **({"VERIFIED": verified} if verified else {})}),
     ]
     return buildah.bud_argv(context, tag, args=args, arch=arch, inputs=inputs, containerfile=context / "Containerfile",
                             no_cache=no_cache)
@@ -59,10 +60,10 @@ class Built:
 
 
 def build(config: Config, verbose: bool = False, work_dir: Path | None = None, no_cache: bool = False,
-          runner_fallback: bool = True) -> Built:
+          runner_fallback: bool = True, verified: dict[str, str] | None = None) -> Built:
     """Build every configured platform; tag them all only when all succeeded.
     NO_CACHE rebuilds every layer (the bench's cold build). Without RUNNER_FALLBACK, runner_source = auto never
-    falls back to gomodule (runner.obtain)."""
+    falls back to gomodule (runner.obtain). VERIFIED: {arch: the checks a nightly runs before pushing it}."""
     processes.require("buildah", "podman")
     if not config.base_image:
         processes.require("mmdebstrap")
@@ -92,7 +93,8 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                 helper = helpers[arch]
                 helper_id = processes.image_field(helper[0], "{{.Id}}") if helper else None
                 helper_image.carry(context, config, arch, helper_id or "")
-                key = buildah.inputs_key(context, buildah.base_id(base_ref), arch)
+                checks = (verified or {}).get(arch, "")
+                key = buildah.inputs_key(context, buildah.base_id(base_ref), arch, extra=checks)
                 started = time.monotonic()
                 if not no_cache and buildah.made_from(platform_ref(config, arch), key):
                     buildah.tag(platform_ref(config, arch), tag)
@@ -105,7 +107,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
                     helper_image.save_archive(context, helper_id)
                 buildah.bud(bud_argv(config, arch, context, tag, created, key, no_cache,
                                      runner.label_args(binaries[arch], source), runner.sha256_of(binaries[arch]),
-                                     helper_image.base_labels(base_ref)),
+                                     helper_image.base_labels(base_ref), checks),
                             arch, verbose)
                 temporary[arch] = tag
                 result.seconds[arch], result.rebuilt[arch] = time.monotonic() - started, True

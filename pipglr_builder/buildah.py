@@ -83,10 +83,11 @@ def push_argv(local_ref: str, destination: str, flags: Sequence[str], digestfile
 # --- the inputs key -----------------------------------------------------------------------------------------------
 
 
-def inputs_key(context: Path, base_id: str, arch: str) -> str:
+def inputs_key(context: Path, base_id: str, arch: str, extra: str = "") -> str:
     """A hash of everything an image is made from: the rendered context (with the
-    runner binary), the base image and the platform. Same key, same image."""
-    digest = hashlib.sha256(f"{arch}\0{base_id}\0".encode())
+    runner binary), the base image, the platform and EXTRA (a build argument that
+    is not in the context). Same key, same image."""
+    digest = hashlib.sha256(f"{arch}\0{base_id}\0{extra}\0".encode())
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode & 0o777:o}\0".encode())
         digest.update(path.read_bytes())

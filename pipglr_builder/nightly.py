@@ -111,7 +111,10 @@ def run(config: Config, report_dir: Path, today: datetime.date | None = None) ->
 
 
 def _build_and_verify(config: Config, report: dict, previous: dict) -> None:
-    built = build.build(config, runner_fallback=False)  # refreshes the base first when the Debian archive changed
+    # Refreshes the base first when the Debian archive changed. Each image's label says the checks it must pass here
+    # before it is pushed (an arm64 host sees its image was not proven with nested jobs).
+    checks = {arch: verify.PROFILE_CHECKS[verify.profile_for(arch)] for arch in config.arches}
+    built = build.build(config, runner_fallback=False, verified=checks)
     report["runner_source"] = built.runner_source
     for arch in config.arches:
         ref = build.platform_ref(config, arch)

@@ -154,13 +154,28 @@ class Verified:
         return [name for name, outcome, _ in self.results if outcome != "passed"]
 
 
+# What each profile checks, in words: a nightly writes it into the label io.pipglr.verified of each platform's image
+# (pushed only when those checks passed), so a host of the fleet can see what its platform was proven to do.
+PROFILE_CHECKS = {
+    "full": "full profile: the README's runlabels as an ordinary user of a rootless stand-in host, nested jobs, "
+            "the privilege hook, the podman socket",
+    "emulated": "emulated profile under qemu-user: a rootful boot, users, units, gitlab-runner and podman versions; "
+                "no nested job (qemu-user cannot create the user namespaces rootless podman needs)",
+}
+
+
+def profile_for(arch: str) -> str:
+    """The profile verify runs for ARCH on this machine: full on its own platform, emulated on the others."""
+    return "full" if arch == native_arch() else "emulated"
+
+
 def verify(image: str, arch: str | None = None) -> Verified:
     """Run the checks on IMAGE and print a summary per check."""
     processes.require("podman", "buildah")
     if processes.execute(["podman", "image", "exists", image], check=False).returncode != 0:
         raise PipglrError(f"image {image} not found in local storage: build it first (./build.py build)")
     arch = arch or native_arch()
-    profile = "full" if arch == native_arch() else "emulated"
+    profile = profile_for(arch)
     cleanup = []
     started = time.monotonic()
     try:

@@ -15,6 +15,9 @@ def test_bud_argv_builds_one_platform_with_its_base():
     assert f"RUNNER_SHA256={'ab' * 32}" in argv  # part of the install step's cache key
     argv = build.bud_argv(cfg, "arm64", render.TEMPLATES, "t", "c", "k", base={"BASE_KEY": "b1", "BASE_ARCHIVE": "a"})
     assert "BASE_KEY=b1" in argv and "BASE_ARCHIVE=a" in argv  # the image is FROM scratch: the base's labels
+    assert not any(a.startswith("VERIFIED=") for a in argv)  # a plain build keeps the Containerfile's default
+    argv = build.bud_argv(cfg, "arm64", render.TEMPLATES, "t", "c", "k", verified="emulated profile: ...")
+    assert "VERIFIED=emulated profile: ..." in argv
 
 
 def test_inputs_key_is_stable_and_sees_every_input(tmp_path):
@@ -25,6 +28,7 @@ def test_inputs_key_is_stable_and_sees_every_input(tmp_path):
     assert key == buildah.inputs_key(b, "sha256:base", "amd64")
     assert key != buildah.inputs_key(a, "sha256:other-base", "amd64")
     assert key != buildah.inputs_key(a, "sha256:base", "arm64")
+    assert key != buildah.inputs_key(a, "sha256:base", "amd64", extra="the checks a nightly runs")  # its label
     (b / "runner" / "gitlab-runner-amd64").write_bytes(b"new runner")
     assert key != buildah.inputs_key(b, "sha256:base", "amd64")
     c = render.render(config.load(None, {"prune_interval": "weekly"}), tmp_path / "c")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pipglr_builder import publish, signing
+from pipglr_builder import publish, signing, verify
 from pipglr_builder.standin import USERS, StandIn
 
 from .conftest import BASE, cli, need, runner_args, sh, stop_midway
@@ -135,6 +135,10 @@ def test_nightly_builds_verifies_and_pushes_both_platforms(registry, image_name,
     assert ran.returncode == 0 and "19.4.0" in ran.stdout, ran.stderr
     found = json.loads(sh(*fresh_storage, "image", "inspect", ref).stdout)[0]["Labels"]
     assert found["io.pipglr.runner-source"] == "gomodule"
+    # Each platform's image says which checks it passed before the push (arm64: no nested job under qemu-user).
+    for arch, profile in (("amd64", "full"), ("arm64", "emulated")):
+        labels = json.loads(sh("skopeo", "inspect", "--override-arch", arch, *reg.flags(), f"docker://{ref}").stdout)
+        assert labels["Labels"]["io.pipglr.verified"] == verify.PROFILE_CHECKS[profile], labels["Labels"]
 
 
 def test_second_nightly_with_unchanged_inputs_pushes_nothing(registry, image_name, tmp_path_factory, keys):

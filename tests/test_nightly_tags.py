@@ -6,6 +6,7 @@ import json
 import pytest
 
 from pipglr_builder import build, config, nightly
+from pipglr_builder.errors import PipglrError
 
 from .conftest import file_server
 
@@ -39,3 +40,20 @@ def test_nightly_with_auto_refuses_the_gomodule_fallback(tmp_path, cache, monkey
     assert report["result"] == "failed" and report["pushed"] == {} and report["tags"] == ["latest", "19.4.0", "20261204"]
     assert "pass --runner-source gomodule on purpose" in report["error"]
     assert "--runner-source gomodule" in (tmp_path / "report" / "summary.txt").read_text()
+
+
+def test_nightly_labels_each_platform_with_the_checks_it_must_pass(tmp_path, monkeypatch):
+    """An arm64 host of the fleet can read in its image that its platform was proven without nested jobs."""
+    from pipglr_builder import verify
+    asked = {}
+
+    def build_stops_here(cfg, **kwargs):
+        asked.update(kwargs)
+        raise PipglrError("stopped by the test")
+    monkeypatch.setattr(build, "build", build_stops_here)
+    monkeypatch.setattr(verify, "native_arch", lambda: "amd64")
+    cfg = config.load(None, {"platforms": "linux/amd64,linux/arm64", "base_image": "localhost/any-base",
+                             "runner_source": "gomodule"})
+    assert nightly.run(cfg, tmp_path / "report", DAY) == 1
+    assert asked["verified"] == {"amd64": verify.PROFILE_CHECKS["full"], "arm64": verify.PROFILE_CHECKS["emulated"]}
+    assert "no nested job" in asked["verified"]["arm64"] and "nested jobs" in asked["verified"]["amd64"]
