@@ -132,9 +132,22 @@ class StepProgress:
             processes.say(f"[{self.arch} {now - self.started:6.1f}s] {self.step} still running: {line.strip()[:80]}")
 
 
+# buildah's layer cache looks at every image in local storage; one whose layers went (a removal cut off, or one
+# beside this build) fails every --layers build until it is removed.
+BROKEN_CACHE = "checking if cached image exists from a previous build"
+BROKEN_CACHE_FIX = ("buildah's layer cache met an image in local storage whose layers are gone (a removal that was cut "
+                    "off, or one running beside this build). Build again; if it fails the same way, remove the broken "
+                    "untagged images (`podman image prune`) or build with --no-cache.")
+
+
 def bud(argv: list[str], what: str, verbose: bool = False) -> None:
     """Run a bud ARGV, shown as one progress line per step of WHAT (all of buildah's output when VERBOSE)."""
-    processes.run(argv, on_line=StepProgress(what, verbose), quiet=not verbose)
+    try:
+        processes.run(argv, on_line=StepProgress(what, verbose), quiet=not verbose)
+    except CommandFailed as failed:
+        if BROKEN_CACHE not in str(failed):
+            raise
+        raise CommandFailed(f"{failed}\n{BROKEN_CACHE_FIX}") from None
 
 
 def tag(image: str, *names: str) -> None:

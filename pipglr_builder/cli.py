@@ -103,11 +103,13 @@ def bootstrap_base_cmd(config, refresh: bool) -> None:
 
 @main.command("build")
 @click.option("--verbose", "-v", is_flag=True, help="Show all of buildah's output, not only one line per step.")
+@click.option("--no-cache", is_flag=True,
+              help="Run every step again: use neither an image built from the same inputs nor buildah's layer cache.")
 @setting_options
-def build_cmd(config, verbose: bool) -> None:
+def build_cmd(config, verbose: bool, no_cache: bool) -> None:
     """Build the image for each platform and tag it (a manifest list for several)."""
     from . import build
-    for ref in build.build(config, verbose=verbose).refs:
+    for ref in build.build(config, verbose=verbose, no_cache=no_cache).refs:
         click.echo(ref)
 
 

@@ -58,12 +58,17 @@ def from_file(config: Config, arch: str) -> Path:
     if not path.is_file():
         raise RunnerSourceError(f"runner_file {path} does not exist (for {arch}); "
                                 "use {arch} in the path when building several platforms")
-    want, have = expected_sha256(config, arch), sha256_of(path)
-    if want != have:
-        raise RunnerSourceError(f"checksum mismatch for {path}: expected {want}, the file has {have}. "
-                                "Check that it is the right gitlab-runner build and runner_sha256 is its checksum.")
+    _check_sha256(config, arch, path, "runner_sha256", "the right gitlab-runner build")
     _check_helper_beside(config, path, arch)
     return path
+
+
+def _check_sha256(config: Config, arch: str, path: Path, setting: str, what: str) -> None:
+    """PATH must have the checksum SETTING gives for ARCH; WHAT it should be, for the error."""
+    want, have = expected_sha256(config, arch, setting), sha256_of(path)
+    if want != have:
+        raise RunnerSourceError(f"checksum mismatch for {path}: expected {want}, the file has {have}. "
+                                f"Check that it is {what} and {setting} is its checksum.")
 
 
 def _check_helper_beside(config: Config, runner_path: Path, arch: str) -> None:
@@ -79,11 +84,7 @@ def _check_helper_beside(config: Config, runner_path: Path, arch: str) -> None:
         raise RunnerSourceError(f"{helper} lies beside runner_file and would be built into the jobs' helper image: "
                                 f"give its checksum as helper_sha256 (sha256sum {helper}), or move it away to use "
                                 "the helper image from the registry")
-    want, have = expected_sha256(config, arch, "helper_sha256"), sha256_of(helper)
-    if want != have:
-        raise RunnerSourceError(f"checksum mismatch for {helper}: expected {want}, the file has {have}. "
-                                "Check that it is the helper built with that gitlab-runner and helper_sha256 is its "
-                                "checksum.")
+    _check_sha256(config, arch, helper, "helper_sha256", "the helper built with that gitlab-runner")
 
 
 # --- source: release --------------------------------------------------------

@@ -114,6 +114,19 @@ def runner_args() -> list[str]:
     return ["--runner-source", "gomodule", "--pull-policy", "if-not-present"]
 
 
+def listed(*argv: str) -> list[str]:
+    """The words a listing command (`podman images`, `buildah containers`) prints, asked again while it fails:
+    podman fails a listing with "image not known" when the other test worker removes an image meanwhile."""
+    done = wait_for(lambda: (proc := sh(*argv, check=False)).returncode == 0 and proc,
+                    timeout=60, interval=1, what=f"`{' '.join(argv[:2])}` to list")
+    return done.stdout.split()
+
+
+def local_image_refs() -> list[str]:
+    """REPOSITORY:TAG of every image in this machine's storage."""
+    return listed("podman", "images", "--format", "{{.Repository}}:{{.Tag}}")
+
+
 def image_exists(ref: str) -> bool:
     return sh("podman", "image", "exists", ref, check=False).returncode == 0
 

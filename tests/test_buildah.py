@@ -63,3 +63,17 @@ def test_step_progress_says_one_line_per_step(monkeypatch):
         progress(line)  # a multi-stage build's steps, with their stage
     assert said[0].endswith("] stage 1/2 step 2/3: COPY dpkg-excludes /etc/dpkg/dpkg.cfg.d/x")
     assert said[1].endswith("] stage 2/2 step 1/40: FROM scratch")
+
+
+@pytest.mark.tools
+def test_a_broken_layer_cache_says_how_to_get_out():
+    """Measured 2026-12-04: an image whose layers went failed every build at its first cached COPY."""
+    broken = ["sh", "-c", ("echo 'Error: checking if cached image exists from a previous build: "
+                           "getting top layer info: layer not known' >&2; exit 125")]
+    with pytest.raises(CommandFailed) as failed:
+        buildah.bud(broken, "amd64")
+    said = str(failed.value)
+    assert "layer not known" in said and "`podman image prune`" in said and "--no-cache" in said
+    with pytest.raises(CommandFailed) as other:
+        buildah.bud(["sh", "-c", "echo 'Error: no space left on device' >&2; exit 1"], "amd64")
+    assert "--no-cache" not in str(other.value)

@@ -1,5 +1,7 @@
 """The command line: clear one-paragraph errors, non-zero exit, never a traceback."""
 
+import types
+
 import pytest
 from click.testing import CliRunner
 
@@ -53,8 +55,22 @@ def test_help_lists_commands_and_flags():
     for command in ("render", "bootstrap-base", "build"):
         assert command in result.output
     result = invoke("build", "--help")
-    for flag in ("--platform", "--prune-interval", "--nested-privileged", "--runner-source", "--extra-packages"):
+    for flag in ("--platform", "--prune-interval", "--nested-privileged", "--runner-source", "--extra-packages",
+                 "--no-cache"):
         assert flag in result.output
+
+
+def test_build_no_cache_reaches_the_build(monkeypatch):
+    from pipglr_builder import build
+    asked = {}
+
+    def fake_build(config, verbose=False, no_cache=False):
+        asked.update(verbose=verbose, no_cache=no_cache)
+        return types.SimpleNamespace(refs=["localhost/pipglr:latest"])
+    monkeypatch.setattr(build, "build", fake_build)
+    result = invoke("build", "--no-cache")
+    assert result.exit_code == 0 and result.output == "localhost/pipglr:latest\n", result.output
+    assert asked == {"verbose": False, "no_cache": True}
 
 
 def test_render_writes_context(tmp_path):

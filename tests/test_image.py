@@ -25,7 +25,20 @@ from pipglr_builder import config, processes, render
 from pipglr_builder.boot import RootfulBoot
 from pipglr_builder.processes import unique
 
-from .conftest import BASE, HELPER, HELPER_WRITTEN, IMAGE_NAME, ROOT, cli, image_exists, runner_args, sh, stop_midway
+from .conftest import (
+    BASE,
+    HELPER,
+    HELPER_WRITTEN,
+    IMAGE_NAME,
+    ROOT,
+    cli,
+    image_exists,
+    listed,
+    local_image_refs,
+    runner_args,
+    sh,
+    stop_midway,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -340,13 +353,8 @@ def test_nested_storage_is_native_overlay(booted):
 
 def build_leftovers() -> set[str]:
     """Temporary tags of IMAGE_NAME and buildah working containers (other runs' count as already there)."""
-    def listing(*argv):
-        # Asked again when another test worker removed an image while podman listed ("image not known").
-        done = processes.wait_for(lambda: (proc := sh(*argv, check=False)).returncode == 0 and proc,
-                                  timeout=60, interval=1, what=f"{argv[0]} to list")
-        return done.stdout.split()
-    tags = listing("podman", "images", "--format", "{{.Repository}}:{{.Tag}}")
-    containers = listing("buildah", "containers", "--quiet")
+    tags = local_image_refs()
+    containers = listed("buildah", "containers", "--quiet")
     return {t for t in tags if t.startswith(f"{IMAGE_NAME}:build-")} | set(containers)
 
 
@@ -379,7 +387,8 @@ def test_stopped_build_leaves_nothing_behind():
     tag = unique("stopped")
     # Stopped once apt prints inside the RUN step (-v shows its output): buildah 1.28 dies without removing
     # its working container when SIGTERM lands in the first moment of a step, before it handles signals.
-    returncode, err = stop_midway("build", "-v", "--image-name", IMAGE_NAME, "--tags", tag,
+    # --no-cache: the package step runs even when an earlier build with these packages was cached.
+    returncode, err = stop_midway("build", "-v", "--no-cache", "--image-name", IMAGE_NAME, "--tags", tag,
                                   "--extra-packages", "hello", *runner_args(),
                                   when=lambda err: "step 2/" in err and "Get:" in err.split("step 2/", 1)[1],
                                   timeout=300, what="apt to run in the build's package step", exit_within=120)

@@ -25,7 +25,7 @@ import pytest
 from pipglr_builder import publish, signing, verify
 from pipglr_builder.standin import USERS, StandIn
 
-from .conftest import BASE, cli, need, runner_args, sh, stop_midway
+from .conftest import BASE, cli, local_image_refs, need, runner_args, sh, stop_midway
 from .registry import start_registry
 
 pytestmark = pytest.mark.slow
@@ -46,8 +46,7 @@ def registry(tmp_path_factory):
 def image_name():
     name = f"localhost/pipglr-nightly-{uuid.uuid4().hex[:8]}"
     yield name
-    refs = sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
-    for ref in refs:
+    for ref in local_image_refs():
         if ref.startswith(name + ":"):
             sh("buildah", "manifest", "rm", ref, check=False)
             sh("podman", "rmi", "--force", ref, check=False)
@@ -183,7 +182,7 @@ def test_stopped_nightly_pushes_nothing_and_still_reports(registry, image_name, 
     report = json.loads((report_dir / "report.json").read_text())
     assert report["result"] == "interrupted" and report["pushed"] == {}
     assert publish.remote_digest(reg, "pipglr-stopped", "latest-gomodule") is None
-    for ref in sh("podman", "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split():
+    for ref in local_image_refs():
         if ref.startswith(image_name + "-stopped:"):
             sh("podman", "rmi", "--force", ref, check=False)
 
