@@ -90,8 +90,7 @@ def build(config: Config, verbose: bool = False, work_dir: Path | None = None, n
             for arch in config.arches:
                 tag = f"{config.image_name}:build-{nonce}-{arch}"
                 base_ref = render.base_image_for(config, arch)
-                helper = helpers[arch]
-                helper_id = processes.image_field(helper[0], "{{.Id}}") if helper else None
+                helper_id = helpers[arch]
                 helper_image.carry(context, config, arch, helper_id or "")
                 checks = (verified or {}).get(arch, "")
                 key = buildah.inputs_key(context, buildah.base_id(base_ref), arch, extra=checks)

@@ -65,8 +65,9 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, ru
     return buildah.bud_argv(context, tag, args=args, arch=arch, inputs=inputs)
 
 
-def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, source: str) -> list[str] | None:
-    """Build and tag the helper image for ARCH; None when the runner came without a helper binary."""
+def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, source: str) -> str | None:
+    """Build and tag the helper image for ARCH; its image ID, or None when the runner came without a helper
+    binary. The ID is read from the build's own temporary tag: the shared names may be retagged meanwhile."""
     helper_bin = runner.helper_binary(runner_binary, arch)
     if helper_bin is None:
         return None
@@ -78,17 +79,18 @@ def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, sou
         key = buildah.inputs_key(context, buildah.base_id(render.base_image_for(config, arch)), arch)
         if all(buildah.made_from(ref, key) for ref in refs):
             processes.say(f"helper: {arch} unchanged ({refs[0]})")
-            return refs
+            return processes.image_field(refs[0], "{{.Id}}")
         processes.say(f"helper: building {refs[0]}")
         tag = f"localhost/pipglr-helper:build-{nonce}-{arch}"
         try:
             argv = bud_argv(config, arch, context, tag, key, runner.label_args(runner_binary, source),
                             base_labels(render.base_image_for(config, arch)))
             buildah.bud(argv, f"{arch} helper")
+            image_id = processes.image_field(tag, "{{.Id}}")
             buildah.tag(tag, *refs)
         finally:
             buildah.remove_quietly(tag)
-    return refs
+    return image_id
 
 
 def carry(context: Path, config: Config, arch: str, image_id: str = "") -> Path:
