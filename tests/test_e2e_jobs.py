@@ -338,8 +338,8 @@ def test_a_job_over_its_timeout_is_failed_with_the_timeout_reason(world):
     assert_no_job_containers(world)
 
 
-def test_a_job_cancelled_from_gitlab_stops(world):
-    job_id = queue(world, "echo cancel-me", "while true; do echo tick; sleep 1; done")
+def cancel_once_ticking(world, job_id: int) -> dict:
+    """Cancel JOB_ID in GitLab once its trace shows "tick"; the job when the runner sent its final update."""
     wait_for(lambda: "tick" in world.state()["jobs"][str(job_id)]["trace"], 120, interval=1,
              what="the job to run and send its trace")
     world.coordinator("POST", f"/_test/jobs/{job_id}/cancel", {})
@@ -347,7 +347,12 @@ def test_a_job_cancelled_from_gitlab_stops(world):
     def final_update():
         job = world.state()["jobs"][str(job_id)]
         return job if any(u["state"] in ("success", "failed") for u in job.get("updates", [])) else None
-    job = wait_for(final_update, 60, interval=1, what="the runner to stop the cancelled job")
+    return wait_for(final_update, 60, interval=1, what="the runner to stop the cancelled job")
+
+
+def test_a_job_cancelled_from_gitlab_stops(world):
+    job_id = queue(world, "echo cancel-me", "while true; do echo tick; sleep 1; done")
+    job = cancel_once_ticking(world, job_id)
     assert job["state"] == "canceled"
     assert [u["state"] for u in job["updates"] if u["state"] != "running"] == ["failed"], job["updates"]
     assert_no_job_containers(world)
@@ -512,14 +517,7 @@ def test_init_flag_job_cancelled_from_gitlab_gets_sigterm(world):
                    "trap 'echo got-SIGTERM; echo $CI_JOB_ID > /cache/sigterm-$CI_JOB_ID; exit 143' TERM",
                    "while true; do echo tick; sleep 1 || echo sleep-ended-by-a-signal; done",
                    variables={"FF_USE_INIT_WITH_DOCKER_EXECUTOR": "true"})
-    wait_for(lambda: "tick" in world.state()["jobs"][str(job_id)]["trace"], 120, interval=1,
-             what="the job to run and send its trace")
-    world.coordinator("POST", f"/_test/jobs/{job_id}/cancel", {})
-
-    def final_update():
-        job = world.state()["jobs"][str(job_id)]
-        return job if any(u["state"] in ("success", "failed") for u in job.get("updates", [])) else None
-    job = wait_for(final_update, 60, interval=1, what="the runner to stop the cancelled job")
+    job = cancel_once_ticking(world, job_id)
     trace = job["trace"]
     assert job["state"] == "canceled"
     assert "FF_USE_INIT_WITH_DOCKER_EXECUTOR:true" in feature_flags(trace), trace[:2000]
