@@ -9,11 +9,15 @@ and started with the runlabels exactly as a user types them; each takes its own 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from click.testing import CliRunner
 from pipglr_builder import config, processes, quadlet, render
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
+from pipglr_builder.harness import gitlab_coordinator
 from pipglr_builder.harness.coordinator import URL, VOLUME, Coordinator
 from pipglr_builder.standin import StandIn
 
@@ -291,6 +296,45 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
         print(f"two instances side by side: {time.monotonic() - started:.0f} s")
 
 
+def test_the_coordinator_keeps_a_runners_managers_as_gitlab_does():
+    """The fleet test reads the managers from the test GitLab: one per system ID, made at the first request
+    (verify or job request, again after deletion), deleted by DELETE /runners/managers, the runner staying."""
+    server = gitlab_coordinator.serve("127.0.0.1", 0, "reg")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode() if body else None,
+                                         method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, {}
+
+    def managers() -> dict[str, int]:
+        return {m["system_id"]: m["requests"] for m in call("GET", "/_test/state")[1]["managers"][str(runner["id"])]}
+
+    try:
+        runner = call("POST", "/_test/runners", {"description": "fleet"})[1]
+        assert call("POST", "/api/v4/runners/verify", {"token": runner["token"], "system_id": "r_one0ff"})[0] == 200
+        for system_id in ("s_a", "s_a", "s_b"):
+            assert call("POST", "/api/v4/jobs/request", {"token": runner["token"], "system_id": system_id})[0] == 204
+        assert call("POST", "/api/v4/jobs/request", {"token": "glrt-wrong", "system_id": "s_c"})[0] == 403
+        assert managers() == {"r_one0ff": 1, "s_a": 2, "s_b": 1}
+        for system_id in ("s_b", "s_unknown"):
+            assert call("DELETE", "/api/v4/runners/managers", {"token": runner["token"], "system_id": system_id})[0] == 204
+        state = call("GET", "/_test/state")[1]
+        assert [(e["system_id"], e["known"]) for e in state["events"] if e["kind"] == "unregister-manager"] == [
+            ("s_b", True), ("s_unknown", False)]
+        assert managers() == {"r_one0ff": 1, "s_a": 2} and [r["id"] for r in state["runners"]] == [runner["id"]]
+        call("POST", "/api/v4/jobs/request", {"token": runner["token"], "system_id": "s_b"})
+        assert managers() == {"r_one0ff": 1, "s_a": 2, "s_b": 1}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 FLEET = ("fleet1", "fleet2", "fleet3")
 # A job that waits in its step until the test releases it: three held at once are running on three managers
 # (a manager busy with a job asks for no other: concurrent = 1 per host, as register writes it).
@@ -398,9 +442,11 @@ def test_one_runner_token_on_three_instances_is_three_managers(image):
 
         loaded = config_loads("fleet3")
         alice.runlabel("fleet3", "unregister", "--", "--all-runners")
+        unregistered_at = time.monotonic()
         # gitlab-runner reads its changed config within 3 s (ReloadConfigInterval); then fleet3 asks no more.
-        processes.wait_for(lambda: config_loads("fleet3") > loaded, 60, interval=1,
+        processes.wait_for(lambda: config_loads("fleet3") > loaded, 60, interval=0.5,
                            what="fleet3's gitlab-runner to reload its config")
+        reloaded = time.monotonic() - unregistered_at
         state = gitlab.state()
         unregistered = [{k: e.get(k) for k in ("kind", "runner_id", "system_id", "known")} for e in state["events"]
                         if e["kind"].startswith("unregister")]
@@ -414,6 +460,9 @@ def test_one_runner_token_on_three_instances_is_three_managers(image):
         again = fleet3_manager(state)
         assert "[[runners]]" not in alice.runlabel("fleet3", "dumpconfig").stdout
         assert f'token = "{runner["token"]}"' in alice.runlabel("fleet1", "dumpconfig").stdout
+        # A host left with no runner says so in its health check (podman restarts it after 3 failed checks).
+        health = alice("podman", "exec", "fleet3", render.HEALTH["cmd"], check=False)
+        assert health.returncode == 1 and "has no [[runners]]: gitlab-runner takes no jobs" in health.stderr, health
 
         second = hold(2)
         assert sorted(second.values()) == ["fleet1", "fleet2"], second
@@ -422,8 +471,8 @@ def test_one_runner_token_on_three_instances_is_three_managers(image):
         assert fleet3_manager(state) == again, "fleet3 asked for jobs after its config reload"
         assert {ids["fleet1"], ids["fleet2"]} <= {m["system_id"] for m in state["managers"][str(runner["id"])]}
         print(f"fleet: three held jobs running {running - booting:.0f} s after the last `run` "
-              f"({running - started:.0f} s into the test); fleet3 asked again between unregister and its "
-              f"config reload: {again}")
+              f"({running - started:.0f} s into the test); fleet3's config reload seen {reloaded:.1f} s after "
+              f"unregister; fleet3 asked again in between: {again}")
     finally:
         standin.close()
         print(f"one token on three instances: {time.monotonic() - started:.0f} s")
