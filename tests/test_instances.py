@@ -2,9 +2,10 @@
 
 Unit tests run each rendered label the way podman 5.4 runs it (podman_argv below follows its
 generateRunlabelCommand) with sh and a stand-in `podman` that prints what it is asked, for each way the
-default instance is named and for other names. The slow test runs two instances side by side on the
+default instance is named and for other names. One slow test runs two instances side by side on the
 stand-in host, the default one and `ci2`, each registered with its own runner of the test GitLab, set up
-and started with the runlabels exactly as a user types them; each takes its own job.
+and started with the runlabels exactly as a user types them; each takes its own job. The other runs three
+instances with one runner's config.toml, as a fleet of hosts (docs/fleet.md): three managers of one runner.
 """
 
 from __future__ import annotations
