@@ -2,18 +2,23 @@
 
 Unit tests run each rendered label the way podman 5.4 runs it (podman_argv below follows its
 generateRunlabelCommand) with sh and a stand-in `podman` that prints what it is asked, for each way the
-default instance is named and for other names. The slow test runs two instances side by side on the
+default instance is named and for other names. One slow test runs two instances side by side on the
 stand-in host, the default one and `ci2`, each registered with its own runner of the test GitLab, set up
-and started with the runlabels exactly as a user types them; each takes its own job.
+and started with the runlabels exactly as a user types them; each takes its own job. The other runs three
+instances with one runner's config.toml, as a fleet of hosts (docs/fleet.md): three managers of one runner.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from click.testing import CliRunner
 from pipglr_builder import config, processes, quadlet, render
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
+from pipglr_builder.harness import gitlab_coordinator
 from pipglr_builder.harness.coordinator import URL, VOLUME, Coordinator
 from pipglr_builder.standin import StandIn
 
@@ -176,6 +182,38 @@ def test_quadlet_for_an_instance(tmp_path):
 INSTANCES = {"": ("config.toml", "config.toml", "pipglr"), "ci2": ("ci2-config.toml", "ci2-config.toml", "ci2")}
 
 
+class Alice:
+    """alice on a stand-in host with the test GitLab: her commands, and the runlabels as she types them."""
+
+    def __init__(self, standin: StandIn, image: str):
+        self.standin, self.image = standin, image
+        self.archives: list[str] = []
+
+    def __call__(self, *argv: str, check: bool = True, input: str | None = None):
+        return self.standin.as_user("alice", list(argv), check=check, input=input)
+
+    def runlabel(self, name: str, label: str, *args: str, check: bool = True):
+        return self("podman", "container", "runlabel", *(["--name", name] if name else []), label, self.image,
+                    *args, check=check)
+
+    def save_preloads(self) -> None:
+        """Air-gapped: the helper and the job image come through `preload`, from archives in the stand-in."""
+        for ref in (HELPER, BASE):
+            archive = Path(tempfile.mkstemp(dir=self.standin.api_dir, suffix=".tar")[1])
+            sh("podman", "save", "--output", str(archive), ref)
+            os.chmod(archive, 0o644)
+            self.archives.append(f"/api/{archive.name}")
+
+    def set_up_and_run(self, name: str) -> None:
+        """setupstorage, setupcache, preload and run for instance NAME (its config secret made)."""
+        self.runlabel(name, "setupstorage")
+        self.runlabel(name, "setupcache")
+        for archive in self.archives:
+            self("sh", "-c", f"podman container runlabel {'--name ' + name if name else ''} preload {self.image} "
+                             f"< {archive}")
+        self.runlabel(name, "run")
+
+
 @pytest.mark.slow
 def test_two_instances_side_by_side_each_take_their_own_job(image):
     """The default instance and `ci2`, each registered with its own runner created in GitLab, set up,
@@ -188,23 +226,13 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
         gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}").start()
         standin.load_image("alice", image)
 
-        def alice(*argv: str, check: bool = True, input: str | None = None):
-            return standin.as_user("alice", list(argv), check=check, input=input)
-
-        def runlabel(name: str, label: str, *args: str, check: bool = True):
-            return alice("podman", "container", "runlabel", *(["--name", name] if name else []), label, image,
-                         *args, check=check)
-
+        alice = Alice(standin, image)
+        runlabel = alice.runlabel
         bad = runlabel("bad/name", "setupstorage", check=False)
         assert bad.returncode != 0 and "--name bad/name: an instance name starts with" in bad.stderr, bad.stderr
         assert alice("podman", "volume", "ls", "--quiet").stdout.strip() == ""
 
-        archives = {}
-        for ref in (HELPER, BASE):  # air-gapped: the helper and the job image come through `preload`
-            archive = Path(tempfile.mkstemp(dir=standin.api_dir, suffix=".tar")[1])
-            sh("podman", "save", "--output", str(archive), ref)
-            os.chmod(archive, 0o644)
-            archives[ref] = f"/api/{archive.name}"
+        alice.save_preloads()
         runners = {}
         for name, (config_file, secret, _) in INSTANCES.items():
             runner = gitlab.request("POST", "/_test/runners", {"description": f"for {name or 'default'}"})
@@ -214,12 +242,7 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
             alice("touch", config_file)
             runlabel(name, "register", "--", "--url", URL, "--name", f"on-{name or 'default'}")
             alice("podman", "secret", "create", secret, config_file)
-            runlabel(name, "setupstorage")
-            runlabel(name, "setupcache")
-            for archive in archives.values():
-                alice("sh", "-c", f"podman container runlabel {'--name ' + name if name else ''} preload {image} "
-                                  f"< {archive}")
-            runlabel(name, "run")
+            alice.set_up_and_run(name)
         for _, _, container in INSTANCES.values():
             standin.wait_booted(container=container, what=f"the {container} container to boot")
 
@@ -272,6 +295,188 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
     finally:
         standin.close()
         print(f"two instances side by side: {time.monotonic() - started:.0f} s")
+
+
+def test_the_coordinator_keeps_a_runners_managers_as_gitlab_does():
+    """The fleet test reads the managers from the test GitLab: one per system ID, made at the first request
+    (verify or job request, again after deletion), deleted by DELETE /runners/managers, the runner staying."""
+    server = gitlab_coordinator.serve("127.0.0.1", 0, "reg")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(base + path, data=json.dumps(body).encode() if body else None,
+                                         method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, {}
+
+    def managers() -> dict[str, int]:
+        return {m["system_id"]: m["requests"] for m in call("GET", "/_test/state")[1]["managers"][str(runner["id"])]}
+
+    try:
+        runner = call("POST", "/_test/runners", {"description": "fleet"})[1]
+        assert call("POST", "/api/v4/runners/verify", {"token": runner["token"], "system_id": "r_one0ff"})[0] == 200
+        for system_id in ("s_a", "s_a", "s_b"):
+            assert call("POST", "/api/v4/jobs/request", {"token": runner["token"], "system_id": system_id})[0] == 204
+        assert call("POST", "/api/v4/jobs/request", {"token": "glrt-wrong", "system_id": "s_c"})[0] == 403
+        assert managers() == {"r_one0ff": 1, "s_a": 2, "s_b": 1}
+        for system_id in ("s_b", "s_unknown"):
+            assert call("DELETE", "/api/v4/runners/managers", {"token": runner["token"], "system_id": system_id})[0] == 204
+        state = call("GET", "/_test/state")[1]
+        assert [(e["system_id"], e["known"]) for e in state["events"] if e["kind"] == "unregister-manager"] == [
+            ("s_b", True), ("s_unknown", False)]
+        assert managers() == {"r_one0ff": 1, "s_a": 2} and [r["id"] for r in state["runners"]] == [runner["id"]]
+        call("POST", "/api/v4/jobs/request", {"token": runner["token"], "system_id": "s_b"})
+        assert managers() == {"r_one0ff": 1, "s_a": 2, "s_b": 1}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FLEET = ("fleet1", "fleet2", "fleet3")
+# A job that waits in its step until the test releases it: three held at once are running on three managers
+# (a manager busy with a job asks for no other: concurrent = 1 per host, as register writes it).
+HELD = ['echo "held job $CI_JOB_ID" > "/cache/$CI_JOB_ID-waiting"',
+        'until [ -e "/cache/$CI_JOB_ID-release" ]; do sleep 1; done', "echo held-job-released"]
+
+
+@pytest.mark.slow
+def test_one_runner_token_on_three_instances_is_three_managers(image):
+    """docs/fleet.md: one runner created in GitLab, registered once, its config.toml the secret of three
+    instances (each its own state volume, so its own system ID) is one runner with three managers at the
+    coordinator; three jobs held at once run one on each; `unregister` on one deletes its manager only, and
+    the next jobs run on the other two."""
+    started = time.monotonic()
+    standin = StandIn(BASE, volumes=(VOLUME,))
+    try:
+        standin.start()
+        gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}").start()
+        standin.load_image("alice", image)
+        alice = Alice(standin, image)
+        alice.save_preloads()
+        runner = gitlab.request("POST", "/_test/runners", {"description": "fleet"})
+        alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=runner["token"] + "\n")
+        alice("touch", "config.toml")
+        alice.runlabel("", "register", "--", "--url", URL, "--name", "fleet")
+        for name in FLEET:  # the same config.toml, as is, on every instance
+            alice("podman", "secret", "create", f"{name}-config.toml", "config.toml")
+            alice.set_up_and_run(name)
+        booting = time.monotonic()
+        for name in FLEET:
+            standin.wait_booted(container=name, what=f"the {name} container to boot")
+
+        def system_id(name: str) -> str | None:
+            """What gitlab-runner of instance NAME keeps in its state volume (made at its first start)."""
+            read = alice("podman", "exec", name, "cat", "/var/lib/pipglr/.runner_system_id", check=False)
+            return read.stdout.strip() if read.returncode == 0 else None
+
+        ids = {name: processes.wait_for(lambda name=name: system_id(name), 120, interval=1,
+                                        what=f"{name}'s .runner_system_id") for name in FLEET}
+        assert all(re.fullmatch(r"s_[0-9a-f]{12}", i) for i in ids.values()) and len(set(ids.values())) == 3, ids
+        caches = {name: alice("podman", "volume", "inspect", "--format", "{{.Mountpoint}}",
+                              f"{name}-cache").stdout.strip() for name in FLEET}
+
+        def in_caches(script: str) -> str:
+            """SCRIPT run by sh as alice in her user namespace (the cache volumes' owners are the containers' users)."""
+            return alice("podman", "unshare", "sh", "-c", script).stdout
+
+        def waiting() -> dict[int, str]:
+            """The held jobs waiting in their step: job id -> the instance whose cache volume holds its file."""
+            found = {}
+            for line in in_caches("; ".join(f"ls -d {c}/*/_data/*-waiting 2>/dev/null" for c in caches.values())
+                                  + "; true").splitlines():
+                name = next(n for n, c in caches.items() if line.startswith(c + "/"))
+                found[int(line.rsplit("/", 1)[1].removesuffix("-waiting"))] = name
+            return found
+
+        def hold(count: int) -> dict[int, str]:
+            """Queue COUNT held jobs and wait until all run at once: job id -> the instance running it."""
+            jobs = [gitlab.request("POST", "/_test/jobs", {"script": HELD, "image": BASE,
+                                                          "runner_id": runner["id"]})["id"] for _ in range(count)]
+            held = processes.wait_for(lambda: (w := waiting()) and set(jobs) <= set(w) and w, 300, interval=2,
+                                      what=f"{count} held jobs to run at once")
+            return {job: held[job] for job in jobs}
+
+        def release(jobs: dict[int, str]) -> dict[str, dict]:
+            """Let JOBS end; wait for each: the instance -> its job as the coordinator has it."""
+            in_caches("; ".join(f'for f in {caches[name]}/*/_data/{job}-waiting; do touch "${{f%-waiting}}-release"; done'
+                                for job, name in jobs.items()))
+
+            def finished():
+                state = gitlab.state()["jobs"]
+                done = [state[str(j)] for j in jobs if state[str(j)]["state"] in ("success", "failed")]
+                return len(done) == len(jobs) and {jobs[job["id"]]: job for job in done}
+            return processes.wait_for(finished, 180, interval=1, what=f"jobs {sorted(jobs)} to finish")
+
+        def check_ran(done: dict[str, dict], names: set[str]) -> None:
+            assert set(done) == names, done.keys()
+            for name, job in done.items():
+                assert job["state"] == "success", job["trace"][-2000:]
+                assert job["runner_id"] == runner["id"] and job["system_id"] == ids[name], (name, job["system_id"])
+                assert f" via {name}..." in job["trace"] and "held-job-released" in job["trace"], job["trace"][-2000:]
+
+        # Three jobs at once: one on each instance, each taken by that instance's manager.
+        first = hold(3)
+        running = time.monotonic()
+        state = gitlab.state()
+        assert sorted(first.values()) == list(FLEET), first
+        for job, name in first.items():
+            assert state["jobs"][str(job)]["state"] == "running"
+            assert state["jobs"][str(job)]["system_id"] == ids[name], (name, state["jobs"][str(job)])
+        # One runner at the coordinator; its managers: the three instances and register's one-off check.
+        assert [r["id"] for r in state["runners"]] == [runner["id"]], state["runners"]
+        verified = {e["system_id"] for e in state["events"] if e["kind"] == "verify"}
+        managers = {m["system_id"] for m in state["managers"][str(runner["id"])]}
+        assert managers == set(ids.values()) | verified and len(verified) == 1, (managers, verified)
+        # Every job request carries the ID of the instance that sent it (and one runner's token).
+        asked = {r["system_id"] for r in state["requests"] if r["runner_id"] == runner["id"]}
+        assert asked == set(ids.values()) and all(r["runner_id"] == runner["id"] for r in state["requests"]), asked
+        check_ran(release(first), set(FLEET))
+
+        # unregister on fleet3: its manager goes, the runner and the others' managers stay.
+        def config_loads(name: str) -> int:
+            journal = alice("podman", "exec", name, "journalctl", "-u", "runner.service", "-o", "cat", "--no-pager")
+            return journal.stdout.count("Configuration loaded")
+
+        loaded = config_loads("fleet3")
+        alice.runlabel("fleet3", "unregister", "--", "--all-runners")
+        unregistered_at = time.monotonic()
+        # gitlab-runner reads its changed config within 3 s (ReloadConfigInterval); then fleet3 asks no more.
+        processes.wait_for(lambda: config_loads("fleet3") > loaded, 60, interval=0.5,
+                           what="fleet3's gitlab-runner to reload its config")
+        reloaded = time.monotonic() - unregistered_at
+        state = gitlab.state()
+        unregistered = [{k: e.get(k) for k in ("kind", "runner_id", "system_id", "known")} for e in state["events"]
+                        if e["kind"].startswith("unregister")]
+        assert unregistered == [{"kind": "unregister-manager", "runner_id": runner["id"],
+                                 "system_id": ids["fleet3"], "known": True}], unregistered
+        assert [r["id"] for r in state["runners"]] == [runner["id"]], state["runners"]
+
+        def fleet3_manager(state: dict) -> dict | None:
+            return next((m for m in state["managers"][str(runner["id"])] if m["system_id"] == ids["fleet3"]), None)
+        # fleet3 asked between its manager's deletion and its config reload: GitLab made the manager again.
+        again = fleet3_manager(state)
+        assert "[[runners]]" not in alice.runlabel("fleet3", "dumpconfig").stdout
+        assert f'token = "{runner["token"]}"' in alice.runlabel("fleet1", "dumpconfig").stdout
+        # A host left with no runner says so in its health check (podman restarts it after 3 failed checks).
+        health = alice("podman", "exec", "fleet3", render.HEALTH["cmd"], check=False)
+        assert health.returncode == 1 and "has no [[runners]]: gitlab-runner takes no jobs" in health.stderr, health
+
+        second = hold(2)
+        assert sorted(second.values()) == ["fleet1", "fleet2"], second
+        check_ran(release(second), {"fleet1", "fleet2"})
+        state = gitlab.state()
+        assert fleet3_manager(state) == again, "fleet3 asked for jobs after its config reload"
+        assert {ids["fleet1"], ids["fleet2"]} <= {m["system_id"] for m in state["managers"][str(runner["id"])]}
+        print(f"fleet: three held jobs running {running - booting:.0f} s after the last `run` "
+              f"({running - started:.0f} s into the test); fleet3's config reload seen {reloaded:.1f} s after "
+              f"unregister; fleet3 asked again in between: {again}")
+    finally:
+        standin.close()
+        print(f"one token on three instances: {time.monotonic() - started:.0f} s")
 
 
 def doctor_names(fake_podman: str, instance: str) -> tuple[int, str]:

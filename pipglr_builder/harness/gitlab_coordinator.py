@@ -6,7 +6,8 @@ verify, unregister, token reset, job request, trace, job update), job
 artifacts (upload and download, as gitlab-runner 19.4's network/gitlab.go
 calls them) and git's dumb HTTP protocol for bare repositories under
 --git-root (behind the job token, as GitLab serves clones to jobs), and
-records everything a runner sends. Tests drive it through /_test/ endpoints:
+records everything a runner sends, and each runner's managers (one per system
+ID) as GitLab's runner page lists them. Tests drive it through /_test/ endpoints:
 create a runner as GitLab's UI does (its glrt- token), queue jobs, cancel
 one, read what was recorded, set the registration token and token lifetime. Standard library only, so it runs inside the stand-in
 host. It must listen only on loopback or inside a network namespace the
@@ -67,6 +68,8 @@ class State:
         self.queue: list[dict] = []
         self.jobs: dict[int, dict] = {}
         self.requests: list[dict] = []  # every /jobs/request: runner id, system_id, runner version, token prefix
+        # Each runner's managers, as GitLab's runner page lists them: runner id -> system_id -> manager.
+        self.managers: dict[int, dict[str, dict]] = {}
         self.events: list[dict] = []
         self.next_runner_id = 1
         self.next_job_id = 100
@@ -93,9 +96,19 @@ class State:
             return None
         return runner
 
+    def contacted(self, runner: dict, system_id: str | None) -> None:
+        """A request from RUNNER's manager SYSTEM_ID: GitLab makes the manager at its first contact (again
+        after it was deleted) and counts when it was last seen."""
+        managers = self.managers.setdefault(runner["id"], {})
+        manager = managers.setdefault(str(system_id), {"system_id": system_id, "created_at": iso(now()),
+                                                       "requests": 0})
+        manager["contacted_at"] = iso(now())
+        manager["requests"] += 1
+
     def snapshot(self) -> dict:
         return {
             "runners": list(self.runners.values()),
+            "managers": {str(runner_id): list(managers.values()) for runner_id, managers in self.managers.items()},
             "retired_tokens": [t[:12] for t in self.retired_tokens],
             "jobs": self.jobs,
             "queued": len(self.queue),
@@ -307,6 +320,7 @@ class Handler(BaseHTTPRequestHandler):
         # What gitlab-runner sent (field names only: the token is a secret).
         st.event("verify", runner_id=runner["id"], system_id=data.get("system_id"), fields=sorted(data),
                  info=sorted(data.get("info") or {}))
+        st.contacted(runner, data.get("system_id"))
         self.reply(200, {"id": runner["id"], "token": runner["token"],
                          "token_expires_at": runner["token_expires_at"]})
 
@@ -324,7 +338,8 @@ class Handler(BaseHTTPRequestHandler):
         runner = st.runner_for(data.get("token"))
         if runner is None:
             return self.forbidden()
-        st.event("unregister-manager", runner_id=runner["id"], system_id=data.get("system_id"))
+        known = st.managers.get(runner["id"], {}).pop(str(data.get("system_id")), None) is not None
+        st.event("unregister-manager", runner_id=runner["id"], system_id=data.get("system_id"), known=known)
         self.reply(204)
 
     def reset_token(self):
@@ -347,6 +362,7 @@ class Handler(BaseHTTPRequestHandler):
                             "token": str(data.get("token"))[:12], "at": iso(now())})
         if runner is None:
             return self.forbidden()
+        st.contacted(runner, data.get("system_id"))
         headers = {"X-GitLab-Last-Update": secrets.token_hex(8)}
         for i, spec in enumerate(st.queue):
             if spec.get("runner_id") in (None, runner["id"]):
