@@ -432,8 +432,9 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
             return dict(line.partition("=")[::2] for line in shown.splitlines())
 
         def update_journal(invocation: str) -> str:
-            """What one run of that service printed: auto-update's table (UNIT ... UPDATED) or its error."""
-            return as_alice("journalctl", "--user", "-u", "podman-auto-update.service", "--no-pager", "-o", "cat",
+            """What one run of that service printed: auto-update's table (UNIT ... UPDATED) or its error (the
+            journalctl of docs/using.md, one run of it)."""
+            return as_alice("journalctl", "--user", "-u", "podman-auto-update", "--no-pager", "-o", "cat",
                             f"_SYSTEMD_INVOCATION_ID={invocation}").stdout
 
         def reported(table: str) -> list[str]:
