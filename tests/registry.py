@@ -181,16 +181,19 @@ def standin_volume() -> str:
     return f"{binary}:{STANDIN_BINARY}:ro"
 
 
-def serve_in_standin(name: str, ca_dir: Path, port: int = 5000, timeout: float = 60) -> str:
-    """Serve a registry with TLS on 127.0.0.1:PORT of stand-in container NAME (started with standin_volume())
-    as the transient system unit pipglr-registry; return its address (127.0.0.1:PORT) once GET /v2/ answers
-    there. Its certificate is signed by a throw-away CA made in CA_DIR on this machine (CA_DIR/ca.crt)."""
+def serve_in_standin(name: str, ca_dir: Path, port: int = 5000, timeout: float = 60) -> tuple[str, str, str]:
+    """Serve a registry with TLS and a login on 127.0.0.1:PORT of stand-in container NAME (started with
+    standin_volume()) as the transient system unit pipglr-registry; return (address, username, password) once
+    GET /v2/ answers there, refusing a request without the login (401). Its certificate is signed by a
+    throw-away CA made in CA_DIR on this machine (CA_DIR/ca.crt)."""
     ca_crt, crt, key = make_certificates(ca_dir)
-    config, certificate, private = ("/etc/pipglr-test-registry.yml", "/etc/pipglr-test-registry.crt",
-                                    "/etc/pipglr-test-registry.key")
-    for path, text in ((certificate, crt.read_text()), (private, key.read_text()),
+    username, password = "pipglr-puller", secrets.token_urlsafe(12)
+    htpasswd = processes.execute(["htpasswd", "-iBn", username], input=password).stdout
+    config, certificate, private, users = ("/etc/pipglr-test-registry.yml", "/etc/pipglr-test-registry.crt",
+                                           "/etc/pipglr-test-registry.key", "/etc/pipglr-test-registry.htpasswd")
+    for path, text in ((certificate, crt.read_text()), (private, key.read_text()), (users, htpasswd),
                        (config, _config(Path("/var/lib/pipglr-test-registry"), port,
-                                        (Path(certificate), Path(private)), None))):
+                                        (Path(certificate), Path(private)), Path(users)))):
         processes.execute(["podman", "exec", "--interactive", name, "sh", "-c", f"umask 077 && cat > {path}"],
                           input=text)
     processes.execute(["podman", "exec", name, "systemd-run", "--unit", "pipglr-registry", "--quiet",
@@ -199,7 +202,8 @@ def serve_in_standin(name: str, ca_dir: Path, port: int = 5000, timeout: float =
     ca_inside = "/etc/pipglr-test-registry-ca.crt"
     processes.execute(["podman", "exec", "--interactive", name, "sh", "-c", f"cat > {ca_inside}"],
                       input=ca_crt.read_text())
-    processes.wait_for(lambda: processes.execute(["podman", "exec", name, "curl", "-fsS", "--cacert", ca_inside, url],
-                                                 check=False).returncode == 0, timeout,
-                       what=f"the registry in the stand-in host to answer {url}")
-    return f"127.0.0.1:{port}"
+    status = ["podman", "exec", name, "curl", "-sS", "--output", "/dev/null", "--write-out", "%{http_code}",
+              "--cacert", ca_inside, url]
+    processes.wait_for(lambda: processes.execute(status, check=False).stdout == "401", timeout,
+                       what=f"the registry in the stand-in host to answer {url} (401 without a login)")
+    return f"127.0.0.1:{port}", username, password

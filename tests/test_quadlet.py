@@ -4,10 +4,11 @@ Unit tests parse the rendered .container file and labels/run (shlex) and
 compare them flag by flag, so the two cannot drift. The slow test installs
 the unit for alice on the stand-in host, checks it with quadlet's dry run and
 `systemd-analyze verify`, and starts pipglr with `systemctl --user start` from
-an image in a registry on the stand-in host (TLS, a test CA), registered with the test GitLab,
-then runs `podman auto-update`: to a healthy new image while a job runs (the job
-finishes, the next runs on the new image), then to a never-healthy one that is
-rolled back (and takes jobs again).
+an image in a registry on the stand-in host (TLS, a test CA, a login), registered with the test
+GitLab, then updates it with `podman auto-update`: refused until alice logs in; then started by
+podman-auto-update.timer itself, to a healthy new image while a job runs (the job finishes, the next
+runs on the new image); then, run by hand, to a never-healthy one that is rolled back (and takes jobs
+again).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import os
 import shlex
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -242,14 +242,15 @@ def test_cli_quadlet_to_stdout_and_file(tmp_path):
 # --- on the stand-in host -------------------------------------------------------------------------
 
 UNIT_DIR = ".config/containers/systemd"
+TIMER_D = ".config/systemd/user/podman-auto-update.timer.d"  # drop-ins for podman's timer
 GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/libexec/podman/quadlet")
 
 
 @pytest.mark.slow
 def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
-    """Also podman auto-update from a registry on the stand-in host: a healthy new image replaces the running
-    one and a job running meanwhile finishes (the drain), a new image that never becomes healthy is rolled
-    back; jobs run after each."""
+    """Also podman auto-update from a registry on the stand-in host that wants a login: none, no update; with
+    alice's login, the timer's run puts a healthy new image in place of the running one and a job running
+    meanwhile finishes (the drain); a new image that never becomes healthy is rolled back; jobs run after each."""
     # The registry runs on the stand-in host's loopback (serve_in_standin), port 5000 of its own network
     # (by address: the stand-in's /etc/hosts names no localhost).
     served = "127.0.0.1:5000/pipglr:latest"
@@ -319,15 +320,19 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
             verify.stdout + verify.stderr
 
         # The image in a registry alice's podman reaches: TLS from a private CA, which alice's podman trusts
-        # through certs.d (docs/using.md); not marked insecure.
+        # through certs.d (docs/using.md); not marked insecure. The registry wants a login for everything.
         standin.load_image("alice", image)
-        address = served.split("/")[0]
-        assert registry.serve_in_standin(standin.name, tmp_path / "registry-ca") == address
+        address, username, password = registry.serve_in_standin(standin.name, tmp_path / "registry-ca")
+        assert served.startswith(f"{address}/")
         as_alice("sh", "-c", f'mkdir -p "$HOME/.config/containers/certs.d/{address}" && '
                  f'cat > "$HOME/.config/containers/certs.d/{address}/ca.crt"',
                  input=(tmp_path / "registry-ca" / "ca.crt").read_text())
+        # The pushes stand for the nightly, with a login of their own (a file of its own): alice's podman has
+        # none until she logs in below, as docs/using.md says.
+        publisher = ("--authfile", "publisher-auth.json")
+        as_alice("podman", "login", *publisher, "--username", username, "--password-stdin", address, input=password)
         as_alice("podman", "tag", image, served)
-        as_alice("podman", "push", "--quiet", served)
+        as_alice("podman", "push", "--quiet", *publisher, served)
         as_alice("podman", "rmi", image)  # the unit runs what it names: the registry's image
 
         # Register as the README says, a runner created in GitLab (the test coordinator): register writes
@@ -381,8 +386,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                  == "active", 180, interval=2, what="the restarted pipglr.service to become active (healthy)")
 
         # The podman-auto-update.timer drop-in of docs/using.md, loaded by the user's systemd.
-        as_alice("sh", "-c", 'mkdir -p "$HOME/.config/systemd/user/podman-auto-update.timer.d" && '
-                 'cat > "$HOME/.config/systemd/user/podman-auto-update.timer.d/pipglr.conf"',
+        as_alice("sh", "-c", f'mkdir -p "$HOME/{TIMER_D}" && cat > "$HOME/{TIMER_D}/pipglr.conf"',
                  input=(ROOT / "examples" / "podman-auto-update-pipglr.conf").read_text())
         as_alice("systemctl", "--user", "daemon-reload")
         as_alice("systemctl", "--user", "enable", "--now", "podman-auto-update.timer")
@@ -408,7 +412,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                          input=healthcheck)
             # Built under another name: alice's tag keeps naming the running image until auto-update pulls.
             as_alice("podman", "build", "--quiet", "--pull=never", "--tag", "localhost/pipglr-next", "next")
-            as_alice("podman", "push", "--quiet", "localhost/pipglr-next", served)
+            as_alice("podman", "push", "--quiet", *publisher, "localhost/pipglr-next", served)
             built = as_alice("podman", "image", "inspect", "--format", "{{.Id}}", "localhost/pipglr-next").stdout
             as_alice("podman", "untag", "localhost/pipglr-next")
             return built.strip()
@@ -420,6 +424,23 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
                                check=False).stdout
             print(f"podman auto-update ({what}): exit {proc.returncode}\n{proc.stdout}{proc.stderr}\n{journal}")
             return proc.stdout + proc.stderr
+
+        def update_service() -> dict[str, str]:
+            """podman-auto-update.service, which the timer starts: its last run and how that ended."""
+            shown = as_alice("systemctl", "--user", "show", "--property", "InvocationID,ActiveState,Result,"
+                             "ExecMainStartTimestampMonotonic", "podman-auto-update.service").stdout
+            return dict(line.partition("=")[::2] for line in shown.splitlines())
+
+        def update_journal(invocation: str) -> str:
+            """What one run of that service printed: auto-update's table (UNIT ... UPDATED) or its error (the
+            journalctl of docs/using.md, one run of it)."""
+            return as_alice("journalctl", "--user", "-u", "podman-auto-update", "--no-pager", "-o", "cat",
+                            f"_SYSTEMD_INVOCATION_ID={invocation}").stdout
+
+        def reported(table: str) -> list[str]:
+            """The UPDATED column of pipglr.service's rows in auto-update's table."""
+            return [row.split()[-1] for row in table.splitlines()
+                    if row.split()[:1] == ["pipglr.service"] and served in row.split()]
 
         def healthy() -> bool:
             return as_alice("podman", "healthcheck", "run", "pipglr", check=False).returncode == 0
@@ -452,22 +473,45 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         first = running_image()
         good = push_next(f"FROM {served}\nLABEL io.pipglr.test-update=healthy\n")
         assert good != first
+        # Without a login alice's podman may not even look: the timer's service fails, its journal says why
+        # (`journalctl --user -u podman-auto-update`), and the host keeps running what it ran.
+        refused = as_alice("systemctl", "--user", "start", "podman-auto-update.service", check=False)
+        assert refused.returncode != 0, "podman auto-update should fail without a login"
+        service = update_service()
+        assert (service["ActiveState"], service["Result"]) == ("failed", "exit-code"), service
+        journal = update_journal(service["InvocationID"])
+        assert reported(journal) == ["failed"] and "authentication required" in journal, journal
+        assert running_image() == first and unit_state() == "active"
+        # alice logs in as docs/using.md says: to the file in her home, which podman reads after
+        # $XDG_RUNTIME_DIR/containers/auth.json (where a plain `podman login` writes: a tmpfs, empty at boot).
+        as_alice("podman", "login", "--authfile", ".config/containers/auth.json", "--username", username,
+                 "--password-stdin", address, input=password)
+        assert as_alice("stat", "-c", "%a", ".config/containers/auth.json").stdout.strip() == "600"
+        assert as_alice("sh", "-c", 'test ! -e "$XDG_RUNTIME_DIR/containers/auth.json"', check=False).returncode == 0
         drain = add_job('echo "drain job $CI_JOB_ID waiting" > "/cache/$CI_JOB_ID-waiting"',
                         'until [ -e "/cache/$CI_JOB_ID-release" ]; do sleep 1; done', "echo drain-job-released")
         wait_for(lambda: in_cache(f"ls {cache}/*/_data/{drain}-waiting"), 300, interval=2,
                  what="the drain job to wait in its step")
 
-        # podman auto-update, as the timer runs it, while the job runs: it restarts the unit (systemctl restart).
-        updated: dict = {}
-
-        def update() -> None:
-            updated["output"] = auto_update("a healthy new image, a job running")
-            updated["at"] = time.monotonic()
-
+        # The timer itself starts this update, while the job runs: a test-only drop-in, read after pipglr.conf,
+        # has it elapse 2 s after its restart (AccuracySec=1s: by default it may wait a minute more). The
+        # update restarts the unit (systemctl restart).
+        soon = f"{TIMER_D}/zz-test-soon.conf"
+        as_alice("sh", "-c", f'cat > "$HOME/{soon}"',
+                 input="[Timer]\nOnCalendar=\nOnActiveSec=2s\nRandomizedDelaySec=0\nAccuracySec=1s\n")
+        as_alice("systemctl", "--user", "daemon-reload")
         since = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        update_started = time.monotonic()
-        updater = threading.Thread(target=update, daemon=True)
-        updater.start()
+        as_alice("systemctl", "--user", "restart", "podman-auto-update.timer")
+        def timer_started() -> dict[str, str] | None:
+            now = update_service()
+            return now if (now["InvocationID"] != service["InvocationID"] and int(now["ExecMainStartTimestampMonotonic"])
+                           > int(service["ExecMainStartTimestampMonotonic"])) else None
+
+        run = wait_for(timer_started, 120, interval=0.5, what="podman-auto-update.timer to start the update")
+        # The figures count from the service's own start, not from when this poll saw it: CLOCK_MONOTONIC, which
+        # the stand-in shares with this process (one kernel, no time namespace).
+        update_started = int(run["ExecMainStartTimestampMonotonic"]) / 1e6
+        assert 0 <= time.monotonic() - update_started < 60, (run, time.monotonic())
 
         def graceful() -> str | None:
             """The old runner's SIGQUIT, in `podman logs` (pipglr-console.service shows the shutdown too)."""
@@ -494,13 +538,29 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         job = wait_job(drain, 120)
         assert succeeded(job), job["trace"][-3000:]
         assert "drain-job-released" in job["trace"], job["trace"][-3000:]
-        updater.join(1500)
-        assert "at" in updated, "podman auto-update did not return"
-        output = updated["output"]
-        assert f"pipglr.service {served} true" in output.splitlines(), output
+        done = wait_for(lambda: (now := update_service())["ActiveState"] in ("inactive", "failed") and now, 1500,
+                        interval=1, what="the timer's podman-auto-update.service to finish")
+        updated_at = time.monotonic()
+        output = update_journal(run["InvocationID"])
+        print(f"podman-auto-update.service, started by the timer: {done}\n{output}")
+        assert (done["InvocationID"], done["Result"]) == (run["InvocationID"], "success"), done
+        assert reported(output) == ["true"], output
         assert running_image() == good, "the unit should run the new image"
         assert unit_state() == "active"
         assert healthy()
+        # The documented timer again: the test's drop-in gone and the timer restarted (one that has elapsed
+        # gets no next time from a daemon-reload alone): next at 05:00 UTC plus this host's delay.
+        as_alice("rm", soon)
+        as_alice("systemctl", "--user", "daemon-reload")
+        as_alice("systemctl", "--user", "restart", "podman-auto-update.timer")
+        timer = as_alice("systemctl", "--user", "show", "--property", "TimersMonotonic,TimersCalendar",
+                         "podman-auto-update.timer").stdout
+        assert "OnActive" not in timer and "05:00:00 UTC" in timer, timer
+        next_run = as_alice("systemctl", "--user", "show", "--value", "--property", "NextElapseUSecRealtime",
+                            "podman-auto-update.timer").stdout.strip()
+        next_at = datetime.datetime.strptime(next_run, "%a %Y-%m-%d %H:%M:%S %Z").replace(tzinfo=datetime.UTC)
+        assert datetime.datetime.now(datetime.UTC) < next_at and 5 <= next_at.hour < 7, next_run
+        assert update_service()["InvocationID"] == run["InvocationID"], "the timer should not run again now"
 
         # The next job runs on the new image; the gap: the old runner's last job request to the new one's first.
         after = wait_job(add_job("echo on-the-new-image"))
@@ -517,9 +577,9 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         # The draining runner asked for no job (a request already on its way at SIGQUIT: 1 s).
         sigquit = datetime.datetime.fromisoformat(stop_line.split()[0])
         assert old_last <= sigquit + datetime.timedelta(seconds=1), (old_last, stop_line)
-        print(f"drain figures: auto-update {updated['at'] - update_started:.0f} s (SIGQUIT seen after "
+        print(f"drain figures: auto-update {updated_at - update_started:.0f} s (SIGQUIT seen after "
               f"{stopping - update_started:.0f} s, job released after {released - update_started:.0f} s, "
-              f"release to active {updated['at'] - released:.0f} s); no job requests "
+              f"release to active {updated_at - released:.0f} s); no job requests "
               f"{(new_first - old_last).total_seconds():.0f} s ({old_last:%H:%M:%S} to {new_first:%H:%M:%S}), "
               f"job finished to first new request {(new_first - finished).total_seconds():.0f} s; "
               f"new container started {booted_at.strip()}; SIGQUIT: {stop_line}")
