@@ -31,7 +31,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from .. import helper_image, processes, runner
+from .. import helper_image, processes, render, runner
 from ..base_image import native_arch
 from ..config import Config
 from ..errors import PipglrError
@@ -189,6 +189,14 @@ class JobsHost:
         runners = {r["description"]: r["id"] for r in self.gitlab.state()["runners"]}
         self.runner_ids = {"nested": runners["bench-nested"], "baseline": runners["bench-baseline"]}
 
+    def wake(self) -> None:
+        """Both podman services up before each job: each is socket-activated and exits 5 s after its last
+        request, and whether it had exited depended on which side went first in a pair (the job before a side's
+        first job is its own, before its second the other side's). With both up, every job starts alike."""
+        self.alice("curl", "-sf", "--unix-socket", ALICE_SOCKET.removeprefix("unix://"), "http://d/_ping")
+        self.alice("podman", "exec", "--user", "podman", "pipglr", "curl", "-sf", "--unix-socket",
+                   render.NESTED_SOCKET, "http://d/_ping")
+
     def podman_log(self, who: str) -> str:
         """The end of the journal of the podman service that ran WHO's jobs (for a failed job)."""
         if who == "baseline":
@@ -242,8 +250,9 @@ def _measure(world: JobsHost, pairs: int) -> dict:
         world.start()
         for who in RUNNERS:  # warm-up: the first job makes the cache volume and the first cache archive
             world.wait([world.queue(who, "clone_cache")])
-        # Both sides start each job from the same state: nothing dirty to write back. The caches stay warm
-        # (the warm-up above read the same helper, job image and runner for both), as on a host running jobs.
+        # Both sides start each job from the same state: nothing dirty to write back, both podman services up
+        # (wake). The caches stay warm (the warm-up above read the same helper, job image and runner for both),
+        # as on a host running jobs.
         samples = {(who, kind, what): [] for who in RUNNERS for kind in ("script", "clone_cache")
                    for what in ("first_line", "job")}
         for i, order in enumerate(pair_orders(pairs, RUNNERS)):
@@ -251,6 +260,7 @@ def _measure(world: JobsHost, pairs: int) -> dict:
             for kind in ("script", "clone_cache"):
                 for who in order:
                     os.sync()
+                    world.wake()
                     job = world.wait([world.queue(who, kind)])[0]
                     first, whole = job_timings(job["trace"])
                     samples[(who, kind, "first_line")].append(first)
@@ -271,6 +281,7 @@ def _measure(world: JobsHost, pairs: int) -> dict:
             for n in CONCURRENCY[1:]:
                 for who in order:
                     os.sync()
+                    world.wake()
                     jobs = world.wait([world.queue(who, "clone_cache") for _ in range(n)])
                     window = throughput_window([job["trace"] for job in jobs])
                     throughput[(who, n)].append(jobs_per_minute(n, window))
