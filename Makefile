@@ -35,7 +35,7 @@ runner: setup
 # the layers a version bump rebuilds.
 bench: setup runner
 	@R="$$($(PY) build.py runner --runner-source gomodule | cut -f3)"; \
-	 $(PY) build.py bench --runs 5 --pairs 20 --job-pairs 10 --tags bench --runner-source gomodule \
+	 $(PY) build.py bench --runs 5 --pairs 20 --job-pairs 20 --tags bench --runner-source gomodule \
 	   --bump-runner-file "$${R%amd64}{arch}" --bump-runner-version 19.4.1
 
 setup: host venv

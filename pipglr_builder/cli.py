@@ -268,7 +268,7 @@ def quadlet_cmd(config, image: str | None, output: Path | None, instance: str) -
               help="Runs per figure (builds, start, memory; pairs of the fuse-overlayfs and vfs peers).")
 @click.option("--pairs", type=click.IntRange(1, 100), default=20, show_default=True,
               help="Pairs (one sample of each side, alternating which goes first) per nesting comparison.")
-@click.option("--job-pairs", type=click.IntRange(1, 100), default=10, show_default=True,
+@click.option("--job-pairs", type=click.IntRange(1, 100), default=20, show_default=True,
               help="Pairs per CI job comparison (a pair of jobs takes far longer than a pair of `run true`).")
 @click.option("--builds/--no-builds", default=True, show_default=True,
               help="Time the cold, warm and runner-bump builds; --no-builds measures the rest only.")

@@ -375,7 +375,7 @@ def _nesting(image: str, runs: int, pairs: int, job_image: str, home: Path) -> d
 
 
 def run(config: Config, runs: int, out: Path, cold_runs: int = 3, arm64: bool = True,
-        bump: tuple[str, str] | None = None, jobs: bool = True, pairs: int = 20, job_pairs: int = 10,
+        bump: tuple[str, str] | None = None, jobs: bool = True, pairs: int = 20, job_pairs: int = 20,
         builds: bool = True) -> int:
     if not os.access(DROP_CACHES, os.W_OK):
         raise PipglrError(f"bench: every sample starts with the caches dropped ({DROP_CACHES}): run it as root")
