@@ -8,7 +8,7 @@ an image in a registry on the stand-in host (TLS, a test CA, a login), registere
 GitLab, then updates it with `podman auto-update`: refused until alice logs in; then started by
 podman-auto-update.timer itself, to a healthy new image while a job runs (the job finishes, the next
 runs on the new image); then, run by hand, to a never-healthy one that is rolled back (and takes jobs
-again).
+again); last, with alice trusting only signed images of the repository, an unsigned one is refused.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipglr_builder import config, quadlet, render
+from pipglr_builder import config, quadlet, render, trust
 from pipglr_builder.cli import main
 from pipglr_builder.errors import ConfigError
 from pipglr_builder.harness.coordinator import URL, VOLUME, Coordinator
@@ -250,7 +250,8 @@ GENERATORS = ("/usr/lib/systemd/user-generators/podman-user-generator", "/usr/li
 def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
     """Also podman auto-update from a registry on the stand-in host that wants a login: none, no update; with
     alice's login, the timer's run puts a healthy new image in place of the running one and a job running
-    meanwhile finishes (the drain); a new image that never becomes healthy is rolled back; jobs run after each."""
+    meanwhile finishes (the drain); a new image that never becomes healthy is rolled back; jobs run after each;
+    an unsigned image is refused once alice trusts only the publisher's signatures."""
     # The registry runs on the stand-in host's loopback (serve_in_standin), port 5000 of its own network
     # (by address: the stand-in's /etc/hosts names no localhost).
     served = "127.0.0.1:5000/pipglr:latest"
@@ -605,6 +606,28 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         assert healthy()
         back = wait_job(add_job("echo after-the-rollback"))
         assert succeeded(back) and "after-the-rollback" in back["trace"], back["trace"][-3000:]
+
+        # Only signed images (docs/using.md): alice trusts the repository with the publisher's key, the files
+        # exactly as `pipglr-build trust` plans them for her (trust.plan on her home, the stand-in's own
+        # /etc/containers as the system's). An image then pushed under the tag unsigned is refused by the update's
+        # pull, and pipglr stays on the image it runs.
+        keys = tmp_path / "keys"
+        keys.mkdir()
+        (keys / "passphrase").write_text(f"pipglr-{uuid.uuid4().hex}\n")
+        cli("keygen", str(keys / "publisher"), "--passphrase-file", str(keys / "passphrase"))
+        system = tmp_path / "standin-containers"
+        sh("podman", "cp", f"{standin.name}:/etc/containers", str(system))
+        home = Path("/home/alice")
+        assert not home.exists(), "trust.plan reads alice's files from this machine: there must be none here"
+        for change in trust.plan(home, served.rpartition(":")[0], (keys / "publisher.pub").read_bytes(), system):
+            as_alice("sh", "-c", f'mkdir -p "{change.path.parent}" && cat > "{change.path}" && '
+                     f'chmod {change.mode:o} "{change.path}"', input=change.content)
+        unsigned = push_next(f"FROM {served}\nLABEL io.pipglr.test=unsigned\n")
+        assert unsigned != good
+        output = auto_update("an unsigned image under the tag")
+        assert "A signature was required, but no signature exists" in output, output
+        assert running_image() == good and unit_state() == "active" and healthy()
+        assert as_alice("podman", "image", "inspect", "--format", "{{.Id}}", served).stdout.strip() == good
 
         as_alice("systemctl", "--user", "stop", "pipglr.service")
         shown = as_alice("systemctl", "--user", "show", "--property", "ActiveState,Result", "pipglr.service").stdout
