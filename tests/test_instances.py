@@ -10,6 +10,7 @@ instances with one runner's config.toml, as a fleet of hosts (docs/fleet.md): th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -214,19 +215,28 @@ class Alice:
         self.runlabel(name, "run")
 
 
-@pytest.mark.slow
-def test_two_instances_side_by_side_each_take_their_own_job(image):
-    """The default instance and `ci2`, each registered with its own runner created in GitLab, set up,
-    preloaded and started through the runlabels; each takes the job queued for its runner; dumpconfig, logs,
-    resetcache and doctor reach each one's own container, volumes and secret."""
+@contextlib.contextmanager
+def alice_on_a_standin(image: str, what: str):
+    """A stand-in host with the test GitLab and IMAGE in alice's storage: (alice, the GitLab); the host is
+    removed after, and the time it took printed as WHAT."""
     started = time.monotonic()
     standin = StandIn(BASE, volumes=(VOLUME,))
     try:
         standin.start()
         gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}").start()
         standin.load_image("alice", image)
+        yield Alice(standin, image), gitlab
+    finally:
+        standin.close()
+        print(f"{what}: {time.monotonic() - started:.0f} s")
 
-        alice = Alice(standin, image)
+
+@pytest.mark.slow
+def test_two_instances_side_by_side_each_take_their_own_job(image):
+    """The default instance and `ci2`, each registered with its own runner created in GitLab, set up,
+    preloaded and started through the runlabels; each takes the job queued for its runner; dumpconfig, logs,
+    resetcache and doctor reach each one's own container, volumes and secret."""
+    with alice_on_a_standin(image, "two instances side by side") as (alice, gitlab):
         runlabel = alice.runlabel
         bad = runlabel("bad/name", "setupstorage", check=False)
         assert bad.returncode != 0 and "--name bad/name: an instance name starts with" in bad.stderr, bad.stderr
@@ -244,7 +254,7 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
             alice("podman", "secret", "create", secret, config_file)
             alice.set_up_and_run(name)
         for _, _, container in INSTANCES.values():
-            standin.wait_booted(container=container, what=f"the {container} container to boot")
+            alice.standin.wait_booted(container=container, what=f"the {container} container to boot")
 
         assert set(alice("podman", "ps", "--format", "{{.Names}}").stdout.split()) == {"pipglr", "ci2"}
         volumes = set(alice("podman", "volume", "ls", "--format", "{{.Name}}").stdout.split())
@@ -292,9 +302,6 @@ def test_two_instances_side_by_side_each_take_their_own_job(image):
         for arg in ("--name ci2", "--hostname ci2", "--secret ci2-config.toml,target=config.toml,type=mount",
                     "-v ci2-storage:", "-v ci2-cache:", "-v ci2-state:"):
             assert arg in exec_start, f"{arg!r} not in {exec_start}"
-    finally:
-        standin.close()
-        print(f"two instances side by side: {time.monotonic() - started:.0f} s")
 
 
 def test_the_coordinator_keeps_a_runners_managers_as_gitlab_does():
@@ -350,12 +357,7 @@ def test_one_runner_token_on_three_instances_is_three_managers(image):
     coordinator; three jobs held at once run one on each; `unregister` on one deletes its manager only, and
     the next jobs run on the other two."""
     started = time.monotonic()
-    standin = StandIn(BASE, volumes=(VOLUME,))
-    try:
-        standin.start()
-        gitlab = Coordinator(standin, f"reg-{uuid.uuid4().hex}").start()
-        standin.load_image("alice", image)
-        alice = Alice(standin, image)
+    with alice_on_a_standin(image, "one token on three instances") as (alice, gitlab):
         alice.save_preloads()
         runner = gitlab.request("POST", "/_test/runners", {"description": "fleet"})
         alice("podman", "secret", "create", "REGISTRATION_TOKEN", "-", input=runner["token"] + "\n")
@@ -366,7 +368,7 @@ def test_one_runner_token_on_three_instances_is_three_managers(image):
             alice.set_up_and_run(name)
         booting = time.monotonic()
         for name in FLEET:
-            standin.wait_booted(container=name, what=f"the {name} container to boot")
+            alice.standin.wait_booted(container=name, what=f"the {name} container to boot")
 
         def system_id(name: str) -> str | None:
             """What gitlab-runner of instance NAME keeps in its state volume (made at its first start)."""
@@ -474,9 +476,6 @@ def test_one_runner_token_on_three_instances_is_three_managers(image):
         print(f"fleet: three held jobs running {running - booting:.0f} s after the last `run` "
               f"({running - started:.0f} s into the test); fleet3's config reload seen {reloaded:.1f} s after "
               f"unregister; fleet3 asked again in between: {again}")
-    finally:
-        standin.close()
-        print(f"one token on three instances: {time.monotonic() - started:.0f} s")
 
 
 def doctor_names(fake_podman: str, instance: str) -> tuple[int, str]:
