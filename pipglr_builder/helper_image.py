@@ -67,7 +67,8 @@ def bud_argv(config: Config, arch: str, context: Path, tag: str, inputs: str, ru
 
 def build_helper(config: Config, arch: str, runner_binary: Path, nonce: str, source: str) -> str | None:
     """Build and tag the helper image for ARCH; its image ID, or None when the runner came without a helper
-    binary. The ID is read from the build's own temporary tag: the shared names may be retagged meanwhile."""
+    binary. A build reads the ID from its own temporary tag (the shared names may be retagged meanwhile); an
+    unchanged helper's is that of its first name, just checked."""
     helper_bin = runner.helper_binary(runner_binary, arch)
     if helper_bin is None:
         return None

@@ -88,6 +88,17 @@ def cli(*args: str, check: bool = True, env: dict[str, str] | None = None) -> su
     return proc
 
 
+def keygen(directory: Path, *names: str) -> Path:
+    """`pipglr-build keygen DIRECTORY/NAME` for each of NAMES, as a publisher makes a key pair, with one passphrase
+    in DIRECTORY/passphrase (never in the output); DIRECTORY."""
+    passphrase = directory / "passphrase"
+    passphrase.write_text(f"pipglr-{uuid.uuid4().hex}\n")
+    for name in names:
+        proc = cli("keygen", str(directory / name), "--passphrase-file", str(passphrase))
+        assert "sha256:" in proc.stdout and passphrase.read_text().strip() not in proc.stdout + proc.stderr
+    return directory
+
+
 def stop_midway(*args: str, when, timeout: float, what: str, exit_within: float) -> tuple[int, str]:
     """Run build.py ARGS, send it SIGTERM once WHEN(its stderr so far) is true (within TIMEOUT), give it
     EXIT_WITHIN seconds to exit; return (exit code, stderr)."""

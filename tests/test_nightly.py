@@ -25,7 +25,7 @@ import pytest
 from pipglr_builder import publish, signing, verify
 from pipglr_builder.standin import USERS, StandIn
 
-from .conftest import BASE, cli, local_image_refs, need, runner_args, sh, stop_midway
+from .conftest import BASE, cli, keygen, local_image_refs, need, runner_args, sh, stop_midway
 from .registry import start_registry
 
 pytestmark = pytest.mark.slow
@@ -56,13 +56,7 @@ def image_name():
 def keys(tmp_path_factory):
     """The publisher's key pair (made by `pipglr-build keygen`, passphrase in a file) and a stranger's."""
     cli("bootstrap-base", "--platform", "linux/amd64")  # keygen runs skopeo on the Debian base (cached)
-    made = tmp_path_factory.mktemp("signing-keys")
-    passphrase = made / "passphrase"
-    passphrase.write_text(f"pipglr-{uuid.uuid4().hex}\n")
-    for name in ("pipglr", "stranger"):
-        proc = cli("keygen", str(made / name), "--passphrase-file", str(passphrase))
-        assert "sha256:" in proc.stdout and passphrase.read_text().strip() not in proc.stdout + proc.stderr
-    return made
+    return keygen(tmp_path_factory.mktemp("signing-keys"), "pipglr", "stranger")
 
 
 def nightly(registry, image_name, report, keys, *extra):

@@ -33,7 +33,7 @@ from pipglr_builder.processes import wait_for
 from pipglr_builder.standin import USERS, StandIn
 
 from . import registry
-from .conftest import BASE, ROOT, cli, image_exists, sh
+from .conftest import BASE, ROOT, cli, image_exists, keygen, sh
 
 IMAGE = "localhost/pipglr:latest"
 CUSTOM = {"podman_uid": "2000", "runner_uid": "3000", "session_server_listen": "0.0.0.0:8093",
@@ -613,8 +613,7 @@ def test_quadlet_starts_pipglr_under_the_users_systemd(image, tmp_path):
         # pull, and pipglr stays on the image it runs.
         keys = tmp_path / "keys"
         keys.mkdir()
-        (keys / "passphrase").write_text(f"pipglr-{uuid.uuid4().hex}\n")
-        cli("keygen", str(keys / "publisher"), "--passphrase-file", str(keys / "passphrase"))
+        keygen(keys, "publisher")
         system = tmp_path / "standin-containers"
         sh("podman", "cp", f"{standin.name}:/etc/containers", str(system))
         home = Path("/home/alice")
